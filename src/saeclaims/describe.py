@@ -1,0 +1,71 @@
+"""Which hooks a subject has, read without loading it, so tests can be parametrised at collection."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .subjects import RESID_HOOK, SubjectError, hook_order, organism_dir, parse_release_spec
+
+
+@dataclass
+class SubjectInfo:
+    spec: str
+    hooks: list[str]
+    full_context_hooks: list[str] = field(default_factory=list)
+
+
+def _scan_sae_dirs(root: Path) -> list[tuple[str, int]]:
+    out = []
+    for cfg_path in sorted(root.rglob("cfg.json")):
+        meta = json.loads(cfg_path.read_text()).get("metadata", {})
+        out.append((meta.get("hook_name"), meta.get("context_size")))
+    return out
+
+
+def describe_subject(spec: str) -> SubjectInfo:
+    if spec == "organism":
+        root = organism_dir()
+        card_path = root / "card.json"
+        if not card_path.exists():
+            raise SubjectError(f"organism card {card_path} is missing: restore fixtures/organism from git")
+        card = json.loads(card_path.read_text())
+        short = card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]
+        found = _scan_sae_dirs(root / "saes")
+        return SubjectInfo(spec, _ordered(h for h, c in found if c == short),
+                           _ordered(h for h, c in found if c != short))
+    if spec.startswith("local:"):
+        root = Path(spec[len("local:"):])
+        if not root.is_dir():
+            raise SubjectError(f"local subject folder {root} does not exist")
+        meta_path = root / "subject.json"
+        full_ctx = json.loads(meta_path.read_text()).get("full_context_size") if meta_path.exists() else None
+        found = _scan_sae_dirs(root)
+        return SubjectInfo(spec, _ordered(h for h, c in found if not (full_ctx and c == full_ctx)),
+                           _ordered(h for h, c in found if full_ctx and c == full_ctx))
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    release, ids = parse_release_spec(spec)
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        raise SubjectError(f"unknown subject or sae_lens release {release!r}")
+    ids = ids or list(directory[release].saes_map)
+    # Releases in this family name each SAE by its hook; others resolve at load time.
+    return SubjectInfo(spec, _ordered(i for i in ids if RESID_HOOK.match(i)))
+
+
+def _ordered(hooks) -> list[str]:
+    return sorted({h for h in hooks if h and RESID_HOOK.match(h)}, key=hook_order)
+
+
+def hooks_in_scope(info: SubjectInfo, scope: str) -> list[str]:
+    pre = [h for h in info.hooks if h.endswith("hook_resid_pre")]
+    return {
+        "all": info.hooks,
+        "resid_pre": pre,
+        "resid_pre0": [h for h in pre if hook_order(h)[0] == 0],
+        "later_resid_pre": [h for h in pre if hook_order(h)[0] >= 1],
+        "full_context": info.full_context_hooks,
+        "subject": [],
+    }[scope]

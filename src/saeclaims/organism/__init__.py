@@ -1,0 +1,1 @@
+"""The shipped model organism: a small GPT-2-style model with short-context SAEs."""

@@ -1,0 +1,223 @@
+"""Build the organism end to end: corpus split, tokenizer, model, SAEs, card.
+
+Each stage writes its artifacts atomically and is skipped when they already exist, so an interrupted
+build resumes; everything is a function of the corpus and `--seed`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import corpus as corpus_mod
+from .model import (
+    WEIGHT_PROCESSING,
+    ModelSpec,
+    TrainSpec,
+    eval_loss,
+    process_for_release,
+    save_config,
+    train_model,
+    wpos_top3_share,
+)
+from .saes import SAESpec, hook_names, sae_quality, train_sae
+
+log = logging.getLogger("saeclaims.organism")
+
+MODEL_FILE = "model.safetensors"
+MODEL_CONFIG = "model_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+EVAL_TOKENS = "eval_tokens.npy"
+CARD_FILE = "card.json"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    seed: int = 0
+    vocab_size: int = 4096
+    doc_bytes: int = 16_000
+    eval_fraction: float = 0.05
+    n_eval_seqs: int = 128
+    max_bytes_per_book: int | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    sae: SAESpec = field(default_factory=SAESpec)
+    sae_hooks: tuple[str, ...] | None = None
+    context_ratio: int = 8
+    full_context_family: bool = True
+    quality_seqs: int = 32
+
+    @property
+    def short_ctx(self) -> int:
+        return self.model.n_ctx // self.context_ratio
+
+    def hooks(self) -> list[str]:
+        return list(self.sae_hooks) if self.sae_hooks else hook_names(self.model.n_layers)
+
+
+def smoke_spec(seed: int = 0) -> BuildSpec:
+    """Tiny sizes that prove the builder end to end in about a minute."""
+    return BuildSpec(
+        seed=seed,
+        vocab_size=400,
+        doc_bytes=4000,
+        eval_fraction=0.1,
+        n_eval_seqs=8,
+        max_bytes_per_book=12_000,
+        model=ModelSpec(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, d_vocab=400),
+        train=TrainSpec(tokens=20_000, batch_seqs=8, warmup_steps=5, checkpoint_every=20),
+        sae=SAESpec(d_sae=64, training_tokens=16_384, l1_coefficient=1.0, lr=1e-3,
+                    train_batch_size_tokens=1024),
+        sae_hooks=("blocks.0.hook_resid_pre",),
+        full_context_family=False,
+        quality_seqs=8,
+    )
+
+
+def sae_dir(out: Path, ctx: int, hook: str) -> Path:
+    return out / "saes" / f"ctx{ctx}" / hook
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, arr)
+    tmp.replace(path)
+
+
+def _stage_data(spec: BuildSpec, corpus_dir: Path, out: Path, work: Path, card: dict):
+    from tokenizers import Tokenizer
+
+    t0 = time.time()
+    split = corpus_mod.split_corpus(
+        corpus_dir, spec.seed, spec.doc_bytes, spec.eval_fraction, spec.max_bytes_per_book
+    )
+    card["corpus"] = {
+        "folder": corpus_dir.name,
+        "file_sha256": split.file_sha256,
+        "n_train_docs": len(split.train),
+        "n_eval_docs": len(split.eval),
+        "eval_docs": [f"{d.book}#{d.index}" for d in split.eval],
+    }
+    tok_path = out / TOKENIZER_FILE
+    if not tok_path.exists():
+        tok = corpus_mod.train_tokenizer(split.train, spec.vocab_size)
+        tmp = tok_path.with_suffix(".tmp")
+        tok.save(str(tmp))
+        tmp.replace(tok_path)
+    tok = Tokenizer.from_file(str(tok_path))
+    bos = tok.token_to_id(corpus_mod.BOS_TOKEN)
+    train_path = work / "train_stream.npy"
+    if not train_path.exists():
+        _save_npy_atomic(train_path, corpus_mod.encode_stream(tok, split.train))
+    eval_path = out / EVAL_TOKENS
+    if not eval_path.exists():
+        held = corpus_mod.encode_stream(tok, split.eval)
+        _save_npy_atomic(eval_path, corpus_mod.windows(held, spec.model.n_ctx, bos, spec.n_eval_seqs))
+    stream = np.load(train_path)
+    card["corpus"]["train_tokens_available"] = int(len(stream))
+    card["stages"]["data_s"] = round(time.time() - t0, 1)
+    log.info("data: %d train tokens, eval shard %s", len(stream), np.load(eval_path).shape)
+    return stream, bos
+
+
+def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict):
+    from safetensors.torch import load_file, save_file
+
+    from .model import make_model
+
+    model_path, cfg_path = out / MODEL_FILE, out / MODEL_CONFIG
+    eval_tokens = np.load(out / EVAL_TOKENS)
+    t0 = time.time()
+    if not model_path.exists():
+        model, cfg, seen = train_model(stream, bos, spec.model, spec.train, spec.seed, work, eval_tokens)
+        sd = process_for_release(model)
+        cfg = {**cfg, "normalization_type": model.cfg.normalization_type}
+        save_file(sd, str(model_path.with_suffix(".tmp")))
+        model_path.with_suffix(".tmp").replace(model_path)
+        save_config(cfg_path, cfg)
+        card["stages"]["model_s"] = round(time.time() - t0, 1)
+        card["model_training_tokens"] = int(seen)
+    cfg = json.loads(cfg_path.read_text())
+    model = make_model(cfg)
+    model.load_state_dict(load_file(str(model_path)))
+    model.eval()
+    return model
+
+
+def _stage_saes(spec: BuildSpec, model, stream, bos, out: Path, card: dict) -> None:
+    contexts = [spec.short_ctx] + ([spec.model.n_ctx] if spec.full_context_family else [])
+    times = card["stages"].setdefault("sae_s", {})
+    for ctx in contexts:
+        for hook in spec.hooks():
+            d = sae_dir(out, ctx, hook)
+            if (d / "cfg.json").exists():
+                continue
+            t0 = time.time()
+            log.info("training SAE %s at context %d", hook, ctx)
+            tmp = d.with_name(d.name + ".tmp")
+            train_sae(model, stream, bos, hook, ctx, spec.sae, spec.seed, tmp)
+            tmp.replace(d)
+            times[f"ctx{ctx}/{hook}"] = round(time.time() - t0, 1)
+
+
+def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
+    from sae_lens import SAE
+
+    eval_tokens = np.load(out / EVAL_TOKENS)
+    loss, bins = eval_loss(model, eval_tokens)
+    card["eval_loss"] = {"overall": loss, "by_position": bins}
+    w_pos = model.W_pos.detach().numpy()
+    card["w_pos_top3_share"] = {
+        f"rows 1..{spec.short_ctx - 1}": wpos_top3_share(w_pos, 1, spec.short_ctx),
+        f"rows 1..{spec.model.n_ctx - 1}": wpos_top3_share(w_pos, 1, spec.model.n_ctx),
+    }
+    q_tokens = eval_tokens[: spec.quality_seqs]
+    card["saes"] = {}
+    for ctx_dir in sorted((out / "saes").iterdir()):
+        for d in sorted(p for p in ctx_dir.iterdir() if (p / "cfg.json").exists()):
+            sae = SAE.load_from_disk(str(d), device="cpu")
+            ctx = sae.cfg.metadata.context_size
+            entry = {
+                "hook_name": sae.cfg.metadata.hook_name,
+                "context_size": ctx,
+                "prepend_bos": sae.cfg.metadata.prepend_bos,
+                "d_sae": sae.cfg.d_sae,
+                "in_context": sae_quality(model, sae, d.name, q_tokens, 1, ctx),
+            }
+            if ctx < q_tokens.shape[1]:
+                entry["beyond_context"] = sae_quality(model, sae, d.name, q_tokens, ctx, q_tokens.shape[1])
+            card["saes"][f"{ctx_dir.name}/{d.name}"] = entry
+
+
+def build(corpus_dir: Path, out: Path, spec: BuildSpec) -> dict:
+    from .. import __version__
+    from ..artifacts import hash_tree
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / ".build"
+    work.mkdir(exist_ok=True)
+    torch.manual_seed(spec.seed)
+    card_path = out / CARD_FILE
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.setdefault("stages", {})
+    card.update({"name": "saeclaims-organism", "builder_version": __version__, "seed": spec.seed,
+                 "spec": asdict(spec), "weight_processing": WEIGHT_PROCESSING,
+                 "torch": torch.__version__})
+    t0 = time.time()
+    stream, bos = _stage_data(spec, corpus_dir, out, work, card)
+    card["bos_token_id"] = int(bos)
+    model = _stage_model(spec, stream, bos, out, work, card)
+    _stage_saes(spec, model, stream, bos, out, card)
+    _measure(spec, model, out, card)
+    card["stages"]["last_run_s"] = round(time.time() - t0, 1)
+    card["sha256"] = hash_tree(out, exclude={CARD_FILE, "build.log"})
+    tmp = card_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    tmp.replace(card_path)
+    return card

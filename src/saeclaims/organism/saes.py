@@ -1,0 +1,118 @@
+"""Train the organism's residual-stream SAEs with sae_lens's own trainer, and measure them.
+
+sae_lens evaluates nothing when wandb is off, so L0 and explained variance are measured here on the
+held-out evaluation shard.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("saeclaims.organism")
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    d_sae: int = 2048
+    training_tokens: int = 3_000_000
+    l1_coefficient: float = 2.0
+    lr: float = 5e-4
+    train_batch_size_tokens: int = 4096
+
+
+def hook_names(n_layers: int) -> list[str]:
+    return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
+        f"blocks.{n_layers - 1}.hook_resid_post"
+    ]
+
+
+def train_sae(
+    model, stream: np.ndarray, bos: int, hook: str, context_size: int, spec: SAESpec, seed: int,
+    out_dir: Path,
+):
+    """One standard ReLU SAE via `LanguageModelSAETrainingRunner`, saved with sae_lens's format."""
+    from datasets import Dataset
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens.saes.standard_sae import StandardTrainingSAEConfig
+
+    from .corpus import windows
+
+    n_windows = -(-spec.training_tokens // context_size) + 64
+    rng = np.random.default_rng([seed, context_size])
+    body = context_size - 1
+    # Several passes over the stream when it is short, each with its own phase and order.
+    rows = []
+    phase = 0
+    while sum(len(r) for r in rows) < n_windows:
+        shift = int(rng.integers(0, body)) if phase else 0
+        w = windows(stream[shift:], context_size, bos)
+        rows.append(w[rng.permutation(len(w))])
+        phase += 1
+    data = np.concatenate(rows)[:n_windows]
+    dataset = Dataset.from_dict({"input_ids": data.astype(np.int64).tolist()})
+    steps = spec.training_tokens // spec.train_batch_size_tokens
+    store_prompts = max(1, 2048 // context_size)
+    cfg = LanguageModelSAERunnerConfig(
+        sae=StandardTrainingSAEConfig(
+            d_in=model.cfg.d_model,
+            d_sae=spec.d_sae,
+            l1_coefficient=spec.l1_coefficient,
+            l1_warm_up_steps=steps // 20,
+            normalize_activations="expected_average_only_in",
+        ),
+        model_name=model.cfg.model_name,
+        hook_name=hook,
+        dataset_path="saeclaims-organism-train",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=context_size,
+        prepend_bos=True,
+        exclude_special_tokens=[bos],
+        training_tokens=spec.training_tokens,
+        train_batch_size_tokens=spec.train_batch_size_tokens,
+        store_batch_size_prompts=store_prompts,
+        # sae_lens sizes its shuffle buffer as n_batches_in_buffer * context_size tokens.
+        n_batches_in_buffer=max(4, (4 * spec.train_batch_size_tokens) // context_size),
+        n_batches_for_norm_estimate=20,
+        lr=spec.lr,
+        lr_warm_up_steps=steps // 50,
+        lr_decay_steps=steps // 5,
+        device="cpu",
+        seed=seed,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0,
+        checkpoint_path=None,
+        output_path=str(out_dir),
+        verbose=True,
+    )
+    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    runner.run()
+    for extra in ("runner_cfg.json",):
+        (out_dir / extra).unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def sae_quality(model, sae, hook: str, tokens: np.ndarray, lo: int, hi: int, batch: int = 16) -> dict:
+    """L0 and explained variance of the SAE on positions [lo, hi) of held-out sequences."""
+    xs = []
+    stop = int(hook.split(".")[1]) + 1
+    for i in range(0, len(tokens), batch):
+        t = torch.from_numpy(tokens[i : i + batch].astype(np.int64))
+        _, cache = model.run_with_cache(t, names_filter=[hook], stop_at_layer=stop)
+        xs.append(cache[hook][:, lo:hi].reshape(-1, model.cfg.d_model))
+    x = torch.cat(xs).float()
+    acts = sae.encode(x)
+    rec = sae.decode(acts)
+    resid = (x - rec).pow(2).sum()
+    total = (x - x.mean(0)).pow(2).sum()
+    return {
+        "l0": float((acts > 0).float().sum(-1).mean()),
+        "explained_variance": float(1 - resid / total),
+        "positions": [lo, hi],
+        "n_tokens": int(x.shape[0]),
+    }

@@ -1,0 +1,259 @@
+"""Batched splicing kernels: one clean pass, then only the layers after each hook, variants stacked.
+
+The obvious way (sae_lens's evals) runs one full hooked forward per variant per hook. Here the clean
+pass caches every hook at once; for each hook the spliced activations of all variants are stacked
+along the batch and fed to TransformerLens with `start_at_layer`, so the prefix is never recomputed.
+Log-probabilities are formed a chunk of token rows at a time, so memory never holds
+variants x batch x positions x vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .subjects import Subject, SubjectError, hook_order, start_layer
+from .variants import CLAIM_VARIANTS, VariantContext, apply_variant, check_variant
+
+RECON_METRICS = ("sq_err", "nmse", "l0", "cos")
+LOSS_METRICS = ("ce", "dce", "kl")
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
+class HookStats:
+    """In-context statistics at a hook: the `mean` variant and the nMSE normaliser."""
+
+    mean: torch.Tensor  # [d]
+    variance: float  # mean over in-context tokens of ||x - mean||^2
+
+
+@dataclass
+class Measurements:
+    """Per-token results. Arrays are [n_seqs, T-1]: column p belongs to position p, whose next-token
+    loss is measured there. `tidy()` gives the long (variant, hook, sequence, position) table."""
+
+    subject: str
+    hooks: list[str]
+    variants: list[str]
+    context_sizes: dict[str, int]
+    clean_ce: np.ndarray
+    metrics: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    activation: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def n_seqs(self) -> int:
+        return int(self.clean_ce.shape[0])
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.clean_ce.shape[1])
+
+    def get(self, variant: str, hook: str, metric: str) -> np.ndarray:
+        try:
+            return self.metrics[(variant, hook)][metric]
+        except KeyError:
+            raise KeyError(f"no {metric} for variant {variant} at {hook}; measured: "
+                           f"{sorted(self.metrics)}") from None
+
+    def tidy(self) -> dict[str, np.ndarray]:
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("variant", "hook", "sequence", "position",
+                                                             *LOSS_METRICS, *RECON_METRICS)}
+        n, p = self.clean_ce.shape
+        seq, pos = np.meshgrid(np.arange(n), np.arange(p), indexing="ij")
+        for (variant, hook), m in self.metrics.items():
+            cols["variant"].append(np.full(n * p, variant, dtype=object))
+            cols["hook"].append(np.full(n * p, hook, dtype=object))
+            cols["sequence"].append(seq.ravel())
+            cols["position"].append(pos.ravel())
+            for k in (*LOSS_METRICS, *RECON_METRICS):
+                cols[k].append(m[k].ravel())
+        return {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
+
+
+def w_pos_of(model) -> torch.Tensor | None:
+    """W_pos after the model's weight processing, or None without learned absolute positions."""
+    if model.cfg.positional_embedding_type != "standard":
+        return None
+    return model.W_pos.detach()
+
+
+@torch.no_grad()
+def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int = 16) -> dict[str, HookStats]:
+    """Mean and spread of activations over positions [1, ctx) of the whole evaluation set."""
+    model = subject.model
+    stop = max(hook_order(h)[0] for h in hooks) + 1
+    sums = {h: 0.0 for h in hooks}
+    sq = {h: 0.0 for h in hooks}
+    counts = {h: 0 for h in hooks}
+    for i in range(0, len(subject.tokens), batch_size):
+        toks = subject.tokens[i : i + batch_size]
+        cache = _clean_cache(model, toks, list(hooks), stop)
+        for h in hooks:
+            x = cache[h][:, 1 : subject.context_sizes[h]].double()
+            sums[h] = sums[h] + x.sum((0, 1))
+            sq[h] += float(x.pow(2).sum())
+            counts[h] += x.shape[0] * x.shape[1]
+    out = {}
+    for h in hooks:
+        mu = sums[h] / counts[h]
+        out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()))
+    return out
+
+
+def _clean_cache(model, toks: torch.Tensor, names: list[str], stop: int | None):
+    """Activations at `names`; stop_at_layer=None runs the whole model."""
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(act, hook):
+        store[hook.name] = act.detach()
+
+    model.run_with_hooks(toks, fwd_hooks=[(n, keep) for n in names], return_type=None,
+                         stop_at_layer=stop if stop is not None and stop < model.cfg.n_layers else None)
+    return store
+
+
+def final_resid_hook(model) -> str:
+    return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+def chunk_rows(d_vocab: int, chunk_bytes: int, n_live: int = 2) -> int:
+    """Token rows per log-softmax chunk so that `n_live` [rows, vocab] float32 blocks fit."""
+    return max(1, chunk_bytes // (4 * d_vocab * n_live))
+
+
+@torch.no_grad()
+def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor, targets: torch.Tensor,
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CE of the clean run, CE and KL(clean || variant) per token, from final residuals.
+
+    clean_final [B, P, d]; variant_final [V, B, P, d]; targets [B, P]. Returns clean_ce [B, P],
+    ce [V, B, P], kl [V, B, P]. Only `rows x vocab` log-probabilities exist at any time.
+    """
+    v, b, p, d = variant_final.shape
+    w_u, b_u = model.W_U, model.b_U
+    clean_flat = model.ln_final(clean_final).reshape(b * p, d)
+    var_flat = model.ln_final(variant_final).reshape(v, b * p, d)
+    tgt = targets.reshape(b * p, 1)
+    clean_ce = torch.empty(b * p, device=clean_final.device)
+    ce = torch.empty(v, b * p, device=clean_final.device)
+    kl = torch.empty(v, b * p, device=clean_final.device)
+    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=3)
+    for s in range(0, b * p, step):
+        sl = slice(s, min(b * p, s + step))
+        clean_lp = torch.log_softmax((clean_flat[sl] @ w_u + b_u).float(), dim=-1)
+        clean_ce[sl] = -clean_lp.gather(1, tgt[sl]).squeeze(1)
+        clean_p = clean_lp.exp()
+        for i in range(v):
+            lp = torch.log_softmax((var_flat[i, sl] @ w_u + b_u).float(), dim=-1)
+            ce[i, sl] = -lp.gather(1, tgt[sl]).squeeze(1)
+            kl[i, sl] = (clean_p * (clean_lp - lp)).sum(-1)
+            del lp
+    return clean_ce.reshape(b, p), ce.reshape(v, b, p), kl.reshape(v, b, p)
+
+
+def _recon_metrics(x: torch.Tensor, spliced: torch.Tensor, l0: torch.Tensor, variance: float) -> dict:
+    err = (spliced - x).float().pow(2).sum(-1)
+    cos = torch.nn.functional.cosine_similarity(spliced.float(), x.float(), dim=-1)
+    return {"sq_err": err, "nmse": err / variance, "l0": l0.float(), "cos": cos}
+
+
+@torch.no_grad()
+def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
+                 stats: dict[str, HookStats], seed: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 max_stack: int | None = None, autocast_dtype: torch.dtype | None = None):
+    """All hooks x variants for one batch of sequences. Yields (hook, clean_ce, {variant: metrics})."""
+    model = subject.model
+    final = final_resid_hook(model)
+    with _autocast(toks.device, autocast_dtype):
+        cache = _clean_cache(model, toks, sorted(set(hooks) | {final}), None)
+    clean_final = cache[final][:, :-1]
+    targets = toks[:, 1:]
+    w_pos = w_pos_of(model)
+    for h in hooks:
+        x = cache[h]
+        vctx = VariantContext(sae=subject.saes.get(h), w_pos=w_pos, mean=stats[h].mean.to(x.device),
+                              ctx=subject.context_sizes[h], seed=seed)
+        spliced, recon = [], {}
+        for name in variants:
+            xs, l0 = apply_variant(name, x, vctx)
+            spliced.append(xs)
+            recon[name] = _recon_metrics(x, xs, l0, stats[h].variance)
+        stack = torch.cat(spliced)  # [V*B, T, d]
+        rows = stack.shape[0] if max_stack is None else max_stack
+        with _autocast(toks.device, autocast_dtype):
+            outs = [model(stack[i : i + rows], start_at_layer=start_layer(h), stop_at_layer=model.cfg.n_layers)
+                    if start_layer(h) < model.cfg.n_layers else stack[i : i + rows]
+                    for i in range(0, stack.shape[0], rows)]
+        out = torch.cat(outs).float().reshape(len(variants), *x.shape)[:, :, :-1]
+        clean_ce, ce, kl = chunked_losses(model, clean_final.float(), out, targets, chunk_bytes)
+        per_variant = {}
+        for i, name in enumerate(variants):
+            m = {k: v[:, :-1] for k, v in recon[name].items()}
+            m.update(ce=ce[i], dce=ce[i] - clean_ce, kl=kl[i])
+            per_variant[name] = m
+        yield h, clean_ce, per_variant, x
+
+
+class _autocast:
+    def __init__(self, device: torch.device, dtype: torch.dtype | None):
+        self.ctx = (torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None
+                    else torch.autocast(device_type=device.type, enabled=False))
+
+    def __enter__(self):
+        return self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
+def measure(subject: Subject, hooks: Sequence[str] | None = None,
+            variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 8, seed: int = 0,
+            chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
+            autocast_dtype: torch.dtype | None = None, progress: bool = True) -> Measurements:
+    """Run the whole splice workload for a subject and return per-token measurements."""
+    hooks = list(hooks) if hooks is not None else subject.hooks
+    missing = [h for h in hooks if h not in subject.saes]
+    if missing:
+        raise SubjectError(f"no SAE at hook {missing[0]} in subject {subject.name}; hooks with SAEs: "
+                           f"{subject.hooks}")
+    w_pos = w_pos_of(subject.model)
+    for h in hooks:
+        for v in variants:
+            check_variant(v, VariantContext(subject.saes[h], w_pos, None, subject.context_sizes[h]))
+    stats = in_context_stats(subject, hooks)
+    n, t = subject.tokens.shape
+    res = Measurements(subject=subject.name, hooks=hooks, variants=list(variants),
+                       context_sizes=dict(subject.context_sizes),
+                       clean_ce=np.zeros((n, t - 1), dtype=np.float32))
+    for h in hooks:
+        for v in variants:
+            res.metrics[(v, h)] = {k: np.zeros((n, t - 1), dtype=np.float32)
+                                   for k in (*LOSS_METRICS, *RECON_METRICS)}
+        res.activation[h] = {k: np.zeros((n, t), dtype=np.float32) for k in ("x_norm", "wpos_share")}
+    w_pos_sq = None if w_pos is None else w_pos[:t].float().pow(2).sum(-1)
+    bar = tqdm(total=n * len(hooks), desc=f"splice {subject.name}", unit="seq·hook", disable=not progress)
+    for i in range(0, n, batch_size):
+        toks = subject.tokens[i : i + batch_size]
+        sl = slice(i, i + toks.shape[0])
+        # Each batch draws its own random directions, reproducibly from (seed, batch start).
+        for h, clean_ce, per_variant, x in splice_batch(subject, toks, hooks, variants, stats,
+                                                        seed * 1_000_003 + i, chunk_bytes, max_stack,
+                                                        autocast_dtype):
+            res.clean_ce[sl] = clean_ce.cpu().numpy()
+            for v, m in per_variant.items():
+                for k, arr in m.items():
+                    res.metrics[(v, h)][k][sl] = arr.float().cpu().numpy()
+            xn = x.float().pow(2).sum(-1)
+            res.activation[h]["x_norm"][sl] = xn.sqrt().cpu().numpy()
+            if w_pos_sq is not None:
+                res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).cpu().numpy()
+            else:
+                res.activation[h]["wpos_share"][sl] = np.nan
+            bar.update(toks.shape[0])
+    bar.close()
+    return res

@@ -1,0 +1,146 @@
+"""From per-token numbers to a verdict with a confidence interval.
+
+Tokens of one sequence are not independent, so intervals come from a cluster bootstrap over
+sequences (`scipy.stats.bootstrap` on per-sequence sums, paired across quantities). A ratio or a
+recovery fraction is computed inside each resample from the resampled sums, never from separately
+bootstrapped means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+
+DIRECTIONS = (">", ">=", "<", "<=")
+VERDICTS = ("holds", "refuted", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+
+@dataclass
+class Evidence:
+    """One claim evaluated on one subject (and hook): the record the report and ledger read."""
+
+    claim: str
+    subject: str
+    hook: str
+    statistic: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    threshold: float
+    direction: str
+    n_seqs: int
+    n_tokens: int
+    verdict: str
+    expected: str = "holds"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.verdict == self.expected else "MISMATCH"
+
+    def one_line(self) -> str:
+        return (f"{self.claim} @ {self.subject}/{self.hook}: {self.statistic} = {self.estimate:.4g} "
+                f"[{self.ci_low:.4g}, {self.ci_high:.4g}] ({self.confidence:.2%} CI), claim {self.direction} "
+                f"{self.threshold:g} -> {self.verdict} (expected {self.expected}; "
+                f"{self.n_seqs} seqs, {self.n_tokens} tokens)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verdict(low: float, high: float, threshold: float, direction: str) -> str:
+    """`holds` when the whole interval lies on the claim's side, `refuted` when wholly on the other."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    if direction == ">":
+        return "holds" if low > threshold else "refuted" if high <= threshold else "inconclusive"
+    if direction == ">=":
+        return "holds" if low >= threshold else "refuted" if high < threshold else "inconclusive"
+    if direction == "<":
+        return "holds" if high < threshold else "refuted" if low >= threshold else "inconclusive"
+    return "holds" if high <= threshold else "refuted" if low > threshold else "inconclusive"
+
+
+def bonferroni_confidence(family_confidence: float, n_tests: int) -> float:
+    """Per-test confidence so that all n_tests intervals hold jointly at the family level."""
+    if not 0 < family_confidence < 1:
+        raise ValueError(f"family confidence must be in (0, 1), got {family_confidence}")
+    return 1 - (1 - family_confidence) / max(1, n_tests)
+
+
+def cluster_bootstrap(
+    parts: Mapping[str, np.ndarray],
+    statistic: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    method: str = "BCa",
+) -> Interval:
+    """Bootstrap over clusters (sequences).
+
+    `parts` maps names to per-cluster arrays (usually sums and counts over a sequence's tokens);
+    `statistic` receives the same names mapped to their totals over a resample (arrays with the
+    resample axis last) and returns the statistic, vectorised.
+    """
+    names = list(parts)
+    data = tuple(np.asarray(parts[k], dtype=np.float64) for k in names)
+    n = len(data[0])
+    if n < 2:
+        raise ValueError(f"a cluster bootstrap needs at least 2 sequences, got {n}")
+
+    def stat(*cols, axis=-1):
+        return statistic({k: c.sum(axis=axis) for k, c in zip(names, cols)})
+
+    estimate = float(stat(*data))
+    if not math.isfinite(estimate):
+        return Interval(estimate, math.nan, math.nan, confidence)
+    rng = np.random.default_rng(seed)
+    res = None
+    for m in (method, "percentile") if method != "percentile" else ("percentile",):
+        with np.errstate(all="ignore"):
+            res = sps.bootstrap(data, stat, paired=True, vectorized=True, confidence_level=confidence,
+                                n_resamples=n_resamples, method=m, random_state=rng)
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(low) and math.isfinite(high):
+            break
+    return Interval(estimate, low, high, confidence)
+
+
+def proportion_interval(k: int, n: int, confidence: float) -> Interval:
+    """Exact (Clopper-Pearson) interval for a share of independent units (e.g. SAE features)."""
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, confidence)
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return Interval(k / n, float(ci.low), float(ci.high), confidence)
+
+
+def exact(value: float, confidence: float) -> Interval:
+    """A statistic computed exactly, with no sampling: its interval is the point itself."""
+    return Interval(float(value), float(value), float(value), confidence)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of a fixed x against y [..., k] along the last axis (vectorised for bootstraps)."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        return np.asarray(sps.spearmanr(x, y).statistic)
+    rx = sps.rankdata(x)
+    ry = sps.rankdata(y, axis=-1)
+    rx = rx - rx.mean()
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    return (ry * rx).sum(-1) / np.sqrt((ry**2).sum(-1) * (rx**2).sum())

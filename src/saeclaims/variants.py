@@ -1,0 +1,120 @@
+"""What gets spliced in at a hook: small pure functions of the activation and its positions.
+
+Each variant maps x [batch, pos, d] to (x_spliced, l0) where l0 [batch, pos] is the SAE's number of
+active latents on the input it actually saw (NaN for variants that use no SAE). Position 0 (BOS) is
+never patched, as in sae_lens's evals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error")
+NEEDS_WPOS = frozenset({"token_then_pos", "shift_pos"})
+NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error"})
+CLAIM_VARIANTS = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error")
+
+
+class VariantError(ValueError):
+    """A variant cannot be applied to this subject or hook."""
+
+
+@dataclass
+class VariantContext:
+    """What a variant may read besides x: the SAE, W_pos (after weight processing), the in-context
+    mean at this hook, the SAE's training context and a seed for random directions."""
+
+    sae: object | None
+    w_pos: torch.Tensor | None
+    mean: torch.Tensor | None
+    ctx: int
+    seed: int = 0
+
+
+def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    acts = sae.encode(x)
+    return sae.decode(acts), (acts > 0).sum(-1).to(x.dtype)
+
+
+def shifted_positions(n_pos: int, ctx: int, device=None) -> torch.Tensor:
+    """q = 1 + (p - 1) mod (ctx - 1): an in-context position with the same phase; q = p for p < ctx."""
+    p = torch.arange(n_pos, device=device)
+    q = 1 + (p - 1).remainder(ctx - 1)
+    q[0] = 0
+    return q
+
+
+def _nan_l0(x: torch.Tensor) -> torch.Tensor:
+    return torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
+
+
+def clean(x, c):
+    return x, _nan_l0(x)
+
+
+def zero(x, c):
+    return torch.zeros_like(x), _nan_l0(x)
+
+
+def mean(x, c):
+    if c.mean is None:
+        raise VariantError("the mean variant needs the in-context mean activation")
+    return c.mean.to(x.dtype).expand_as(x).clone(), _nan_l0(x)
+
+
+def sae(x, c):
+    return _sae_roundtrip(c.sae, x)
+
+
+def token_then_pos(x, c):
+    wp = c.w_pos[: x.shape[1]]
+    rec, l0 = _sae_roundtrip(c.sae, x - wp)
+    return rec + wp, l0
+
+
+def shift_pos(x, c):
+    n = x.shape[1]
+    wp = c.w_pos[:n]
+    wq = c.w_pos[shifted_positions(n, c.ctx, x.device)]
+    rec, l0 = _sae_roundtrip(c.sae, x - wp + wq)
+    return rec - wq + wp, l0
+
+
+def random_error(x, c):
+    """x plus a seeded random direction with the norm of the SAE's error at that token."""
+    rec, l0 = _sae_roundtrip(c.sae, x)
+    err_norm = (x - rec).norm(dim=-1, keepdim=True)
+    g = torch.Generator(device="cpu").manual_seed(c.seed)
+    direction = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device, x.dtype)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    return x + err_norm * direction, l0
+
+
+FUNCTIONS: dict[str, Callable] = {
+    "clean": clean, "zero": zero, "mean": mean, "sae": sae,
+    "token_then_pos": token_then_pos, "shift_pos": shift_pos, "random_error": random_error,
+}
+
+
+def check_variant(name: str, ctx: VariantContext) -> None:
+    if name not in FUNCTIONS:
+        raise VariantError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    if name in NEEDS_WPOS and ctx.w_pos is None:
+        raise VariantError(f"variant {name} needs a learned absolute W_pos; this model has none "
+                           "(rotary or no positional embedding)")
+    if name in NEEDS_SAE and ctx.sae is None:
+        raise VariantError(f"variant {name} needs an SAE at this hook")
+
+
+def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spliced activation and the SAE's L0, with position 0 left clean."""
+    check_variant(name, ctx)
+    out, l0 = FUNCTIONS[name](x, ctx)
+    out = out.clone()
+    out[:, 0] = x[:, 0]
+    l0 = l0.clone()
+    l0[:, 0] = float("nan")
+    return out, l0

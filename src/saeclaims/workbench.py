@@ -1,0 +1,99 @@
+"""One subject's measurements, computed lazily per hook and shared by every claim test in a run,
+plus the small per-position series the report's figures are drawn from."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import torch
+
+from .instruments import recovery
+from .splice import Measurements, measure
+from .subjects import Subject, hook_order
+from .variants import CLAIM_VARIANTS
+
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Workbench:
+    def __init__(self, subject: Subject, seed: int = 0, batch_size: int = 8, autocast: str = "none",
+                 n_resamples: int = 2000, confidence: float = 0.95, series: dict | None = None,
+                 progress: bool = True):
+        self.subject = subject
+        self.seed = seed
+        self.batch_size = batch_size
+        self.autocast = AUTOCAST[autocast]
+        self.n_resamples = n_resamples
+        self.confidence = confidence
+        self.series = {} if series is None else series
+        self.progress = progress
+        self._m: Measurements | None = None
+        self._full: Measurements | None = None
+
+    def measurements(self, hooks: list[str] | None = None) -> Measurements:
+        """Measurements covering `hooks` (default: every hook); missing hooks are measured together."""
+        want = list(hooks) if hooks is not None else self.subject.hooks
+        have = set() if self._m is None else set(self._m.hooks)
+        missing = [h for h in self.subject.hooks if h in want and h not in have]
+        if missing:
+            if self._m is None and hooks is not None and len(missing) < len(self.subject.hooks):
+                missing = self.subject.hooks  # one pass for all hooks costs little more than for one
+            new = measure(self.subject, missing, CLAIM_VARIANTS, self.batch_size, self.seed,
+                          autocast_dtype=self.autocast, progress=self.progress)
+            self._m = new if self._m is None else _merge(self._m, new)
+            for h in missing:
+                self._record_series(h)
+        return self._m
+
+    def full_context_measurements(self) -> Measurements:
+        """The full-context SAE family measured with the short family's I/O boundaries."""
+        if self._full is None:
+            full = self.subject.full_context_saes
+            view = dataclasses.replace(
+                self.subject, saes=dict(full),
+                context_sizes={h: self.subject.context_sizes[h] for h in full if h in self.subject.context_sizes},
+            )
+            self._full = measure(view, [h for h in view.hooks if h in view.context_sizes], ("sae",),
+                                 self.batch_size, self.seed, autocast_dtype=self.autocast,
+                                 progress=self.progress)
+            for h in self._full.hooks:
+                self.series.setdefault("full_context_dce", {})[h] = _by_position(self._full.get("sae", h, "dce"))
+        return self._full
+
+    def _record_series(self, hook: str) -> None:
+        m = self._m
+        s = self.series
+        s.setdefault("context_sizes", {})[hook] = m.context_sizes[hook]
+        s.setdefault("dce_by_position", {})[hook] = {
+            v: _by_position(m.get(v, hook, "dce")) for v in ("sae", "token_then_pos", "shift_pos", "random_error")
+        }
+        s.setdefault("l0_by_position", {})[hook] = _by_position(m.get("sae", hook, "l0"))
+        act = m.activation[hook]
+        s.setdefault("norms", {})[hook] = {"x_norm": float(act["x_norm"][:, 1:].mean()),
+                                           "wpos_share": float(np.nanmean(act["wpos_share"][:, 1:]))}
+        if m.n_positions > m.context_sizes[hook]:
+            rec = {}
+            for v in CLAIM_VARIANTS:
+                if v == "sae":
+                    continue
+                iv = recovery(m, hook, v, self.confidence, self.seed, self.n_resamples)
+                rec[v] = [iv.estimate, iv.low, iv.high]
+            s.setdefault("recovery", {})[hook] = rec
+
+
+def _by_position(arr: np.ndarray) -> list[float]:
+    """Mean over sequences per position; NaN where a metric is undefined (e.g. L0 at BOS)."""
+    if np.all(np.isnan(arr)):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [float(v) for v in np.nanmean(arr, axis=0)]
+
+
+def _merge(a: Measurements, b: Measurements) -> Measurements:
+    hooks = sorted(set(a.hooks) | set(b.hooks), key=hook_order)
+    return Measurements(subject=a.subject, hooks=hooks, variants=a.variants,
+                        context_sizes={**a.context_sizes, **b.context_sizes}, clean_ce=a.clean_ce,
+                        metrics={**a.metrics, **b.metrics}, activation={**a.activation, **b.activation})
