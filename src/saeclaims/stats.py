@@ -137,10 +137,9 @@ def exact(value: float, confidence: float) -> Interval:
 def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho of a fixed x against y [..., k] along the last axis (vectorised for bootstraps)."""
     y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1:
-        return np.asarray(sps.spearmanr(x, y).statistic)
     rx = sps.rankdata(x)
     ry = sps.rankdata(y, axis=-1)
     rx = rx - rx.mean()
     ry = ry - ry.mean(axis=-1, keepdims=True)
-    return (ry * rx).sum(-1) / np.sqrt((ry**2).sum(-1) * (rx**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant y: rho undefined (NaN)
+        return (ry * rx).sum(-1) / np.sqrt((ry**2).sum(-1) * (rx**2).sum())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -141,11 +142,15 @@ def load_hooked_model(name_or_path: str, device: str = "cpu", **from_pretrained_
 
     path = Path(name_or_path)
     if not (path / "config.json").exists():
-        with _hub_errors(f"model {name_or_path}"):
+        with _hub_errors(f"model {name_or_path}"), offline_unless_reachable():
             return HookedTransformer.from_pretrained(name_or_path, device=device, **from_pretrained_kwargs)
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    hf_cfg = json.loads((path / "config.json").read_text())
+    if hf_cfg.get("model_type") == "gpt2" and "n_ctx" not in hf_cfg:
+        raise SubjectError(f"{path}/config.json has no n_ctx: TransformerLens reads GPT-2's n_ctx; add "
+                           f"\"n_ctx\": {hf_cfg.get('n_positions')} (its n_positions) to the file")
     processing = {k: from_pretrained_kwargs.pop(k) for k in
                   ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
                   if k in from_pretrained_kwargs}
@@ -170,6 +175,46 @@ def load_sae_dir(path: Path, device: str = "cpu"):
         raise SubjectError(f"no SAE at {path}: expected cfg.json and sae_weights.safetensors "
                            "as written by sae_lens's save_model")
     return SAE.load_from_disk(str(path), device=device)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so an offline machine fails in seconds, not retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hf
+
+    url = urlparse(hf.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def offline_unless_reachable():
+    """Cache-only hub access when the hub cannot be reached: cached files load, missing ones fail fast."""
+    import huggingface_hub.constants as hf
+
+    if hf.HF_HUB_OFFLINE or hub_reachable():
+        yield
+        return
+    modules = [hf]
+    try:
+        import datasets.config
+
+        modules.append(datasets.config)
+    except ImportError:
+        pass
+    saved = [m.HF_HUB_OFFLINE for m in modules]
+    for m in modules:
+        m.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for m, old in zip(modules, saved):
+            m.HF_HUB_OFFLINE = old
 
 
 class _hub_errors:
@@ -319,7 +364,7 @@ def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int 
     model = load_hooked_model(lookup.model, device=device, **kwargs)
     saes = {}
     for sae_id in ids:
-        with _hub_errors(f"SAE {release}/{sae_id}"):
+        with _hub_errors(f"SAE {release}/{sae_id}"), offline_unless_reachable():
             sae = SAE.from_pretrained(release, sae_id, device=device)
         saes[sae.cfg.metadata.hook_name] = sae
     tokens = _eval_tokens(model, n_seqs, seq_len, text_file, dataset)
@@ -344,7 +389,7 @@ def _eval_tokens(model, n_seqs: int, seq_len: int, text_file: Path | None, datas
             raise SubjectError(f"evaluation text file {text_file} does not exist")
         texts = Path(text_file).read_text(encoding="utf-8").split("\n\n")
     else:
-        with _hub_errors(f"dataset {dataset}"):
+        with _hub_errors(f"dataset {dataset}"), offline_unless_reachable():
             from datasets import load_dataset
 
             texts = (row["text"] for row in load_dataset(dataset, split="train", streaming=True))

@@ -133,15 +133,15 @@ def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict
 
     model_path, cfg_path = out / MODEL_FILE, out / MODEL_CONFIG
     eval_tokens = np.load(out / EVAL_TOKENS)
-    t0 = time.time()
     if not model_path.exists():
-        model, cfg, seen = train_model(stream, bos, spec.model, spec.train, spec.seed, work, eval_tokens)
+        model, cfg, seen, train_s = train_model(stream, bos, spec.model, spec.train, spec.seed, work,
+                                                eval_tokens)
         sd = process_for_release(model)
         cfg = {**cfg, "normalization_type": model.cfg.normalization_type}
         save_file(sd, str(model_path.with_suffix(".tmp")))
         model_path.with_suffix(".tmp").replace(model_path)
         save_config(cfg_path, cfg)
-        card["stages"]["model_s"] = round(time.time() - t0, 1)
+        card["stages"]["model_s"] = round(train_s, 1)
         card["model_training_tokens"] = int(seen)
     cfg = json.loads(cfg_path.read_text())
     model = make_model(cfg)

@@ -110,12 +110,13 @@ def train_model(
     if len(stream) <= body:
         raise ValueError(f"training stream of {len(stream)} tokens is shorter than one context")
     ckpt = work / "model_ckpt.pt"
-    step = 0
+    step, elapsed_before = 0, 0.0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
+        elapsed_before = state.get("elapsed_s", 0.0)
         log.info("resuming model training at step %d/%d", step, total_steps)
     stream_t = torch.from_numpy(stream.astype(np.int64))
     model.train()
@@ -139,7 +140,8 @@ def train_model(
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % tspec.checkpoint_every == 0 or step == total_steps:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "elapsed_s": elapsed_before + time.time() - t0}, tmp)
             tmp.replace(ckpt)
             msg = f"step {step}/{total_steps} train loss {loss.item():.4f} ({time.time() - t0:.0f}s)"
             if eval_tokens is not None:
@@ -148,7 +150,7 @@ def train_model(
             log.info(msg)
     bar.close()
     model.eval()
-    return model, cfg, total_steps * seq_tokens
+    return model, cfg, total_steps * seq_tokens, elapsed_before + time.time() - t0
 
 
 def process_for_release(model) -> dict:

@@ -19,9 +19,9 @@ log = logging.getLogger("saeclaims.organism")
 @dataclass(frozen=True)
 class SAESpec:
     d_sae: int = 2048
-    training_tokens: int = 3_000_000
-    l1_coefficient: float = 2.0
-    lr: float = 5e-4
+    training_tokens: int = 2_500_000
+    l1_coefficient: float = 5.0
+    lr: float = 2e-3
     train_batch_size_tokens: int = 4096
 
 

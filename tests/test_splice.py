@@ -1,0 +1,118 @@
+"""Splicing kernels against the obvious way (one hooked forward per variant) on tiny random models."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from saeclaims.splice import (
+    chunk_rows,
+    chunked_losses,
+    in_context_stats,
+    measure,
+    w_pos_of,
+)
+from saeclaims.subjects import SubjectError
+from saeclaims.variants import VARIANTS, VariantContext, apply_variant
+from tests.conftest import tiny_subject
+
+
+def naive_ce_kl(subject, hook, variant, stats, seed):
+    """One full run_with_hooks forward per variant, full log-softmax: what sae_lens's evals do."""
+    model = subject.model
+    ctx = VariantContext(subject.saes[hook], w_pos_of(model), stats[hook].mean, subject.context_sizes[hook],
+                         seed)
+    toks = subject.tokens
+    with torch.no_grad():
+        clean_lp = torch.log_softmax(model(toks), -1)[:, :-1]
+        logits = model.run_with_hooks(toks, fwd_hooks=[(hook, lambda a, hook: apply_variant(variant, a, ctx)[0])])
+        lp = torch.log_softmax(logits, -1)[:, :-1]
+    tgt = toks[:, 1:, None]
+    ce = -lp.gather(-1, tgt)[..., 0]
+    kl = (clean_lp.exp() * (clean_lp - lp)).sum(-1)
+    return ce.numpy(), kl.numpy()
+
+
+@given(seed=st.integers(0, 1000), n_layers=st.integers(1, 3), ctx=st.integers(2, 12))
+def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
+    subj = tiny_subject(n_layers=n_layers, ctx=ctx, n_seqs=3, seq_len=20, seed=seed)
+    m = measure(subj, variants=VARIANTS, batch_size=8, seed=seed, progress=False)
+    stats = in_context_stats(subj, subj.hooks)
+    for hook in subj.hooks:
+        for v in VARIANTS:
+            ce, kl = naive_ce_kl(subj, hook, v, stats, seed * 1_000_003)
+            np.testing.assert_allclose(m.get(v, hook, "ce"), ce, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(m.get(v, hook, "kl"), kl, atol=1e-5, rtol=0)
+
+
+@given(seed=st.integers(0, 1000))
+def test_clean_variant_adds_no_loss(seed):
+    subj = tiny_subject(seed=seed, n_seqs=2, seq_len=16)
+    m = measure(subj, variants=("clean",), progress=False)
+    for hook in subj.hooks:
+        np.testing.assert_allclose(m.get("clean", hook, "dce"), 0, atol=1e-5)
+        np.testing.assert_allclose(m.get("clean", hook, "kl"), 0, atol=1e-5)
+        np.testing.assert_allclose(m.get("clean", hook, "sq_err"), 0, atol=1e-10)
+
+
+@given(seed=st.integers(0, 1000))
+def test_identity_sae_changes_nothing(seed):
+    subj = tiny_subject(seed=seed, identity=True, n_seqs=2, seq_len=16)
+    m = measure(subj, variants=("sae", "token_then_pos", "shift_pos"), progress=False)
+    for key, metrics in m.metrics.items():
+        np.testing.assert_allclose(metrics["dce"], 0, atol=1e-4, err_msg=str(key))
+        np.testing.assert_allclose(metrics["kl"], 0, atol=1e-5, err_msg=str(key))
+
+
+@given(seed=st.integers(0, 1000), batch=st.integers(1, 5))
+def test_batched_equals_one_by_one(seed, batch):
+    """Batch size and stack splitting are implementation details: results must not depend on them,
+    except the random_error directions, which are drawn per batch."""
+    subj = tiny_subject(seed=seed, n_seqs=5, seq_len=16)
+    variants = ("zero", "mean", "sae", "token_then_pos", "shift_pos")
+    a = measure(subj, variants=variants, batch_size=1, progress=False)
+    b = measure(subj, variants=variants, batch_size=batch, max_stack=3, progress=False)
+    for key in a.metrics:
+        for metric in ("ce", "kl", "sq_err", "l0"):
+            np.testing.assert_allclose(a.metrics[key][metric], b.metrics[key][metric], atol=1e-5,
+                                       err_msg=f"{key} {metric}")
+
+
+def test_chunk_size_does_not_change_losses():
+    torch.manual_seed(0)
+    subj = tiny_subject(n_seqs=2, seq_len=16)
+    model = subj.model
+    clean = torch.randn(2, 15, 16)
+    var = torch.randn(3, 2, 15, 16)
+    tgt = torch.randint(0, 50, (2, 15))
+    ref = chunked_losses(model, clean, var, tgt, chunk_bytes=10**9)
+    small = chunked_losses(model, clean, var, tgt, chunk_bytes=4 * 50 * 3 * 7)  # 7 rows a chunk
+    for r, s in zip(ref, small):
+        torch.testing.assert_close(r, s)
+    assert chunk_rows(50, 4 * 50 * 3 * 7, n_live=3) == 7
+
+
+def test_tidy_table_has_one_row_per_variant_hook_sequence_position():
+    subj = tiny_subject(n_seqs=2, seq_len=10)
+    m = measure(subj, variants=("sae", "zero"), progress=False)
+    t = m.tidy()
+    n = 2 * len(subj.hooks) * 2 * 9
+    assert all(len(v) == n for v in t.values())
+    assert set(t["variant"]) == {"sae", "zero"}
+
+
+def test_measuring_a_hook_without_sae_is_an_error():
+    subj = tiny_subject(n_seqs=2, seq_len=10, hooks=["blocks.0.hook_resid_pre"])
+    with pytest.raises(SubjectError, match="no SAE at hook blocks.1.hook_resid_pre"):
+        measure(subj, hooks=["blocks.1.hook_resid_pre"], progress=False)
+
+
+def test_positional_variant_on_a_model_without_learned_positions_is_an_error():
+    from saeclaims.variants import VariantError
+    from tests.conftest import tiny_model
+
+    subj = tiny_subject(n_seqs=2, seq_len=10)
+    subj.model = tiny_model(positional="rotary")
+    with pytest.raises(VariantError, match="learned absolute W_pos"):
+        measure(subj, variants=("token_then_pos",), progress=False)

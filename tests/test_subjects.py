@@ -1,0 +1,214 @@
+"""Subjects: the organism loads offline and is verified; bad input fails with one clear line;
+the release path's loading code works on local files and fails fast without the hub."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from saeclaims.artifacts import ArtifactError
+from saeclaims.subjects import (
+    HubUnavailableError,
+    SubjectError,
+    hook_order,
+    load_hooked_model,
+    load_local,
+    load_organism,
+    load_subject,
+    organism_dir,
+    start_layer,
+    validate_subject,
+)
+from tests.conftest import tiny_sae, tiny_subject
+
+ORGANISM = organism_dir()
+needs_organism = pytest.mark.skipif(not (ORGANISM / "card.json").exists(), reason="organism not built")
+
+
+def test_hook_order_and_start_layer():
+    assert hook_order("blocks.3.hook_resid_pre") == (3, 0)
+    assert start_layer("blocks.3.hook_resid_pre") == 3
+    assert start_layer("blocks.3.hook_resid_post") == 4
+    with pytest.raises(SubjectError, match="not a residual-stream hook"):
+        hook_order("blocks.0.hook_mlp_out")
+
+
+@needs_organism
+def test_organism_loads_offline_with_its_saes(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    s = load_organism(n_seqs=4, seq_len=128)
+    card = json.loads((ORGANISM / "card.json").read_text())
+    n_layers = card["spec"]["model"]["n_layers"]
+    assert s.hooks == [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
+        f"blocks.{n_layers - 1}.hook_resid_post"]
+    assert set(s.context_sizes.values()) == {card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]}
+    assert sorted(s.full_context_saes) == sorted(s.saes)
+    assert s.tokens.shape == (4, 128) and (s.tokens[:, 0] == card["bos_token_id"]).all()
+    assert s.has_learned_positions
+
+
+def _copy_organism(tmp_path: Path) -> Path:
+    dst = tmp_path / "organism"
+    shutil.copytree(ORGANISM, dst, ignore=shutil.ignore_patterns(".build"))
+    return dst
+
+
+@needs_organism
+def test_corrupt_artifact_is_named(tmp_path):
+    root = _copy_organism(tmp_path)
+    target = root / "eval_tokens.npy"
+    target.write_bytes(target.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError, match="corrupt artifact .*eval_tokens.npy"):
+        load_organism(root)
+
+
+@needs_organism
+def test_missing_artifact_is_named(tmp_path):
+    root = _copy_organism(tmp_path)
+    (root / "model.safetensors").unlink()
+    with pytest.raises(ArtifactError, match="missing artifact .*model.safetensors"):
+        load_organism(root)
+
+
+def test_missing_organism_card(tmp_path):
+    with pytest.raises(SubjectError, match="card .* is missing"):
+        load_organism(tmp_path)
+
+
+@needs_organism
+def test_too_many_sequences_or_tokens():
+    with pytest.raises(SubjectError, match="asked for 100000 sequences"):
+        load_organism(n_seqs=100000)
+    with pytest.raises(SubjectError, match="--n-seqs must be >= 1"):
+        load_organism(n_seqs=0)
+
+
+def test_unknown_subject():
+    with pytest.raises(SubjectError, match="unknown subject or sae_lens release 'no-such-release'"):
+        load_subject("no-such-release")
+
+
+def test_unknown_sae_id_in_a_release():
+    with pytest.raises(SubjectError, match="has no SAE id 'blocks.99.hook_resid_pre'"):
+        load_subject("gpt2-small-res-jb:blocks.99.hook_resid_pre")
+
+
+def test_hook_not_in_model_is_an_error_not_a_log_line():
+    s = tiny_subject()
+    s.saes["blocks.7.hook_resid_pre"] = tiny_sae(16, 32, "blocks.7.hook_resid_pre", 8)
+    s.context_sizes["blocks.7.hook_resid_pre"] = 8
+    with pytest.raises(SubjectError, match="hook 'blocks.7.hook_resid_pre' is not in model"):
+        validate_subject(s)
+
+
+def test_d_in_mismatch():
+    s = tiny_subject()
+    s.saes["blocks.0.hook_resid_pre"] = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
+    with pytest.raises(SubjectError, match="d_in 8 != model d_model 16"):
+        validate_subject(s)
+
+
+def test_sequences_longer_than_n_ctx():
+    s = tiny_subject(n_ctx=32)
+    s.tokens = torch.zeros(2, 40, dtype=torch.long)
+    with pytest.raises(SubjectError, match="40 tokens exceed the model's n_ctx 32"):
+        validate_subject(s)
+
+
+def test_nan_weights():
+    s = tiny_subject()
+    with torch.no_grad():
+        s.saes["blocks.1.hook_resid_pre"].W_dec[0, 0] = float("nan")
+    with pytest.raises(SubjectError, match="W_dec holds NaN or inf"):
+        validate_subject(s)
+    s = tiny_subject()
+    with torch.no_grad():
+        s.model.blocks[0].attn.W_Q[0, 0, 0] = float("inf")
+    with pytest.raises(SubjectError, match="model parameter blocks.0.attn.W_Q holds NaN or inf"):
+        validate_subject(s)
+
+
+def test_empty_evaluation_set():
+    s = tiny_subject()
+    s.tokens = torch.zeros(0, 16, dtype=torch.long)
+    with pytest.raises(SubjectError, match="empty evaluation set"):
+        validate_subject(s)
+
+
+def test_missing_context_size():
+    s = tiny_subject()
+    s.saes["blocks.0.hook_resid_pre"].cfg.metadata.context_size = None
+    with pytest.raises(SubjectError, match="context_size is None"):
+        validate_subject(s)
+
+
+@pytest.fixture
+def local_gpt2_subject(tmp_path):
+    """A tiny random GPT-2 checkpoint written by transformers, and an SAE written by save_model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=96, n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "model")
+    sae = tiny_sae(32, 64, "blocks.1.hook_resid_pre", 8)
+    sae.save_model(tmp_path / "saes" / "blocks.1.hook_resid_pre")
+    tokens = np.random.default_rng(0).integers(1, 96, size=(4, 32)).astype(np.int64)
+    tokens[:, 0] = 0
+    np.save(tmp_path / "eval_tokens.npy", tokens)
+    (tmp_path / "subject.json").write_text(json.dumps(
+        {"model": "model", "from_pretrained_kwargs": {"center_writing_weights": True}}))
+    return tmp_path
+
+
+def test_local_hf_checkpoint_loads_through_the_release_code(local_gpt2_subject):
+    s = load_subject(f"local:{local_gpt2_subject}")
+    assert s.hooks == ["blocks.1.hook_resid_pre"]
+    assert s.model.cfg.d_model == s.saes["blocks.1.hook_resid_pre"].cfg.d_in == 32
+    assert s.context_sizes == {"blocks.1.hook_resid_pre": 8}
+    assert s.model.cfg.n_ctx == 64 and s.has_learned_positions
+    # the same weight processing as from_pretrained: LN folded, writing weights centred
+    assert s.model.cfg.normalization_type == "LNPre"
+    torch.testing.assert_close(s.model.W_pos.mean(-1), torch.zeros(64), atol=1e-5, rtol=0)
+
+
+def test_local_checkpoint_matches_transformers_logits(local_gpt2_subject):
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(local_gpt2_subject / "model").eval()
+    model = load_hooked_model(str(local_gpt2_subject / "model"))
+    toks = torch.randint(0, 96, (2, 16))
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(toks).logits, -1)
+        got = torch.log_softmax(model(toks), -1)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_checkpoint_without_n_ctx_gets_a_clear_error(local_gpt2_subject):
+    cfg_path = local_gpt2_subject / "model" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["n_ctx"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(SubjectError, match='add "n_ctx": 64'):
+        load_hooked_model(str(local_gpt2_subject / "model"))
+
+
+def test_local_subject_without_saes(tmp_path):
+    with pytest.raises(SubjectError, match="no SAEs below"):
+        load_local(tmp_path)
+    with pytest.raises(SubjectError, match="does not exist"):
+        load_local(tmp_path / "nope")
+
+
+def test_release_path_fails_fast_and_clearly_without_the_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf, "ENDPOINT", "https://hub.invalid")
+    with pytest.raises(HubUnavailableError) as err:
+        load_subject("gpt2-small-res-jb:blocks.0.hook_resid_pre", n_seqs=2, seq_len=16)
+    msg = str(err.value)
+    assert "gpt2-small" in msg and "HF_HOME" in msg and "HF_HUB_OFFLINE" in msg and "huggingface-cli" in msg
