@@ -6,32 +6,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saeclaims.splice import (
-    chunk_rows,
-    chunked_losses,
-    in_context_stats,
-    measure,
-    w_pos_of,
-)
+from saeclaims.naive import naive_losses
+from saeclaims.splice import chunk_rows, chunked_losses, in_context_stats, measure
 from saeclaims.subjects import SubjectError
-from saeclaims.variants import VARIANTS, VariantContext, apply_variant
+from saeclaims.variants import VARIANTS
 from tests.conftest import tiny_subject
-
-
-def naive_ce_kl(subject, hook, variant, stats, seed):
-    """One full run_with_hooks forward per variant, full log-softmax: what sae_lens's evals do."""
-    model = subject.model
-    ctx = VariantContext(subject.saes[hook], w_pos_of(model), stats[hook].mean, subject.context_sizes[hook],
-                         seed)
-    toks = subject.tokens
-    with torch.no_grad():
-        clean_lp = torch.log_softmax(model(toks), -1)[:, :-1]
-        logits = model.run_with_hooks(toks, fwd_hooks=[(hook, lambda a, hook: apply_variant(variant, a, ctx)[0])])
-        lp = torch.log_softmax(logits, -1)[:, :-1]
-    tgt = toks[:, 1:, None]
-    ce = -lp.gather(-1, tgt)[..., 0]
-    kl = (clean_lp.exp() * (clean_lp - lp)).sum(-1)
-    return ce.numpy(), kl.numpy()
 
 
 @given(seed=st.integers(0, 1000), n_layers=st.integers(1, 3), ctx=st.integers(2, 12))
@@ -39,11 +18,10 @@ def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
     subj = tiny_subject(n_layers=n_layers, ctx=ctx, n_seqs=3, seq_len=20, seed=seed)
     m = measure(subj, variants=VARIANTS, batch_size=8, seed=seed, progress=False)
     stats = in_context_stats(subj, subj.hooks)
-    for hook in subj.hooks:
-        for v in VARIANTS:
-            ce, kl = naive_ce_kl(subj, hook, v, stats, seed * 1_000_003)
-            np.testing.assert_allclose(m.get(v, hook, "ce"), ce, atol=1e-5, rtol=0)
-            np.testing.assert_allclose(m.get(v, hook, "kl"), kl, atol=1e-5, rtol=0)
+    naive = naive_losses(subj, subj.tokens, subj.hooks, VARIANTS, stats, seed * 1_000_003)
+    for (v, hook), ref in naive.items():
+        np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)
 
 
 @given(seed=st.integers(0, 1000))
@@ -87,10 +65,20 @@ def test_chunk_size_does_not_change_losses():
     var = torch.randn(3, 2, 15, 16)
     tgt = torch.randint(0, 50, (2, 15))
     ref = chunked_losses(model, clean, var, tgt, chunk_bytes=10**9)
-    small = chunked_losses(model, clean, var, tgt, chunk_bytes=4 * 50 * 3 * 7)  # 7 rows a chunk
+    small = chunked_losses(model, clean, var, tgt, chunk_bytes=4 * 50 * 6 * 7)  # 7 rows a chunk
     for r, s in zip(ref, small):
         torch.testing.assert_close(r, s)
-    assert chunk_rows(50, 4 * 50 * 3 * 7, n_live=3) == 7
+    assert chunk_rows(50, 4 * 50 * 6 * 7, n_live=6) == 7
+
+
+def test_bos_tokens_inside_a_sequence_are_not_patched():
+    subj = tiny_subject(n_seqs=2, seq_len=12)
+    subj.tokens[0, 6] = 0  # a document boundary
+    m = measure(subj, variants=("sae",), progress=False)
+    for hook in subj.hooks:
+        assert m.get("sae", hook, "sq_err")[0, 6] == 0
+        assert np.isnan(m.get("sae", hook, "l0")[0, 6])
+        assert m.get("sae", hook, "sq_err")[0, 5] > 0
 
 
 def test_tidy_table_has_one_row_per_variant_hook_sequence_position():

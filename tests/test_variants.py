@@ -46,10 +46,15 @@ def test_shift_pos_equals_sae_inside_context(seed, ctx):
 def test_bos_is_never_patched(name):
     sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
     x = torch.randn(3, 12, 8)
-    out, l0 = apply_variant(name, x, _ctx(sae, torch.randn(16, 8), mean=torch.randn(8)))
+    keep = torch.zeros(3, 12, dtype=torch.bool)
+    keep[1, 5] = True  # a BOS token inside the sequence
+    out, l0 = apply_variant(name, x, _ctx(sae, torch.randn(16, 8), mean=torch.randn(8)), keep)
     assert out.shape == x.shape and l0.shape == x.shape[:2]
-    assert torch.equal(out[:, 0], x[:, 0])
-    assert torch.isnan(l0[:, 0]).all()
+    assert torch.isnan(l0[:, 0]).all() and torch.isnan(l0[1, 5])
+    if name == "zero":  # sae_lens's CE-score baseline ablates every position, BOS included
+        assert (out == 0).all()
+    else:
+        assert torch.equal(out[:, 0], x[:, 0]) and torch.equal(out[1, 5], x[1, 5])
 
 
 def test_identity_sae_changes_nothing_in_any_sae_variant():

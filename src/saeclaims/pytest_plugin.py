@@ -126,12 +126,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def resolve_device(config: pytest.Config):
+    """The run's device; under xdist, worker i is pinned to cuda:i when there are several GPUs."""
     import torch
 
     dev = config.getoption("device")
     if dev is None:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if dev == "cuda" and worker and torch.cuda.device_count() > 1:
+        dev = f"cuda:{int(worker.removeprefix('gw')) % torch.cuda.device_count()}"
     return torch.device(dev)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group claim tests by subject and hook, so `--dist loadgroup` sends each hook's tests to one
+    worker, which loads the subject once and measures only its hooks."""
+    for item in items:
+        if item.get_closest_marker("claim") is None or not hasattr(item, "callspec"):
+            continue
+        params = item.callspec.params
+        if "subject_name" in params:
+            group = params["subject_name"] + (f"::{params['hook']}" if "hook" in params else "")
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -195,6 +211,7 @@ def workbench(subject, pytestconfig):
             confidence=claim_confidence(pytestconfig),
             series=pytestconfig.stash[STORE_KEY].series.setdefault(subject.name, {}),
             progress=pytestconfig.getoption("verbose") >= 0,
+            eager=not hasattr(pytestconfig, "workerinput"),
         )
     return state["workbenches"][subject.name]
 

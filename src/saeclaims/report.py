@@ -107,9 +107,10 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
     out += ["## Summary", ""] + summary_lines(evidence)
     out += ["## Run", "", "| | |", "|---|---|"]
     for name, s in header.subjects.items():
+        ctxs = sorted(set(s.get("context_sizes", {}).values()))
         out.append(f"| subject `{name}` | model `{s.get('model')}`, SAEs `{s.get('release')}`: "
-                   f"{', '.join(s.get('sae_ids', []))}; training context {sorted(set(s.get('context_sizes', {}).values()))}"
-                   f" of n_ctx {s.get('n_ctx')}; {s.get('n_seqs')} sequences x {s.get('seq_len')} tokens |")
+                   f"{', '.join(s.get('sae_ids', []))}; training context {ctxs} of n_ctx {s.get('n_ctx')}; "
+                   f"{s.get('n_seqs')} sequences x {s.get('seq_len')} tokens |")
         if s.get("full_context_sae_ids"):
             out.append(f"| control family | full-context SAEs: {', '.join(s['full_context_sae_ids'])} |")
     out += [f"| device, dtype | {header.device}, {header.dtype} |",

@@ -94,10 +94,12 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int = 1
         toks = subject.tokens[i : i + batch_size]
         cache = _clean_cache(model, toks, list(hooks), stop)
         for h in hooks:
-            x = cache[h][:, 1 : subject.context_sizes[h]].double()
+            ctx = subject.context_sizes[h]
+            use = (toks[:, 1:ctx] != subject.bos_token_id)[..., None].double()  # BOS is never patched
+            x = cache[h][:, 1:ctx].double() * use
             sums[h] = sums[h] + x.sum((0, 1))
             sq[h] += float(x.pow(2).sum())
-            counts[h] += x.shape[0] * x.shape[1]
+            counts[h] += int(use.sum())
     out = {}
     for h in hooks:
         mu = sums[h] / counts[h]
@@ -142,7 +144,8 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
     clean_ce = torch.empty(b * p, device=clean_final.device)
     ce = torch.empty(v, b * p, device=clean_final.device)
     kl = torch.empty(v, b * p, device=clean_final.device)
-    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=3)
+    # live [rows, vocab] blocks: clean logits, log-probs, probs; variant logits, log-probs, product
+    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=6)
     for s in range(0, b * p, step):
         sl = slice(s, min(b * p, s + step))
         clean_lp = torch.log_softmax((clean_flat[sl] @ w_u + b_u).float(), dim=-1)
@@ -174,13 +177,14 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     clean_final = cache[final][:, :-1]
     targets = toks[:, 1:]
     w_pos = w_pos_of(model)
+    keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
     for h in hooks:
         x = cache[h]
         vctx = VariantContext(sae=subject.saes.get(h), w_pos=w_pos, mean=stats[h].mean.to(x.device),
                               ctx=subject.context_sizes[h], seed=seed)
         spliced, recon = [], {}
         for name in variants:
-            xs, l0 = apply_variant(name, x, vctx)
+            xs, l0 = apply_variant(name, x, vctx, keep)
             spliced.append(xs)
             recon[name] = _recon_metrics(x, xs, l0, stats[h].variance)
         stack = torch.cat(spliced)  # [V*B, T, d]

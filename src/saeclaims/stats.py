@@ -9,6 +9,7 @@ bootstrapped means.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -112,7 +113,10 @@ def cluster_bootstrap(
     rng = np.random.default_rng(seed)
     res = None
     for m in (method, "percentile") if method != "percentile" else ("percentile",):
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            # identical resamples (e.g. a share that is 1 in every sequence) make BCa degenerate;
+            # the percentile fallback below then gives the exact point
+            warnings.simplefilter("ignore", sps.DegenerateDataWarning)
             res = sps.bootstrap(data, stat, paired=True, vectorized=True, confidence_level=confidence,
                                 n_resamples=n_resamples, method=m, random_state=rng)
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)

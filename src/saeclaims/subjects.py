@@ -52,6 +52,13 @@ class Subject:
         return int(self.tokens.shape[1])
 
     @property
+    def bos_token_id(self) -> int:
+        tok = getattr(self.model, "tokenizer", None)
+        if tok is not None and tok.bos_token_id is not None:
+            return int(tok.bos_token_id)
+        return int(self.tokens[0, 0])
+
+    @property
     def has_learned_positions(self) -> bool:
         return self.model.cfg.positional_embedding_type == "standard"
 

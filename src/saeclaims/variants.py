@@ -1,8 +1,11 @@
 """What gets spliced in at a hook: small pure functions of the activation and its positions.
 
 Each variant maps x [batch, pos, d] to (x_spliced, l0) where l0 [batch, pos] is the SAE's number of
-active latents on the input it actually saw (NaN for variants that use no SAE). Position 0 (BOS) is
-never patched, as in sae_lens's evals.
+active latents on the input it actually saw (NaN for variants that use no SAE).
+
+As in sae_lens's evals, position 0 and every other BOS token are never patched (the SAEs were trained
+without them), except by `zero`, which is sae_lens's CE-score baseline exactly: it ablates every
+position, BOS included.
 """
 
 from __future__ import annotations
@@ -109,12 +112,17 @@ def check_variant(name: str, ctx: VariantContext) -> None:
         raise VariantError(f"variant {name} needs an SAE at this hook")
 
 
-def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spliced activation and the SAE's L0, with position 0 left clean."""
+def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext,
+                  keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spliced activation and the SAE's L0. Positions in `keep` [batch, pos] (BOS tokens) and
+    position 0 stay clean, except under `zero`."""
     check_variant(name, ctx)
     out, l0 = FUNCTIONS[name](x, ctx)
-    out = out.clone()
-    out[:, 0] = x[:, 0]
-    l0 = l0.clone()
-    l0[:, 0] = float("nan")
+    if keep is None:
+        keep = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+    keep = keep.clone()
+    keep[:, 0] = True
+    if name != "zero":
+        out = torch.where(keep[..., None], x, out)
+    l0 = l0.masked_fill(keep, float("nan"))
     return out, l0

@@ -20,7 +20,7 @@ AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class Workbench:
     def __init__(self, subject: Subject, seed: int = 0, batch_size: int = 8, autocast: str = "none",
                  n_resamples: int = 2000, confidence: float = 0.95, series: dict | None = None,
-                 progress: bool = True):
+                 progress: bool = True, eager: bool = True):
         self.subject = subject
         self.seed = seed
         self.batch_size = batch_size
@@ -29,6 +29,7 @@ class Workbench:
         self.confidence = confidence
         self.series = {} if series is None else series
         self.progress = progress
+        self.eager = eager  # measure every hook on first use (one clean pass serves all)
         self._m: Measurements | None = None
         self._full: Measurements | None = None
 
@@ -38,8 +39,8 @@ class Workbench:
         have = set() if self._m is None else set(self._m.hooks)
         missing = [h for h in self.subject.hooks if h in want and h not in have]
         if missing:
-            if self._m is None and hooks is not None and len(missing) < len(self.subject.hooks):
-                missing = self.subject.hooks  # one pass for all hooks costs little more than for one
+            if self.eager and self._m is None:
+                missing = self.subject.hooks
             new = measure(self.subject, missing, CLAIM_VARIANTS, self.batch_size, self.seed,
                           autocast_dtype=self.autocast, progress=self.progress)
             self._m = new if self._m is None else _merge(self._m, new)

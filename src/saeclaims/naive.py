@@ -1,0 +1,33 @@
+"""The obvious way, as sae_lens's evals do it: one full hooked forward per variant per hook, full
+log-softmax, nothing reused. The baseline the batched kernels are benchmarked and checked against."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .splice import HookStats, w_pos_of
+from .subjects import Subject
+from .variants import VariantContext, apply_variant
+
+
+@torch.no_grad()
+def naive_losses(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
+                 stats: dict[str, HookStats], seed: int = 0) -> dict[tuple[str, str], dict[str, torch.Tensor]]:
+    """CE and KL(clean || variant) per token [B, T-1] for every (variant, hook)."""
+    model = subject.model
+    keep = toks == subject.bos_token_id
+    tgt = toks[:, 1:, None]
+    out = {}
+    for h in hooks:
+        clean_lp = torch.log_softmax(model(toks).float(), -1)[:, :-1]
+        ctx = VariantContext(subject.saes.get(h), w_pos_of(model), stats[h].mean, subject.context_sizes[h], seed)
+        for v in variants:
+            def patch(act, hook, v=v, ctx=ctx):
+                return apply_variant(v, act, ctx, keep)[0]
+
+            lp = torch.log_softmax(model.run_with_hooks(toks, fwd_hooks=[(h, patch)]).float(), -1)[:, :-1]
+            out[(v, h)] = {"ce": -lp.gather(-1, tgt)[..., 0],
+                           "kl": (clean_lp.exp() * (clean_lp - lp)).sum(-1)}
+    return out

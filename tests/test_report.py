@@ -1,0 +1,70 @@
+"""REPORT.md: content from evidence, and atomic replacement."""
+
+import json
+
+import pytest
+
+from saeclaims.pytest_plugin import EvidenceStore
+from saeclaims.report import ReportHeader, render_markdown, summary_lines, write_report
+from saeclaims.stats import Evidence
+
+
+def _ev(claim, hook, verdict, expected="holds", subject="organism"):
+    return Evidence(claim, subject, hook, "stat", 1.2, 1.1, 1.3, 0.999, 1.0, ">", 8, 800, verdict, expected)
+
+
+def _header():
+    return ReportHeader({"organism": {"model": "m", "release": "r", "sae_ids": ["h"], "context_sizes": {"h": 64},
+                                      "n_ctx": 512, "n_seqs": 8, "seq_len": 512}},
+                        "cpu", "float32", 0, 0.95, 17, 12.3, "abc123", "3.11", {"torch": "x"})
+
+
+def test_summary_is_templated_from_the_evidence():
+    evs = [_ev("beyond-context-degrades", "blocks.0.hook_resid_pre", "holds"),
+           _ev("beyond-context-degrades", "blocks.1.hook_resid_pre", "refuted", "refuted"),
+           _ev("wpos-helix", "model", "holds"),
+           _ev("encoder-off-distribution", "blocks.0.hook_resid_pre", "inconclusive")]
+    text = "\n".join(summary_lines(evs))
+    assert "Hold: `wpos-helix`" in text
+    assert "Inconclusive: `encoder-off-distribution`" in text
+    assert "`beyond-context-degrades` (holds at 1, refuted at 1 of 2 hooks)" in text
+    assert "3 of 4 verdicts as expected; **1 differ**" in text
+
+
+def test_markdown_has_header_table_and_claim_sections():
+    md = render_markdown(_header(), [_ev("wpos-helix", "model", "refuted")], [], {"wpos-helix": ["wpos_pca.png"]})
+    assert "99.7059% confidence" in md and "Bonferroni" in md
+    assert "| `wpos-helix` | organism | model | 1.2 [1.1, 1.3] | > 1 | refuted | holds | **MISMATCH** |" in md
+    assert "![wpos-helix](report/wpos_pca.png)" in md
+    assert "https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF" in md
+
+
+def _store():
+    s = EvidenceStore()
+    s.evidence.append(_ev("wpos-helix", "model", "holds").to_dict())
+    return s
+
+
+def test_write_report_writes_markdown_json_and_figures(tmp_path):
+    write_report(tmp_path / "REPORT.md", _header(), _store())
+    assert (tmp_path / "REPORT.md").read_text().startswith("# SAE claims report")
+    payload = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert payload["evidence"][0]["claim"] == "wpos-helix"
+    assert (tmp_path / "report" / "evidence-wpos-helix.png").exists()
+    assert not list(tmp_path.glob(".report-*"))
+
+
+def test_a_crash_while_writing_keeps_the_previous_report(tmp_path, monkeypatch):
+    write_report(tmp_path / "REPORT.md", _header(), _store())
+    before_md = (tmp_path / "REPORT.md").read_text()
+    before_json = (tmp_path / "report" / "report.json").read_text()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("saeclaims.figures.draw_all", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(tmp_path / "REPORT.md", _header(), EvidenceStore())
+    assert (tmp_path / "REPORT.md").read_text() == before_md
+    assert (tmp_path / "report" / "report.json").read_text() == before_json
+    assert not list(tmp_path.glob(".report-*"))
