@@ -12,6 +12,7 @@ Every threshold is taken from `saeclaims.catalog`, which says why the words impl
 
 import pytest
 
+from saeclaims.applicability import needs_beyond_context
 from saeclaims.instruments import (
     Quantity,
     beyond_over_inside,
@@ -28,18 +29,11 @@ from saeclaims.subjects import hook_order
 pytestmark = pytest.mark.gpu
 
 
-def _needs_beyond(subject, hook, claim_id, not_applicable):
-    if subject.seq_len <= subject.context_sizes[hook] + 1:
-        not_applicable(claim_id, subject.name, hook,
-                       f"--seq-len {subject.seq_len} leaves no position beyond the SAE's context "
-                       f"{subject.context_sizes[hook]}")
-
-
 @pytest.mark.claim("beyond-context-degrades", scope="all")
 def test_beyond_context_degrades(subject, hook, workbench, confidence, claim_check, not_applicable):
     """Post: the SAEs do well up to their training context and degrade beyond it.
     Statistic: mean dCE_sae over O divided by mean dCE_sae over I; holds when > 1."""
-    _needs_beyond(subject, hook, "beyond-context-degrades", not_applicable)
+    needs_beyond_context(subject, hook, "beyond-context-degrades", not_applicable)
     m = workbench.measurements([hook])
     iv = beyond_over_inside(m, hook, "sae", "dce", confidence, workbench.seed, workbench.n_resamples)
     claim_check("beyond-context-degrades", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
@@ -81,7 +75,7 @@ def test_beyond_context_worst_early(subject, workbench, confidence, claim_check,
     if len(hooks) < 3:
         not_applicable("beyond-context-worst-early", subject.name, "resid_pre",
                        f"a rank trend needs at least 3 resid_pre hooks, the subject has {len(hooks)}")
-    _needs_beyond(subject, hooks[0], "beyond-context-worst-early", not_applicable)
+    needs_beyond_context(subject, hooks[0], "beyond-context-worst-early", not_applicable)
     m = workbench.measurements(hooks)
     iv = layer_trend(m, hooks, [hook_order(h)[0] for h in hooks], "excess", confidence, workbench.seed,
                      workbench.n_resamples)
@@ -93,7 +87,7 @@ def test_beyond_context_worst_early(subject, workbench, confidence, claim_check,
 def test_encoder_off_distribution(subject, hook, workbench, confidence, claim_check, not_applicable):
     """Thread (3rd comment): out of context the encoder is off distribution and does not reject
     noise. Statistic: mean L0 over O divided by mean L0 over I; holds when > 1."""
-    _needs_beyond(subject, hook, "encoder-off-distribution", not_applicable)
+    needs_beyond_context(subject, hook, "encoder-off-distribution", not_applicable)
     m = workbench.measurements([hook])
     iv = beyond_over_inside(m, hook, "sae", "l0", confidence, workbench.seed, workbench.n_resamples)
     claim_check("encoder-off-distribution", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
@@ -103,7 +97,7 @@ def test_encoder_off_distribution(subject, hook, workbench, confidence, claim_ch
 def test_errors_worse_than_random(subject, hook, workbench, confidence, claim_check, not_applicable):
     """Follow-up: beyond the context the SAE's error hurts more than a random error of the same norm.
     Statistic: mean dCE_sae(O) / mean dCE_random_error(O); holds when > 1."""
-    _needs_beyond(subject, hook, "errors-worse-than-random", not_applicable)
+    needs_beyond_context(subject, hook, "errors-worse-than-random", not_applicable)
     m = workbench.measurements([hook])
     check_beyond_context(m, hook)
     o = outside(m, hook)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from saeclaims.applicability import needs_beyond_context, needs_hook, needs_positions
 from saeclaims.instruments import Quantity, inside, n_tokens, ratio, recovery, share_of_tokens
 from saeclaims.positional import decoded_positions, feature_split, frequent_tokens, top_k_variance_share
 from saeclaims.stats import exact, proportion_interval
@@ -25,28 +26,12 @@ GPT2_W_POS = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 GPT2_TRAINING_CONTEXT = 128  # gpt2-small-res-jb
 
 
-def _needs_positions(subject, hook, claim_id, not_applicable):
-    if not subject.has_learned_positions:
-        not_applicable(claim_id, subject.name, hook,
-                       f"the model's positions are {subject.model.cfg.positional_embedding_type}, not a "
-                       "learned absolute W_pos")
-
-
-def _needs_beyond(subject, hook, claim_id, not_applicable):
-    if hook == "n/a":
-        not_applicable(claim_id, subject.name, hook, "the subject has no SAE at this claim's hooks")
-    _needs_positions(subject, hook, claim_id, not_applicable)
-    if subject.seq_len <= subject.context_sizes[hook] + 1:
-        not_applicable(claim_id, subject.name, hook,
-                       f"--seq-len {subject.seq_len} leaves no position beyond the SAE's context "
-                       f"{subject.context_sizes[hook]}")
-
-
 @pytest.mark.claim("adding-wpos-recovers-layer0", scope="all")
 def test_adding_wpos_recovers(subject, hook, workbench, confidence, claim_check, not_applicable):
     """1st comment: the long-context failure is the SAE not representing W_pos; add it back by hand.
     Statistic: recovery of token_then_pos, (dCE_sae(O) - dCE_ttp(O)) / excess; holds when > 0.5."""
-    _needs_beyond(subject, hook, "adding-wpos-recovers-layer0", not_applicable)
+    needs_positions(subject, hook, "adding-wpos-recovers-layer0", not_applicable)
+    needs_beyond_context(subject, hook, "adding-wpos-recovers-layer0", not_applicable)
     m = workbench.measurements([hook])
     iv = recovery(m, hook, "token_then_pos", confidence, workbench.seed, workbench.n_resamples)
     claim_check("adding-wpos-recovers-layer0", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
@@ -56,7 +41,8 @@ def test_adding_wpos_recovers(subject, hook, workbench, confidence, claim_check,
 def test_layer0_error_is_positional(subject, hook, workbench, confidence, claim_check, not_applicable):
     """2nd comment: positional embedding is most of what the layer 0 SAE gets wrong.
     Statistic: recovery of shift_pos at resid_pre 0 (in-distribution positions); holds when > 0.5."""
-    _needs_beyond(subject, hook, "layer0-error-is-positional", not_applicable)
+    needs_positions(subject, hook, "layer0-error-is-positional", not_applicable)
+    needs_beyond_context(subject, hook, "layer0-error-is-positional", not_applicable)
     m = workbench.measurements([hook])
     iv = recovery(m, hook, "shift_pos", confidence, workbench.seed, workbench.n_resamples)
     claim_check("layer0-error-is-positional", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
@@ -66,7 +52,8 @@ def test_layer0_error_is_positional(subject, hook, workbench, confidence, claim_
 def test_positional_error_not_most_later(subject, hook, workbench, confidence, claim_check, not_applicable):
     """2nd and 3rd comments: for layers > 0 positional error is not most of the problem.
     Statistic: recovery of shift_pos at resid_pre L >= 1; holds when < 0.5."""
-    _needs_beyond(subject, hook, "positional-error-not-most-later", not_applicable)
+    needs_positions(subject, hook, "positional-error-not-most-later", not_applicable)
+    needs_beyond_context(subject, hook, "positional-error-not-most-later", not_applicable)
     m = workbench.measurements([hook])
     iv = recovery(m, hook, "shift_pos", confidence, workbench.seed, workbench.n_resamples)
     claim_check("positional-error-not-most-later", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
@@ -76,9 +63,8 @@ def test_positional_error_not_most_later(subject, hook, workbench, confidence, c
 def test_token_only_goes_poorly(subject, hook, workbench, confidence, claim_check, not_applicable):
     """2nd comment: feeding the layer-0 SAE the token embedding alone and adding position after
     would go poorly. Statistic: dCE_token_then_pos(I) / dCE_sae(I); holds when >= 2."""
-    if hook == "n/a":
-        not_applicable("token-only-goes-poorly", subject.name, hook, "no SAE at blocks.0.hook_resid_pre")
-    _needs_positions(subject, hook, "token-only-goes-poorly", not_applicable)
+    needs_hook(subject, hook, "token-only-goes-poorly", not_applicable)
+    needs_positions(subject, hook, "token-only-goes-poorly", not_applicable)
     m = workbench.measurements([hook])
     i = inside(m, hook)
     iv = ratio(m, Quantity("token_then_pos", hook, "dce", *i), Quantity("sae", hook, "dce", *i), confidence,
@@ -91,7 +77,8 @@ def test_sae_thinks_earlier(subject, hook, workbench, confidence, claim_check, n
     """Follow-up: at late positions the layer-0 SAE 'thinks' it is earlier. Statistic: share of p in
     O whose position decoded from the reconstruction (argmax_q cos(x_hat - W_E[t], W_pos[q])) is
     < ctx; holds when >= 0.5."""
-    _needs_beyond(subject, hook, "sae-thinks-earlier", not_applicable)
+    needs_positions(subject, hook, "sae-thinks-earlier", not_applicable)
+    needs_beyond_context(subject, hook, "sae-thinks-earlier", not_applicable)
     ctx = subject.context_sizes[hook]
     decoded = decoded_positions(subject.model, subject.saes[hook], subject.tokens)[:, ctx:]
     workbench.series["decoded_positions"] = {
@@ -106,9 +93,8 @@ def test_features_disjoint_layer0(subject, hook, workbench, confidence, claim_ch
     entirely disjoint. Statistic: share of live features whose variance over a token x position grid
     (W_E[t] + W_pos[p], the 512 most frequent evaluation tokens x positions [1, ctx)) is at least
     90% explained by token or by position alone; Clopper-Pearson interval over features; holds >= 0.9."""
-    if hook == "n/a":
-        not_applicable("features-disjoint-layer0", subject.name, hook, "no SAE at blocks.0.hook_resid_pre")
-    _needs_positions(subject, hook, "features-disjoint-layer0", not_applicable)
+    needs_hook(subject, hook, "features-disjoint-layer0", not_applicable)
+    needs_positions(subject, hook, "features-disjoint-layer0", not_applicable)
     ctx = subject.context_sizes[hook]
     bos = subject.tokens[0, 0].item()
     toks = frequent_tokens(subject.tokens.cpu().numpy(), 512, exclude=(bos,))
@@ -125,7 +111,7 @@ def test_features_disjoint_layer0(subject, hook, workbench, confidence, claim_ch
 def test_wpos_helix(subject, confidence, claim_check, not_applicable, workbench):
     """Follow-up: the top 3 principal components of W_pos rows 1..ctx-1 explain 95% of their
     variance. Exact SVD, no sampling; holds when >= 0.945."""
-    _needs_positions(subject, "model", "wpos-helix", not_applicable)
+    needs_positions(subject, "model", "wpos-helix", not_applicable)
     ctx = min(subject.context_sizes.values())
     w_pos = subject.model.W_pos.detach().cpu().numpy()
     workbench.series["w_pos"] = {"rows": w_pos[1:ctx].tolist(), "ctx": ctx}

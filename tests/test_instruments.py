@@ -80,3 +80,12 @@ def test_share_of_tokens():
     flags[:, :7] = True
     iv = share_of_tokens(flags, 0.95)
     assert iv.estimate == pytest.approx(0.7)
+
+
+def test_undefined_tokens_are_left_out_not_propagated():
+    h = HOOKS[0]
+    m = synthetic({("sae", h): 0.1}, {("sae", h): 0.5})
+    m.metrics[("sae", h)]["l0"][:, 0] = np.nan  # BOS
+    m.metrics[("sae", h)]["l0"][3, 12] = np.nan  # a BOS inside a sequence
+    iv = beyond_over_inside(m, h, "sae", "l0", 0.95)
+    assert iv.estimate == pytest.approx(2.0) and np.isfinite(iv.low)

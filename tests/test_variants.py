@@ -16,7 +16,7 @@ from tests.conftest import tiny_sae
 
 
 def _ctx(sae, w_pos, ctx=8, mean=None, seed=0):
-    return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed)
+    return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed, full_sae=sae)
 
 
 @given(n_pos=st.integers(2, 80), ctx=st.integers(2, 40))

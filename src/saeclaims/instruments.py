@@ -34,7 +34,8 @@ class Quantity:
         if self.lo >= hi:
             raise ValueError(f"empty position range [{self.lo}, {hi}) for {self}")
         block = arr[:, self.lo : hi].astype(np.float64)
-        return {f"{key}_sum": block.sum(1), f"{key}_n": np.full(len(block), hi - self.lo, dtype=np.float64)}
+        defined = np.isfinite(block)  # e.g. L0 is undefined at BOS tokens, which are never patched
+        return {f"{key}_sum": np.where(defined, block, 0.0).sum(1), f"{key}_n": defined.sum(1).astype(np.float64)}
 
 
 def _mean(t: Mapping[str, np.ndarray], key: str) -> np.ndarray:

@@ -66,3 +66,49 @@ def load_ledger(directory: Path, subject: str) -> Ledger:
                                   f"({', '.join(VERDICTS)})")
         entries[claim] = dict(table)
     return Ledger(subject, entries, path)
+
+
+def draft(evidence: list[dict], subject: str) -> str:
+    """A ledger recording the verdicts of a run, each with the estimate and interval it came from.
+
+    Meant to be reviewed before it is committed: it turns a run's findings into expectations, so a
+    later run that disagrees fails. Claims that hold need no entry; they are listed as comments.
+    """
+    lines = [f"# Expected verdicts for subject {subject!r}; a claim with no entry is expected to hold.",
+             "# Drafted from a run's report.json by `python -m saeclaims.ledger`, then reviewed.", ""]
+    by_claim: dict[str, list[dict]] = {}
+    for e in evidence:
+        if e["subject"] == subject:
+            by_claim.setdefault(e["claim"], []).append(e)
+    for claim in CLAIMS:
+        for e in by_claim.get(claim, []):
+            if e["verdict"] == "holds":
+                continue
+            if f"[{claim}]" not in lines:
+                lines += [f"[{claim}]"]
+            lines.append(f'"{e["hook"]}" = "{e["verdict"]}"  # {e["estimate"]:.4g} '
+                         f'[{e["ci_low"]:.4g}, {e["ci_high"]:.4g}] at {e["confidence"]:.2%}, '
+                         f'claim {e["direction"]} {e["threshold"]:g}')
+        if f"[{claim}]" in lines:
+            lines.append("")
+    held = [f"{e['claim']} @ {e['hook']}: {e['estimate']:.4g} [{e['ci_low']:.4g}, {e['ci_high']:.4g}]"
+            for es in by_claim.values() for e in es if e["verdict"] == "holds"]
+    lines += ["# Recorded as holding (no entry needed):"] + [f"#   {h}" for h in held]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m saeclaims.ledger", description="draft a ledger from a run")
+    p.add_argument("report_json", type=Path)
+    p.add_argument("--subject", default="organism")
+    args = p.parse_args(argv)
+    payload = json.loads(args.report_json.read_text())
+    sys.stdout.write(draft(payload["evidence"], args.subject))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--family-confidence", type=float, default=0.95,
                 help="joint confidence of all verdict intervals (Bonferroni)")
     g.addoption("--n-resamples", type=int, default=2000, help="bootstrap resamples")
-    g.addoption("--batch-size", type=int, default=8, help="sequences per splice batch")
+    g.addoption("--batch-size", type=int, default=16, help="sequences per splice batch")
     g.addoption("--autocast", choices=("none", "bf16", "fp16"), default="none",
                 help="autocast dtype for forward passes (GPU)")
     g.addoption("--text-file", default=None, help="evaluation text for release subjects (offline)")

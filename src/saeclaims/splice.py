@@ -83,13 +83,14 @@ def w_pos_of(model) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int = 16) -> dict[str, HookStats]:
+def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | None = None) -> dict[str, HookStats]:
     """Mean and spread of activations over positions [1, ctx) of the whole evaluation set."""
     model = subject.model
     stop = max(hook_order(h)[0] for h in hooks) + 1
     sums = {h: 0.0 for h in hooks}
     sq = {h: 0.0 for h in hooks}
     counts = {h: 0 for h in hooks}
+    batch_size = batch_size or stack_rows(model, subject.seq_len, subject.tokens.device)
     for i in range(0, len(subject.tokens), batch_size):
         toks = subject.tokens[i : i + batch_size]
         cache = _clean_cache(model, toks, list(hooks), stop)
@@ -134,28 +135,39 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
     """CE of the clean run, CE and KL(clean || variant) per token, from final residuals.
 
     clean_final [B, P, d]; variant_final [V, B, P, d]; targets [B, P]. Returns clean_ce [B, P],
-    ce [V, B, P], kl [V, B, P]. Only `rows x vocab` log-probabilities exist at any time.
+    ce [V, B, P], kl [V, B, P]. Only a few `rows x vocab` blocks exist at any time.
+
+    A variant needs one pass over the vocabulary: its log-sum-exp. With h the normalised residual,
+    z = h W_U + b_U, p the clean distribution and u = p W_U^T (once per chunk):
+        CE_v = lse_v - (h_v . W_U[:, t] + b_U[t])
+        KL_v = sum p (log p - log p_v) = (lse_v - lse_c) - u . (h_v - h_c)
+    The KL form differences residuals rather than large logits, so it stays exact for the clean run.
     """
     v, b, p, d = variant_final.shape
-    w_u, b_u = model.W_U, model.b_U
-    clean_flat = model.ln_final(clean_final).reshape(b * p, d)
-    var_flat = model.ln_final(variant_final).reshape(v, b * p, d)
-    tgt = targets.reshape(b * p, 1)
+    w_u, b_u = model.W_U.float(), model.b_U.float()
+    clean_flat = model.ln_final(clean_final).reshape(b * p, d).float()
+    var_flat = model.ln_final(variant_final).reshape(v, b * p, d).float()
+    tgt = targets.reshape(b * p)
+    w_t = w_u.T[tgt]  # [rows, d]: the target's unembedding column
+    b_t = b_u[tgt]
     clean_ce = torch.empty(b * p, device=clean_final.device)
     ce = torch.empty(v, b * p, device=clean_final.device)
     kl = torch.empty(v, b * p, device=clean_final.device)
-    # live [rows, vocab] blocks: clean logits, log-probs, probs; variant logits, log-probs, product
-    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=6)
+    # live [rows, vocab] blocks: clean logits and probabilities, one variant's logits and exp temporary
+    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=4)
     for s in range(0, b * p, step):
         sl = slice(s, min(b * p, s + step))
-        clean_lp = torch.log_softmax((clean_flat[sl] @ w_u + b_u).float(), dim=-1)
-        clean_ce[sl] = -clean_lp.gather(1, tgt[sl]).squeeze(1)
-        clean_p = clean_lp.exp()
+        hc = clean_flat[sl]
+        z = torch.addmm(b_u, hc, w_u)
+        lse_c = torch.logsumexp(z, dim=-1)
+        u = torch.softmax(z, dim=-1) @ w_u.T  # [rows, d]
+        del z
+        clean_ce[sl] = lse_c - ((hc * w_t[sl]).sum(-1) + b_t[sl])
         for i in range(v):
-            lp = torch.log_softmax((var_flat[i, sl] @ w_u + b_u).float(), dim=-1)
-            ce[i, sl] = -lp.gather(1, tgt[sl]).squeeze(1)
-            kl[i, sl] = (clean_p * (clean_lp - lp)).sum(-1)
-            del lp
+            hv = var_flat[i, sl]
+            lse_v = torch.logsumexp(torch.addmm(b_u, hv, w_u), dim=-1)
+            ce[i, sl] = lse_v - ((hv * w_t[sl]).sum(-1) + b_t[sl])
+            kl[i, sl] = (lse_v - lse_c) - (u * (hv - hc)).sum(-1)
     return clean_ce.reshape(b, p), ce.reshape(v, b, p), kl.reshape(v, b, p)
 
 
@@ -165,42 +177,71 @@ def _recon_metrics(x: torch.Tensor, spliced: torch.Tensor, l0: torch.Tensor, var
     return {"sq_err": err, "nmse": err / variance, "l0": l0.float(), "cos": cos}
 
 
+def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | None = None) -> int:
+    """Sequences per forward so that one layer's attention scores stay within a budget.
+
+    On CPU, allocations past glibc's mmap threshold are returned to the OS after every use and paid
+    again in page faults; keeping them small roughly halves wall time there. GPUs get a large budget.
+    """
+    if budget_bytes is None:
+        budget_bytes = 2**30 if device.type == "cuda" else 8 * 2**20
+    per_row = 4 * model.cfg.n_heads * seq_len * seq_len
+    return max(1, budget_bytes // per_row)
+
+
+def variants_at(subject: Subject, hook: str, variants: Sequence[str]) -> list[str]:
+    return [v for v in variants if v != "full_context_sae" or hook in subject.full_context_saes]
+
+
 @torch.no_grad()
 def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
-                 stats: dict[str, HookStats], seed: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 max_stack: int | None = None, autocast_dtype: torch.dtype | None = None):
-    """All hooks x variants for one batch of sequences. Yields (hook, clean_ce, {variant: metrics})."""
+                 stats: dict[str, HookStats], seed: int = 0, first_row: int = 0,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
+                 autocast_dtype: torch.dtype | None = None):
+    """All hooks x variants for one batch of sequences.
+
+    Returns (clean_ce [B, T-1], {(variant, hook): metrics}, {hook: x}). The log-softmax loop runs once
+    over every hook's variants, so the clean log-probabilities of a chunk are formed once.
+    """
     model = subject.model
     final = final_resid_hook(model)
+    rows = max_stack or stack_rows(model, toks.shape[1], toks.device)
     with _autocast(toks.device, autocast_dtype):
-        cache = _clean_cache(model, toks, sorted(set(hooks) | {final}), None)
-    clean_final = cache[final][:, :-1]
-    targets = toks[:, 1:]
+        cache = {}
+        for i in range(0, toks.shape[0], rows):
+            part = _clean_cache(model, toks[i : i + rows], sorted(set(hooks) | {final}), None)
+            for k, v in part.items():
+                cache.setdefault(k, []).append(v)
+        cache = {k: torch.cat(v) for k, v in cache.items()}
     w_pos = w_pos_of(model)
     keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
+    finals, recon, order = [], {}, []
     for h in hooks:
         x = cache[h]
         vctx = VariantContext(sae=subject.saes.get(h), w_pos=w_pos, mean=stats[h].mean.to(x.device),
-                              ctx=subject.context_sizes[h], seed=seed)
-        spliced, recon = [], {}
-        for name in variants:
+                              ctx=subject.context_sizes[h], seed=seed, first_row=first_row,
+                              full_sae=subject.full_context_saes.get(h))
+        names = variants_at(subject, h, variants)
+        spliced = []
+        for name in names:
             xs, l0 = apply_variant(name, x, vctx, keep)
             spliced.append(xs)
-            recon[name] = _recon_metrics(x, xs, l0, stats[h].variance)
+            recon[(name, h)] = _recon_metrics(x, xs, l0, stats[h].variance)
+            order.append((name, h))
         stack = torch.cat(spliced)  # [V*B, T, d]
-        rows = stack.shape[0] if max_stack is None else max_stack
         with _autocast(toks.device, autocast_dtype):
             outs = [model(stack[i : i + rows], start_at_layer=start_layer(h), stop_at_layer=model.cfg.n_layers)
                     if start_layer(h) < model.cfg.n_layers else stack[i : i + rows]
                     for i in range(0, stack.shape[0], rows)]
-        out = torch.cat(outs).float().reshape(len(variants), *x.shape)[:, :, :-1]
-        clean_ce, ce, kl = chunked_losses(model, clean_final.float(), out, targets, chunk_bytes)
-        per_variant = {}
-        for i, name in enumerate(variants):
-            m = {k: v[:, :-1] for k, v in recon[name].items()}
-            m.update(ce=ce[i], dce=ce[i] - clean_ce, kl=kl[i])
-            per_variant[name] = m
-        yield h, clean_ce, per_variant, x
+        finals.append(torch.cat(outs).float().reshape(len(names), *x.shape)[:, :, :-1])
+    clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
+                                      chunk_bytes)
+    metrics = {}
+    for i, key in enumerate(order):
+        m = {k: v[:, :-1] for k, v in recon[key].items()}
+        m.update(ce=ce[i], dce=ce[i] - clean_ce, kl=kl[i])
+        metrics[key] = m
+    return clean_ce, metrics, {h: cache[h] for h in hooks}
 
 
 class _autocast:
@@ -216,7 +257,7 @@ class _autocast:
 
 
 def measure(subject: Subject, hooks: Sequence[str] | None = None,
-            variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 8, seed: int = 0,
+            variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
             chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements."""
@@ -227,15 +268,16 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
                            f"{subject.hooks}")
     w_pos = w_pos_of(subject.model)
     for h in hooks:
-        for v in variants:
-            check_variant(v, VariantContext(subject.saes[h], w_pos, None, subject.context_sizes[h]))
+        for v in variants_at(subject, h, variants):
+            check_variant(v, VariantContext(subject.saes[h], w_pos, None, subject.context_sizes[h],
+                                            full_sae=subject.full_context_saes.get(h)))
     stats = in_context_stats(subject, hooks)
     n, t = subject.tokens.shape
     res = Measurements(subject=subject.name, hooks=hooks, variants=list(variants),
                        context_sizes=dict(subject.context_sizes),
                        clean_ce=np.zeros((n, t - 1), dtype=np.float32))
     for h in hooks:
-        for v in variants:
+        for v in variants_at(subject, h, variants):
             res.metrics[(v, h)] = {k: np.zeros((n, t - 1), dtype=np.float32)
                                    for k in (*LOSS_METRICS, *RECON_METRICS)}
         res.activation[h] = {k: np.zeros((n, t), dtype=np.float32) for k in ("x_norm", "wpos_share")}
@@ -244,20 +286,19 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     for i in range(0, n, batch_size):
         toks = subject.tokens[i : i + batch_size]
         sl = slice(i, i + toks.shape[0])
-        # Each batch draws its own random directions, reproducibly from (seed, batch start).
-        for h, clean_ce, per_variant, x in splice_batch(subject, toks, hooks, variants, stats,
-                                                        seed * 1_000_003 + i, chunk_bytes, max_stack,
-                                                        autocast_dtype):
-            res.clean_ce[sl] = clean_ce.cpu().numpy()
-            for v, m in per_variant.items():
-                for k, arr in m.items():
-                    res.metrics[(v, h)][k][sl] = arr.float().cpu().numpy()
+        clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, seed, i, chunk_bytes,
+                                             max_stack, autocast_dtype)
+        res.clean_ce[sl] = clean_ce.cpu().numpy()
+        for key, m in metrics.items():
+            for k, arr in m.items():
+                res.metrics[key][k][sl] = arr.float().cpu().numpy()
+        for h, x in xs.items():
             xn = x.float().pow(2).sum(-1)
             res.activation[h]["x_norm"][sl] = xn.sqrt().cpu().numpy()
             if w_pos_sq is not None:
                 res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).cpu().numpy()
             else:
                 res.activation[h]["wpos_share"][sl] = np.nan
-            bar.update(toks.shape[0])
+        bar.update(toks.shape[0] * len(hooks))
     bar.close()
     return res

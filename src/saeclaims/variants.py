@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error")
+VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae")
 NEEDS_WPOS = frozenset({"token_then_pos", "shift_pos"})
-NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error"})
+NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae"})
 CLAIM_VARIANTS = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error")
 
 
@@ -28,13 +28,17 @@ class VariantError(ValueError):
 @dataclass
 class VariantContext:
     """What a variant may read besides x: the SAE, W_pos (after weight processing), the in-context
-    mean at this hook, the SAE's training context and a seed for random directions."""
+    mean at this hook, the SAE's training context, a seed for random directions (row b of the batch
+    is sequence first_row + b, so directions do not depend on batching) and the control family's
+    full-context SAE at this hook, if any."""
 
     sae: object | None
     w_pos: torch.Tensor | None
     mean: torch.Tensor | None
     ctx: int
     seed: int = 0
+    first_row: int = 0
+    full_sae: object | None = None
 
 
 def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,15 +94,23 @@ def random_error(x, c):
     """x plus a seeded random direction with the norm of the SAE's error at that token."""
     rec, l0 = _sae_roundtrip(c.sae, x)
     err_norm = (x - rec).norm(dim=-1, keepdim=True)
-    g = torch.Generator(device="cpu").manual_seed(c.seed)
-    direction = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device, x.dtype)
+    g = torch.Generator(device="cpu")
+    rows = [torch.randn(x.shape[1:], generator=g.manual_seed(c.seed * 1_000_003 + c.first_row + b))
+            for b in range(x.shape[0])]
+    direction = torch.stack(rows).to(x.device, x.dtype)
     direction = direction / direction.norm(dim=-1, keepdim=True)
     return x + err_norm * direction, l0
+
+
+def full_context_sae(x, c):
+    """The control family: an SAE of the same hook trained at the model's full context."""
+    return _sae_roundtrip(c.full_sae, x)
 
 
 FUNCTIONS: dict[str, Callable] = {
     "clean": clean, "zero": zero, "mean": mean, "sae": sae,
     "token_then_pos": token_then_pos, "shift_pos": shift_pos, "random_error": random_error,
+    "full_context_sae": full_context_sae,
 }
 
 
@@ -110,6 +122,8 @@ def check_variant(name: str, ctx: VariantContext) -> None:
                            "(rotary or no positional embedding)")
     if name in NEEDS_SAE and ctx.sae is None:
         raise VariantError(f"variant {name} needs an SAE at this hook")
+    if name == "full_context_sae" and ctx.full_sae is None:
+        raise VariantError("variant full_context_sae needs a full-context SAE at this hook")
 
 
 def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext,

@@ -3,7 +3,6 @@ plus the small per-position series the report's figures are drawn from."""
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -18,7 +17,7 @@ AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Workbench:
-    def __init__(self, subject: Subject, seed: int = 0, batch_size: int = 8, autocast: str = "none",
+    def __init__(self, subject: Subject, seed: int = 0, batch_size: int = 16, autocast: str = "none",
                  n_resamples: int = 2000, confidence: float = 0.95, series: dict | None = None,
                  progress: bool = True, eager: bool = True):
         self.subject = subject
@@ -31,7 +30,6 @@ class Workbench:
         self.progress = progress
         self.eager = eager  # measure every hook on first use (one clean pass serves all)
         self._m: Measurements | None = None
-        self._full: Measurements | None = None
 
     def measurements(self, hooks: list[str] | None = None) -> Measurements:
         """Measurements covering `hooks` (default: every hook); missing hooks are measured together."""
@@ -41,27 +39,13 @@ class Workbench:
         if missing:
             if self.eager and self._m is None:
                 missing = self.subject.hooks
-            new = measure(self.subject, missing, CLAIM_VARIANTS, self.batch_size, self.seed,
+            variants = CLAIM_VARIANTS + (("full_context_sae",) if self.subject.full_context_saes else ())
+            new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                           autocast_dtype=self.autocast, progress=self.progress)
             self._m = new if self._m is None else _merge(self._m, new)
             for h in missing:
                 self._record_series(h)
         return self._m
-
-    def full_context_measurements(self) -> Measurements:
-        """The full-context SAE family measured with the short family's I/O boundaries."""
-        if self._full is None:
-            full = self.subject.full_context_saes
-            view = dataclasses.replace(
-                self.subject, saes=dict(full),
-                context_sizes={h: self.subject.context_sizes[h] for h in full if h in self.subject.context_sizes},
-            )
-            self._full = measure(view, [h for h in view.hooks if h in view.context_sizes], ("sae",),
-                                 self.batch_size, self.seed, autocast_dtype=self.autocast,
-                                 progress=self.progress)
-            for h in self._full.hooks:
-                self.series.setdefault("full_context_dce", {})[h] = _by_position(self._full.get("sae", h, "dce"))
-        return self._full
 
     def _record_series(self, hook: str) -> None:
         m = self._m
@@ -71,6 +55,8 @@ class Workbench:
             v: _by_position(m.get(v, hook, "dce")) for v in ("sae", "token_then_pos", "shift_pos", "random_error")
         }
         s.setdefault("l0_by_position", {})[hook] = _by_position(m.get("sae", hook, "l0"))
+        if ("full_context_sae", hook) in m.metrics:
+            s.setdefault("full_context_dce", {})[hook] = _by_position(m.get("full_context_sae", hook, "dce"))
         act = m.activation[hook]
         s.setdefault("norms", {})[hook] = {"x_norm": float(act["x_norm"][:, 1:].mean()),
                                            "wpos_share": float(np.nanmean(act["wpos_share"][:, 1:]))}

@@ -6,11 +6,12 @@ the model or the SAEs.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..artifacts import sha256_file
 
 BOS_TOKEN = "<|endoftext|>"
 
@@ -27,14 +28,6 @@ class CorpusSplit:
     train: list[Document]
     eval: list[Document]
     file_sha256: dict[str, str]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cut_documents(book: str, text: str, doc_bytes: int) -> list[Document]:

@@ -7,6 +7,7 @@ held-out evaluation shard.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,12 @@ def train_sae(
         verbose=True,
     )
     runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
-    runner.run()
+    with warnings.catch_warnings():
+        # sae_lens counts dataset rows against training tokens, and re-wraps torch-formatted rows
+        for msg in ("The training dataset contains fewer samples", "To copy construct from a tensor",
+                    "All samples in the training dataset have been exhausted"):
+            warnings.filterwarnings("ignore", message=msg, category=UserWarning)
+        runner.run()
     for extra in ("runner_cfg.json",):
         (out_dir / extra).unlink(missing_ok=True)
 
