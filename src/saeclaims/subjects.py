@@ -326,7 +326,7 @@ def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | N
         context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
         full_context_saes=full,
         provenance={"model": cfg["model_name"], "release": "saeclaims-organism (fixtures/organism)",
-                    "sae_ids": sorted(saes), "full_context_sae_ids": sorted(full),
+                    "sae_ids": sorted(saes, key=hook_order), "full_context_sae_ids": sorted(full, key=hook_order),
                     "card_seed": card["seed"], "model_sha256": card["sha256"][MODEL_FILE],
                     "versions": package_versions()},
     )
