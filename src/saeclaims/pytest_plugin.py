@@ -73,6 +73,14 @@ STATE_KEY = pytest.StashKey[dict]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        # N workers x all cores each oversubscribes the CPU many times over; share the cores out.
+        import os
+
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
     config.stash[STORE_KEY] = EvidenceStore()
     config.stash[STATE_KEY] = {"t0": time.time(), "n_claim_tests": 0, "subjects": {}, "workbenches": {}}
     if config.pluginmanager.hasplugin("xdist"):
