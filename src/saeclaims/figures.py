@@ -99,8 +99,11 @@ def recovery_bars(out: Path, subject: str, s: dict) -> str:
     ax.set_xticks(np.arange(len(hooks)) + 0.4 - width / 2)
     ax.set_xticklabels([h.replace("blocks.", "").replace(".hook_", " ") for h in hooks], fontsize=8)
     ax.set_ylabel("recovery of excess loss")
+    # Where a hook adds no loss beyond the context, recovery divides by ~0 and its interval is huge.
+    ax.set_ylim(-1.0, 1.5)
     ax.legend(fontsize=7, ncol=3)
-    ax.set_title(f"{subject}: recovery beyond context, per variant (verdict-level CIs)", fontsize=10)
+    ax.set_title(f"{subject}: recovery beyond context, per variant (verdict-level CIs; axis clipped "
+                 "to [-1, 1.5])", fontsize=9)
     return _save(fig, out, f"recovery-{_safe(subject)}.png")
 
 
