@@ -240,11 +240,14 @@ def claim_check(pytestconfig, request):
     """Record the evidence for a claim and assert its verdict matches the ledger."""
     store = pytestconfig.stash[STORE_KEY]
     ledger_dir = Path(pytestconfig.rootpath) / "claims" / "expected"
+    ledgers = pytestconfig.stash[STATE_KEY].setdefault("ledgers", {})  # read once per subject per run
 
     def check(claim_id: str, subject_name: str, hook: str, interval: Interval, n_seqs: int, n_tokens: int,
               **extra) -> Evidence:
         claim = get_claim(claim_id)
-        ledger = load_ledger(ledger_dir, subject_name)
+        if subject_name not in ledgers:
+            ledgers[subject_name] = load_ledger(ledger_dir, subject_name)
+        ledger = ledgers[subject_name]
         ev = Evidence(
             claim=claim.id, subject=subject_name, hook=hook, statistic=claim.statistic,
             estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..positional import top_k_variance_share
 from . import corpus as corpus_mod
 from .model import (
     WEIGHT_PROCESSING,
@@ -24,7 +25,6 @@ from .model import (
     process_for_release,
     save_config,
     train_model,
-    wpos_top3_share,
 )
 from .saes import SAESpec, hook_names, sae_quality, train_sae
 
@@ -174,8 +174,8 @@ def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
     card["eval_loss"] = {"overall": loss, "by_position": bins}
     w_pos = model.W_pos.detach().numpy()
     card["w_pos_top3_share"] = {
-        f"rows 1..{spec.short_ctx - 1}": wpos_top3_share(w_pos, 1, spec.short_ctx),
-        f"rows 1..{spec.model.n_ctx - 1}": wpos_top3_share(w_pos, 1, spec.model.n_ctx),
+        f"rows 1..{spec.short_ctx - 1}": top_k_variance_share(w_pos[1 : spec.short_ctx], 3),
+        f"rows 1..{spec.model.n_ctx - 1}": top_k_variance_share(w_pos[1 : spec.model.n_ctx], 3),
     }
     q_tokens = eval_tokens[: spec.quality_seqs]
     card["saes"] = {}

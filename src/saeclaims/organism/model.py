@@ -181,13 +181,5 @@ def eval_loss(model, tokens: np.ndarray) -> tuple[float, dict[str, float]]:
     return float(losses.mean()), bins
 
 
-def wpos_top3_share(w_pos: np.ndarray, lo: int, hi: int) -> float:
-    """Share of the variance of rows lo..hi-1 held by their top 3 principal components (exact SVD)."""
-    rows = np.asarray(w_pos[lo:hi], dtype=np.float64)
-    rows = rows - rows.mean(axis=0, keepdims=True)
-    s = np.linalg.svd(rows, compute_uv=False) ** 2
-    return float(s[:3].sum() / s.sum())
-
-
 def save_config(path: Path, cfg: dict) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
