@@ -17,6 +17,7 @@ import torch
 
 from ..positional import top_k_variance_share
 from . import corpus as corpus_mod
+from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
 from .model import (
     WEIGHT_PROCESSING,
     ModelSpec,
@@ -29,12 +30,6 @@ from .model import (
 from .saes import SAESpec, hook_names, sae_quality, train_sae
 
 log = logging.getLogger("saeclaims.organism")
-
-MODEL_FILE = "model.safetensors"
-MODEL_CONFIG = "model_config.json"
-TOKENIZER_FILE = "tokenizer.json"
-EVAL_TOKENS = "eval_tokens.npy"
-CARD_FILE = "card.json"
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ def _stage_data(spec: BuildSpec, corpus_dir: Path, out: Path, work: Path, card: 
 def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict):
     from safetensors.torch import load_file, save_file
 
-    from .model import make_model
+    from .layout import make_model
 
     model_path, cfg_path = out / MODEL_FILE, out / MODEL_CONFIG
     eval_tokens = np.load(out / EVAL_TOKENS)

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import sha256_file
-
-BOS_TOKEN = "<|endoftext|>"
+from .layout import BOS_TOKEN, windows  # noqa: F401  (windows now lives in layout; kept importable here)
 
 
 @dataclass(frozen=True)
@@ -103,19 +102,3 @@ def encode_stream(tok, docs: list[Document]) -> np.ndarray:
         parts.append(np.array([bos], dtype=np.uint16))
         parts.append(np.asarray(enc.ids, dtype=np.uint16))
     return np.concatenate(parts)
-
-
-def windows(stream: np.ndarray, length: int, bos: int, n: int | None = None) -> np.ndarray:
-    """Non-overlapping windows of `length` tokens, each beginning with BOS (as in sae_lens)."""
-    body = length - 1
-    n_avail = len(stream) // body
-    if n is not None:
-        if n_avail < n:
-            raise ValueError(f"need {n} windows of {length} tokens, the stream holds {n_avail}")
-        n_avail = n
-    if n_avail == 0:
-        raise ValueError(f"token stream of {len(stream)} tokens is shorter than one window")
-    out = np.empty((n_avail, length), dtype=np.uint16)
-    out[:, 0] = bos
-    out[:, 1:] = stream[: n_avail * body].reshape(n_avail, body)
-    return out

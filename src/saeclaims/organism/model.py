@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .layout import make_model
+
 log = logging.getLogger("saeclaims.organism")
 
 POSITION_BINS: tuple[tuple[int, int], ...] = ((0, 8), (8, 64), (64, 128), (128, 256), (256, 512))
@@ -60,12 +62,6 @@ class TrainSpec:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     checkpoint_every: int = 50
-
-
-def make_model(cfg_dict: dict):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    return HookedTransformer(HookedTransformerConfig(**cfg_dict))
 
 
 def sinusoidal_positions(n_ctx: int, d_model: int, row_norm: float) -> torch.Tensor:

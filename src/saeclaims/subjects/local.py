@@ -1,0 +1,60 @@
+"""`local:<dir>` subjects: SAEs saved by sae_lens plus a TransformerLens name or a local HF checkpoint.
+
+For models and SAEs that are not (or not yet) a sae_lens release, with no hub access needed when
+the folder holds the checkpoint and eval_tokens.npy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .core import Subject, SubjectError, package_versions
+from .loading import _select_tokens, load_hooked_model, load_sae_dir
+from .release import _eval_tokens
+from .validation import validate_subject
+
+PREFIX = "local:"
+
+
+def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = None,
+               seq_len: int | None = None, text_file: Path | None = None) -> Subject:
+    """`local:<dir>`: sae_lens SAE folders below DIR, the model named in DIR/subject.json
+    (a TransformerLens name or a path relative to DIR), tokens from DIR/eval_tokens.npy or a text file."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise SubjectError(f"local subject folder {root} does not exist")
+    meta_path = root / "subject.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    sae_dirs = sorted(p.parent for p in root.rglob("cfg.json") if (p.parent / "sae_weights.safetensors").exists())
+    if not sae_dirs:
+        raise SubjectError(f"no SAEs below {root}: save them with sae_lens's SAE.save_model(DIR/<hook>)")
+    loaded = [load_sae_dir(d, device) for d in sae_dirs]
+    model_ref = meta.get("model") or loaded[0].cfg.metadata.model_name
+    if not model_ref:
+        raise SubjectError(f"{root}: name the model in subject.json ({{\"model\": ...}})")
+    if (root / model_ref).exists():
+        model_ref = str(root / model_ref)
+    kwargs = dict(meta.get("from_pretrained_kwargs") or loaded[0].cfg.metadata.model_from_pretrained_kwargs or {})
+    model = load_hooked_model(model_ref, device=device, **kwargs)
+    full_ctx = meta.get("full_context_size")
+    saes, full = {}, {}
+    for sae in loaded:
+        target = full if full_ctx and sae.cfg.metadata.context_size == full_ctx else saes
+        target[sae.cfg.metadata.hook_name] = sae
+    if (root / "eval_tokens.npy").exists():
+        tokens = _select_tokens(np.load(root / "eval_tokens.npy"), n_seqs, seq_len, str(root))
+    else:
+        tokens = _eval_tokens(model, n_seqs or 64, seq_len or model.cfg.n_ctx, text_file,
+                              meta.get("dataset", "Skylion007/openwebtext"))
+    subject = Subject(
+        name=f"local:{root.name}", model=model, saes=saes, tokens=tokens.to(device),
+        context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
+        full_context_saes=full,
+        provenance={"model": model_ref, "release": f"local:{root}", "sae_ids": sorted(saes),
+                    "model_from_pretrained_kwargs": kwargs, "versions": package_versions()},
+    )
+    validate_subject(subject)
+    return subject

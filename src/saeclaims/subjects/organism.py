@@ -1,0 +1,103 @@
+"""The shipped organism as a subject: offline, verified against its card, the default for every test.
+
+Only `saeclaims.organism.layout` is imported from the organism package: loading must not pull in the
+builder's training code (sae_lens's trainer, tokenizer training), which is slow to import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import verify_tree
+from ..organism.layout import BOS_TOKEN, CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE, make_model
+from .core import Subject, SubjectError, hook_order, package_versions
+from .loading import _select_tokens, load_sae_dir
+from .validation import validate_subject
+
+ORGANISM_PACKAGE = "saeclaims_organism"  # data-only package: fixtures/organism, shipped in the wheel
+_REPO_ORGANISM = Path(__file__).resolve().parents[3] / "fixtures" / "organism"
+
+
+def organism_dir() -> Path:
+    """Where the organism lives: $SAECLAIMS_ORGANISM, the installed wheel's copy, or the checkout's fixtures."""
+    env = os.environ.get("SAECLAIMS_ORGANISM")
+    if env:
+        return Path(env)
+    packaged = _packaged_organism()
+    if packaged is not None:
+        return packaged
+    if _REPO_ORGANISM.exists():
+        return _REPO_ORGANISM
+    raise SubjectError("the organism is not installed: `pip install saeclaims` (the wheel ships it), set "
+                       "SAECLAIMS_ORGANISM to a copy of fixtures/organism, or rebuild it with "
+                       "`python -m saeclaims.organism build`")
+
+
+def _packaged_organism() -> Path | None:
+    """The `saeclaims_organism` package folder holding a card, if installed.
+
+    It has no __init__.py (the folder must hold only the card's files), so it is a namespace package
+    and `importlib.resources.files` would give a MultiplexedPath; its spec's locations are plain paths.
+    """
+    try:
+        spec = importlib.util.find_spec(ORGANISM_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / CARD_FILE).is_file():
+            return Path(location)
+    return None
+
+
+def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | None = None,
+                  seq_len: int | None = None, verify: bool = True) -> Subject:
+    """The organism at `root` (default `organism_dir()`), its files checked against the card's sha256."""
+    from safetensors.torch import load_file
+
+    root = organism_dir() if root is None else Path(root)
+    card_path = root / CARD_FILE
+    if not card_path.exists():
+        raise SubjectError(f"organism card {card_path} is missing: restore fixtures/organism from git "
+                           "or build it with `python -m saeclaims.organism build`")
+    card = json.loads(card_path.read_text())
+    if verify:
+        verify_tree(root, card["sha256"])
+    cfg = json.loads((root / MODEL_CONFIG).read_text())
+    model = make_model({**cfg, "device": "cpu"})
+    model.load_state_dict(load_file(str(root / MODEL_FILE)))
+    # set_tokenizer insists on a hub name to reload from; the organism's tokenizer is a local file.
+    model.tokenizer = _organism_tokenizer(root / TOKENIZER_FILE)
+    model.cfg.tokenizer_prepends_bos = False
+    model.eval()
+    short = card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]
+    saes, full = {}, {}
+    for d in sorted((root / "saes").glob("ctx*/*")):
+        if not (d / "cfg.json").exists():
+            continue
+        sae = load_sae_dir(d)
+        (saes if sae.cfg.metadata.context_size == short else full)[sae.cfg.metadata.hook_name] = sae
+    tokens = _select_tokens(np.load(root / EVAL_TOKENS), n_seqs, seq_len, "organism")
+    subject = Subject(
+        name="organism", model=model, saes=saes, tokens=tokens,
+        context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
+        full_context_saes=full,
+        provenance={"model": cfg["model_name"], "release": "saeclaims-organism (fixtures/organism)",
+                    "sae_ids": sorted(saes, key=hook_order), "full_context_sae_ids": sorted(full, key=hook_order),
+                    "card_seed": card["seed"], "model_sha256": card["sha256"][MODEL_FILE],
+                    "versions": package_versions()},
+    )
+    validate_subject(subject)
+    return subject.to(device)
+
+
+def _organism_tokenizer(path: Path):
+    """The organism's BPE file as a transformers tokenizer, with its one special token as BOS/EOS/PAD."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token=BOS_TOKEN, eos_token=BOS_TOKEN,
+                                   pad_token=BOS_TOKEN)

@@ -1,0 +1,78 @@
+"""sae_lens releases as subjects: `<release>[:id,id,...]`, model and SAEs from the hub (or its cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .core import Subject, SubjectError, package_versions
+from .loading import _hub_errors, load_hooked_model, offline_unless_reachable, tokens_from_texts
+from .validation import validate_subject
+
+
+def parse_release_spec(spec: str) -> tuple[str, list[str] | None]:
+    """`release:id,id` -> (release, [ids]); no ids (or an empty list) means every SAE of the release."""
+    release, _, ids = spec.partition(":")
+    return release, ([i for i in ids.split(",") if i] or None) if ids else None
+
+
+def is_release(spec: str) -> bool:
+    """Whether sae_lens's directory knows the spec's release; the registry's test for the fallback source."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return parse_release_spec(spec)[0] in get_pretrained_saes_directory()
+
+
+def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int = 1024,
+                 text_file: Path | None = None, dataset: str = "Skylion007/openwebtext") -> Subject:
+    """The release's model and SAEs, evaluated on `text_file` or the first documents of `dataset`."""
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    release, ids = parse_release_spec(spec)
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        near = [r for r in directory if release.split("-")[0] in r][:5]
+        raise SubjectError(f"unknown subject or sae_lens release {release!r}; try 'organism', "
+                           f"'local:DIR' or a release such as {near or ['gpt2-small-res-jb']}")
+    lookup = directory[release]
+    ids = ids or list(lookup.saes_map)
+    unknown = [i for i in ids if i not in lookup.saes_map]
+    if unknown:
+        raise SubjectError(f"release {release} has no SAE id {unknown[0]!r}; ids: {list(lookup.saes_map)[:6]}…")
+    kwargs = dict((lookup.config_overrides or {}).get("model_from_pretrained_kwargs", {}))
+    model = load_hooked_model(lookup.model, device=device, **kwargs)
+    saes = {}
+    for sae_id in ids:
+        with _hub_errors(f"SAE {release}/{sae_id}"), offline_unless_reachable():
+            sae = SAE.from_pretrained(release, sae_id, device=device)
+        saes[sae.cfg.metadata.hook_name] = sae
+    tokens = _eval_tokens(model, n_seqs, seq_len, text_file, dataset)
+    subject = Subject(
+        name=spec, model=model, saes=saes, tokens=tokens.to(device),
+        context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
+        provenance={"model": lookup.model, "release": release, "repo_id": lookup.repo_id,
+                    "sae_ids": ids, "model_from_pretrained_kwargs": kwargs,
+                    "versions": package_versions()},
+    )
+    validate_subject(subject)
+    return subject
+
+
+def _eval_tokens(model, n_seqs: int, seq_len: int, text_file: Path | None, dataset: str) -> torch.Tensor:
+    """Evaluation windows for a model without a stored set: from a text file, else streamed from the hub."""
+    tok = model.tokenizer
+    if tok is None:
+        raise SubjectError("the model has no tokenizer; give evaluation tokens as eval_tokens.npy")
+    bos = tok.bos_token_id
+    if text_file is not None:
+        if not Path(text_file).exists():
+            raise SubjectError(f"evaluation text file {text_file} does not exist")
+        texts = Path(text_file).read_text(encoding="utf-8").split("\n\n")
+    else:
+        with _hub_errors(f"dataset {dataset}"), offline_unless_reachable():
+            from datasets import load_dataset
+
+            texts = (row["text"] for row in load_dataset(dataset, split="train", streaming=True))
+    return tokens_from_texts(texts, tok, n_seqs, seq_len, bos)

@@ -1,0 +1,52 @@
+"""Checks every loaded subject passes before a claim sees it.
+
+sae_lens's `add_sae` only logs a hook it cannot find, and a silently skipped SAE would make every
+claim test vacuous; so a mismatch is an error here, with the fix in the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .core import Subject, SubjectError, hook_order
+
+
+def validate_sae(sae: Any, model: Any, label: str) -> None:
+    """The SAE reads a residual hook of this model, has the model's width, finite weights and a context size."""
+    hook = sae.cfg.metadata.hook_name
+    if hook not in model.hook_dict:
+        raise SubjectError(f"SAE {label}: hook {hook!r} is not in model {model.cfg.model_name} "
+                           f"(e.g. {next(iter(model.hook_dict))!r}); check the SAE's hook_name")
+    hook_order(hook)
+    if sae.cfg.d_in != model.cfg.d_model:
+        raise SubjectError(f"SAE {label}: d_in {sae.cfg.d_in} != model d_model {model.cfg.d_model}; "
+                           "the SAE was trained on another model")
+    for name, p in sae.named_parameters():
+        if not torch.isfinite(p).all():
+            raise SubjectError(f"SAE {label}: parameter {name} holds NaN or inf; the file is corrupt")
+    ctx = sae.cfg.metadata.context_size
+    if ctx is None or ctx < 2:
+        raise SubjectError(f"SAE {label}: metadata.context_size is {ctx!r}; set it in the SAE's cfg.json")
+
+
+def validate_subject(subject: Subject) -> None:
+    """The whole subject is usable: non-empty tokens within n_ctx, finite weights, every SAE valid."""
+    model = subject.model
+    if subject.tokens.ndim != 2 or subject.tokens.numel() == 0:
+        raise SubjectError(f"subject {subject.name}: empty evaluation set "
+                           f"(tokens shape {tuple(subject.tokens.shape)}); give --n-seqs >= 1")
+    if subject.seq_len > model.cfg.n_ctx:
+        raise SubjectError(f"subject {subject.name}: sequences of {subject.seq_len} tokens exceed the "
+                           f"model's n_ctx {model.cfg.n_ctx}; lower --seq-len")
+    if not subject.saes:
+        raise SubjectError(f"subject {subject.name}: no SAEs")
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise SubjectError(f"subject {subject.name}: model parameter {name} holds NaN or inf")
+    for family in (subject.saes, subject.full_context_saes):
+        for hook, sae in family.items():
+            validate_sae(sae, model, hook)
+            if sae.cfg.metadata.hook_name != hook:
+                raise SubjectError(f"SAE registered at {hook} reads {sae.cfg.metadata.hook_name}")
