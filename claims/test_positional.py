@@ -7,7 +7,7 @@ https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF.
 Instruments: the splice variants `token_then_pos` (SAE(x - W_pos[p]) + W_pos[p]) and `shift_pos`
 (the SAE sees an in-context position with the same phase, and the position is swapped back), their
 recovery of the excess loss beyond the context, and layer-0 analyses of W_E[t] + W_pos[p].
-Thresholds come from `saeclaims.catalog` ("most" = more than half).
+Thresholds come from the registered claims (`saeclaims.thread`; "most" = more than half).
 """
 
 from pathlib import Path
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saeclaims.applicability import needs_beyond_context, needs_hook, needs_positions
-from saeclaims.instruments import Quantity, inside, n_tokens, ratio, recovery, share_of_tokens
+from saeclaims.instruments import Quantity, inside, ratio, recovery, share_of_tokens
 from saeclaims.positional import decoded_positions, feature_split, frequent_tokens, top_k_variance_share
+from saeclaims.series import DecodedPositions, FeatureShares, WposRows
 from saeclaims.stats import exact, proportion_interval
+from saeclaims.thread import GPT2_REFERENCE_W_POS
 
 pytestmark = pytest.mark.gpu
 
@@ -26,112 +27,87 @@ GPT2_W_POS = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 GPT2_TRAINING_CONTEXT = 128  # gpt2-small-res-jb
 
 
-@pytest.mark.claim("adding-wpos-recovers-layer0", scope="all")
-def test_adding_wpos_recovers(subject, hook, workbench, confidence, claim_check, not_applicable):
-    """1st comment: the long-context failure is the SAE not representing W_pos; add it back by hand.
-    Statistic: recovery of token_then_pos, (dCE_sae(O) - dCE_ttp(O)) / excess; holds when > 0.5."""
-    needs_positions(subject, hook, "adding-wpos-recovers-layer0", not_applicable)
-    needs_beyond_context(subject, hook, "adding-wpos-recovers-layer0", not_applicable)
-    m = workbench.measurements([hook])
-    iv = recovery(m, hook, "token_then_pos", confidence, workbench.seed, workbench.n_resamples)
-    claim_check("adding-wpos-recovers-layer0", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
+def _recovery(claim, variant: str):
+    claim.require_learned_positions()
+    claim.require_beyond_context()
+    return recovery(claim.measurements(), claim.hook, variant, claim.boot)
 
 
-@pytest.mark.claim("layer0-error-is-positional", scope="resid_pre0")
-def test_layer0_error_is_positional(subject, hook, workbench, confidence, claim_check, not_applicable):
-    """2nd comment: positional embedding is most of what the layer 0 SAE gets wrong.
-    Statistic: recovery of shift_pos at resid_pre 0 (in-distribution positions); holds when > 0.5."""
-    needs_positions(subject, hook, "layer0-error-is-positional", not_applicable)
-    needs_beyond_context(subject, hook, "layer0-error-is-positional", not_applicable)
-    m = workbench.measurements([hook])
-    iv = recovery(m, hook, "shift_pos", confidence, workbench.seed, workbench.n_resamples)
-    claim_check("layer0-error-is-positional", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
+@pytest.mark.claim("adding-wpos-recovers-layer0")
+def test_adding_wpos_recovers(claim):
+    """Recovery of token_then_pos: (dCE_sae(O) - dCE_ttp(O)) / (dCE_sae(O) - dCE_sae(I))."""
+    claim.check(_recovery(claim, "token_then_pos"))
 
 
-@pytest.mark.claim("positional-error-not-most-later", scope="later_resid_pre")
-def test_positional_error_not_most_later(subject, hook, workbench, confidence, claim_check, not_applicable):
-    """2nd and 3rd comments: for layers > 0 positional error is not most of the problem.
-    Statistic: recovery of shift_pos at resid_pre L >= 1; holds when < 0.5."""
-    needs_positions(subject, hook, "positional-error-not-most-later", not_applicable)
-    needs_beyond_context(subject, hook, "positional-error-not-most-later", not_applicable)
-    m = workbench.measurements([hook])
-    iv = recovery(m, hook, "shift_pos", confidence, workbench.seed, workbench.n_resamples)
-    claim_check("positional-error-not-most-later", subject.name, hook, iv, m.n_seqs, n_tokens(m, 1, None))
+@pytest.mark.claim("layer0-error-is-positional")
+def test_layer0_error_is_positional(claim):
+    """Recovery of shift_pos (in-distribution positions) at resid_pre 0."""
+    claim.check(_recovery(claim, "shift_pos"))
 
 
-@pytest.mark.claim("token-only-goes-poorly", scope="resid_pre0")
-def test_token_only_goes_poorly(subject, hook, workbench, confidence, claim_check, not_applicable):
-    """2nd comment: feeding the layer-0 SAE the token embedding alone and adding position after
-    would go poorly. Statistic: dCE_token_then_pos(I) / dCE_sae(I); holds when >= 2."""
-    needs_hook(subject, hook, "token-only-goes-poorly", not_applicable)
-    needs_positions(subject, hook, "token-only-goes-poorly", not_applicable)
-    m = workbench.measurements([hook])
-    i = inside(m, hook)
-    iv = ratio(m, Quantity("token_then_pos", hook, "dce", *i), Quantity("sae", hook, "dce", *i), confidence,
-               workbench.seed, workbench.n_resamples)
-    claim_check("token-only-goes-poorly", subject.name, hook, iv, m.n_seqs, n_tokens(m, *i))
+@pytest.mark.claim("positional-error-not-most-later")
+def test_positional_error_not_most_later(claim):
+    """Recovery of shift_pos at resid_pre L >= 1."""
+    claim.check(_recovery(claim, "shift_pos"))
 
 
-@pytest.mark.claim("sae-thinks-earlier", scope="resid_pre0")
-def test_sae_thinks_earlier(subject, hook, workbench, confidence, claim_check, not_applicable):
-    """Follow-up: at late positions the layer-0 SAE 'thinks' it is earlier. Statistic: share of p in
-    O whose position decoded from the reconstruction (argmax_q cos(x_hat - W_E[t], W_pos[q])) is
-    < ctx; holds when >= 0.5."""
-    needs_positions(subject, hook, "sae-thinks-earlier", not_applicable)
-    needs_beyond_context(subject, hook, "sae-thinks-earlier", not_applicable)
-    ctx = subject.context_sizes[hook]
-    decoded = decoded_positions(subject.model, subject.saes[hook], subject.tokens)[:, ctx:]
-    workbench.series["decoded_positions"] = {
-        "ctx": ctx, "mean_decoded_by_position": decoded.mean(0).tolist(), "first_position": ctx}
-    iv = share_of_tokens(decoded < ctx, confidence, workbench.seed, workbench.n_resamples)
-    claim_check("sae-thinks-earlier", subject.name, hook, iv, decoded.shape[0], decoded.size)
+@pytest.mark.claim("token-only-goes-poorly")
+def test_token_only_goes_poorly(claim):
+    """dCE_token_then_pos(I) / dCE_sae(I): the SAE fed the token embedding alone, position added after."""
+    claim.require_learned_positions()
+    m = claim.measurements()
+    i = inside(m, claim.hook)
+    claim.check(ratio(m, Quantity("token_then_pos", claim.hook, "dce", *i), Quantity("sae", claim.hook, "dce", *i),
+                      claim.boot))
 
 
-@pytest.mark.claim("features-disjoint-layer0", scope="resid_pre0")
-def test_features_disjoint_layer0(subject, hook, workbench, confidence, claim_check, not_applicable):
-    """Follow-up, 2nd comment: positional and semantic features of the layer-0 SAE are almost
-    entirely disjoint. Statistic: share of live features whose variance over a token x position grid
-    (W_E[t] + W_pos[p], the 512 most frequent evaluation tokens x positions [1, ctx)) is at least
-    90% explained by token or by position alone; Clopper-Pearson interval over features; holds >= 0.9."""
-    needs_hook(subject, hook, "features-disjoint-layer0", not_applicable)
-    needs_positions(subject, hook, "features-disjoint-layer0", not_applicable)
-    ctx = subject.context_sizes[hook]
-    bos = subject.tokens[0, 0].item()
-    toks = frequent_tokens(subject.tokens.cpu().numpy(), 512, exclude=(bos,))
-    split = feature_split(subject.model, subject.saes[hook], toks, np.arange(1, ctx))
+@pytest.mark.claim("sae-thinks-earlier")
+def test_sae_thinks_earlier(claim):
+    """Share of p in O whose position decoded from the reconstruction, argmax_q cos(x_hat - W_E[t],
+    W_pos[q]), is < ctx."""
+    claim.require_learned_positions()
+    claim.require_beyond_context()
+    s, ctx = claim.subject, claim.subject.context_sizes[claim.hook]
+    decoded = decoded_positions(s.model, s.saes[claim.hook], s.tokens)[:, ctx:]
+    claim.add_series(DecodedPositions(s.name, claim.hook, ctx, ctx, decoded.mean(0).tolist()))
+    claim.check(share_of_tokens(decoded < ctx, claim.boot))
+
+
+@pytest.mark.claim("features-disjoint-layer0")
+def test_features_disjoint_layer0(claim):
+    """Share of live features whose variance over a token x position grid (W_E[t] + W_pos[p], the 512
+    most frequent evaluation tokens x positions [1, ctx)) is at least 90% explained by token or by
+    position alone; Clopper-Pearson interval over features."""
+    claim.require_learned_positions()
+    s, ctx = claim.subject, claim.subject.context_sizes[claim.hook]
+    toks = frequent_tokens(s.tokens.cpu().numpy(), 512, exclude=(s.tokens[0, 0].item(),))
+    split = feature_split(s.model, s.saes[claim.hook], toks, np.arange(1, ctx))
     one = split.one_factor(0.9)
-    workbench.series["feature_split"] = {"token_share": split.token_share.tolist(),
-                                         "position_share": split.position_share.tolist()}
-    iv = proportion_interval(int(one.sum()), len(one), confidence)
-    claim_check("features-disjoint-layer0", subject.name, hook, iv, 0, split.n_tokens * split.n_positions,
-                n_live_features=len(one), n_features=split.n_features)
+    claim.add_series(FeatureShares(s.name, claim.hook, split.token_share.tolist(), split.position_share.tolist()))
+    iv = proportion_interval(int(one.sum()), len(one), claim.boot.confidence)
+    claim.check(iv.with_sample(0, split.n_tokens * split.n_positions), n_live_features=len(one),
+                n_features=split.n_features)
 
 
-@pytest.mark.claim("wpos-helix", scope="subject")
-def test_wpos_helix(subject, confidence, claim_check, not_applicable, workbench):
-    """Follow-up: the top 3 principal components of W_pos rows 1..ctx-1 explain 95% of their
-    variance. Exact SVD, no sampling; holds when >= 0.945."""
-    needs_positions(subject, "model", "wpos-helix", not_applicable)
-    ctx = min(subject.context_sizes.values())
-    w_pos = subject.model.W_pos.detach().cpu().numpy()
-    workbench.series["w_pos"] = {"rows": w_pos[1:ctx].tolist(), "ctx": ctx}
-    share = top_k_variance_share(w_pos[1:ctx], 3)
-    claim_check("wpos-helix", subject.name, "model", exact(share, confidence), 0, 0, rows=f"1..{ctx - 1}")
+def _helix(claim, subject: str, rows: np.ndarray, ctx: int) -> None:
+    claim.add_series(WposRows(subject, ctx, rows.astype(np.float32).tolist()))
+    claim.check(exact(top_k_variance_share(rows, 3), claim.boot.confidence), rows=f"1..{ctx - 1}")
 
 
-@pytest.mark.claim("wpos-helix", scope="subject")
-def test_wpos_helix_gpt2_reference(confidence, claim_check, pytestconfig):
+@pytest.mark.claim("wpos-helix")
+def test_wpos_helix(claim):
+    """Top 3 principal components of W_pos rows 1..ctx-1 (exact SVD, no sampling)."""
+    claim.require_learned_positions()
+    ctx = min(claim.subject.context_sizes.values())
+    _helix(claim, claim.subject.name, claim.subject.model.W_pos.detach().cpu().numpy()[1:ctx], ctx)
+
+
+@pytest.mark.claim("wpos-helix", reference=GPT2_REFERENCE_W_POS)
+def test_wpos_helix_gpt2_reference(claim):
     """The same statistic on GPT-2 small's released W_pos (../shared reference data, when present),
     centred per row as TransformerLens's center_writing_weights does."""
     if not GPT2_W_POS.exists():
         pytest.skip(f"GPT-2 reference W_pos not found at {GPT2_W_POS}")
-    from saeclaims.pytest_plugin import STORE_KEY
-
     w_pos = np.load(GPT2_W_POS).astype(np.float64)
     w_pos = w_pos - w_pos.mean(axis=1, keepdims=True)
-    rows = w_pos[1:GPT2_TRAINING_CONTEXT]
-    pytestconfig.stash[STORE_KEY].series.setdefault("gpt2-small (reference W_pos)", {})["w_pos"] = {
-        "rows": rows.astype(np.float32).tolist(), "ctx": GPT2_TRAINING_CONTEXT}
-    share = top_k_variance_share(rows, 3)
-    claim_check("wpos-helix", "gpt2-small (reference W_pos)", "model", exact(share, confidence), 0, 0,
-                rows=f"1..{GPT2_TRAINING_CONTEXT - 1}")
+    _helix(claim, GPT2_REFERENCE_W_POS, w_pos[1:GPT2_TRAINING_CONTEXT], GPT2_TRAINING_CONTEXT)

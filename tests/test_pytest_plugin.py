@@ -1,5 +1,6 @@
-"""The pytest plugin end to end, in a sandboxed pytest run: evidence recording, the ledger, xdist merging,
-and an interrupted run leaving the last good report alone."""
+"""The pytest plugin end to end, in sandboxed pytest runs (the plugin loads through its entry point):
+the claim fixture, the open catalogue, the family, the ledger, xdist merging, bad input, and an
+interrupted run leaving the last good report alone."""
 
 import json
 
@@ -7,51 +8,86 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+CONFTEST = '''
+from saeclaims import register_claim
+
+for i in range(12):
+    register_claim(id=f"toy-{i}", family="toy", source="sandbox", url="https://example.org", words="a toy claim",
+                   statistic="a number", direction=">", threshold=0.9, why="above 0.9", scope="model")
+'''
+
 CLAIM_TESTS = '''
 import pytest
 from saeclaims.stats import Interval
 
-@pytest.mark.claim("wpos-helix", scope="subject")
-@pytest.mark.parametrize("i", range({n}))
-def test_claim(i, claim_check, confidence):
-    est = 0.99 if i % 2 == 0 else 0.5
-    claim_check("wpos-helix", f"fake{{i}}", "model", Interval(est, est - 0.001, est + 0.001, confidence), 1, 1)
+
+def _make(i):
+    @pytest.mark.claim(f"toy-{{i}}")
+    def test(claim):
+        est = 0.99 if i % 2 == 0 else 0.5
+        claim.check(Interval(est, est - 0.001, est + 0.001, claim.boot.confidence, 4, 40))
+    return test
+
+
+for _i in range({n}):
+    globals()[f"test_toy_{{_i}}"] = _make(_i)
 '''
 
 
 @pytest.fixture
 def sandbox(pytester):
-    pytester.makeini("[pytest]\nmarkers =\n    claim: a claim\n")
+    pytester.makeconftest(CONFTEST)
     (pytester.path / "claims" / "expected").mkdir(parents=True)
-    for i in range(1, 12, 2):  # odd fakes are refuted, and the ledger says so
-        (pytester.path / "claims" / "expected" / f"fake{i}.toml").write_text('[wpos-helix]\nmodel = "refuted"\n')
+    refuted = "\n".join(f'[toy-{i}]\nmodel = "refuted"' for i in range(1, 12, 2))  # the ledger knows
+    (pytester.path / "claims" / "expected" / "organism.toml").write_text(refuted + "\n")
     return pytester
 
 
 def _run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "saeclaims.pytest_plugin", "--report",
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--sae-report",
                                          str(pytester.path / "out" / "REPORT.md"), *args)
 
 
-def test_evidence_from_all_xdist_workers_is_merged(sandbox):
+def _payload(pytester):
+    return json.loads((pytester.path / "out" / "report" / "report.json").read_text())
+
+
+def test_evidence_from_all_xdist_workers_is_merged_and_the_header_is_true(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=12))
     result = _run(sandbox, "-n", "2")
     result.assert_outcomes(passed=12)
-    payload = json.loads((sandbox.path / "out" / "report" / "report.json").read_text())
-    assert sorted(e["subject"] for e in payload["evidence"]) == sorted(f"fake{i}" for i in range(12))
+    payload = _payload(sandbox)
+    assert sorted(e["claim"] for e in payload["evidence"]) == sorted(f"toy-{i}" for i in range(12))
     assert all(e["confidence"] == pytest.approx(1 - 0.05 / 12) for e in payload["evidence"])
+    assert all((e["n_seqs"], e["n_tokens"]) == (4, 40) for e in payload["evidence"])
+    assert payload["header"]["family_size"] == 12
+    assert "a family of 12 intervals" in (sandbox.path / "out" / "REPORT.md").read_text()
+
+
+def test_the_family_does_not_depend_on_the_selection(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=12))
+    _run(sandbox, "-k", "toy_3").assert_outcomes(passed=1)
+    (row,) = _payload(sandbox)["evidence"]
+    assert row["confidence"] == pytest.approx(1 - 0.05 / 12)
 
 
 def test_a_verdict_against_the_ledger_fails_with_the_evidence_in_one_line(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
-    (sandbox.path / "claims" / "expected" / "fake1.toml").unlink()
+    (sandbox.path / "claims" / "expected" / "organism.toml").unlink()
     result = _run(sandbox)
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
-    assert "wpos-helix @ fake1/model: " in out and "= 0.5 [0.499, 0.501]" in out
+    assert "toy-1 @ organism/model: a number = 0.5 [0.499, 0.501]" in out
     assert "-> refuted (expected holds" in out
+    assert "saeclaims/fixture.py" not in out  # the failure shows the evidence, not plugin frames
+    assert "**MISMATCH**" in (sandbox.path / "out" / "REPORT.md").read_text()
+
+
+def test_registered_claims_without_a_test_are_listed_in_the_report(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
+    _run(sandbox).assert_outcomes(passed=2)
     md = (sandbox.path / "out" / "REPORT.md").read_text()
-    assert "**MISMATCH**" in md
+    assert "registered claims with no test in this suite: toy-2, toy-3" in md
 
 
 def test_an_interrupted_run_keeps_the_last_good_report(sandbox):
@@ -64,3 +100,97 @@ def test_zz_interrupt():
 ''')
     _run(sandbox)
     assert (sandbox.path / "out" / "REPORT.md").read_text() == good
+
+
+# ---------------------------------------------------------------- bad input: one line, before measuring
+
+
+def _usage_error(result, *fragments):
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    err = result.stderr.str()
+    for f in fragments:
+        assert f in err, err
+    assert err.count("ERROR:") == 1, err
+    assert "Traceback" not in err
+
+
+def test_a_marker_naming_an_unregistered_claim(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+
+@pytest.mark.claim("no-such-claim")
+def test_x(claim):
+    pass
+''')
+    _usage_error(_run(sandbox), "claim 'no-such-claim' is not registered", "register_claim")
+
+
+def test_two_tests_for_one_claim_on_the_same_row(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+
+@pytest.mark.claim("toy-0")
+def test_a(claim):
+    pass
+
+@pytest.mark.claim("toy-0")
+def test_b(claim):
+    pass
+''')
+    _usage_error(_run(sandbox), "claim toy-0 on organism/model is already tested by test_claims.py::test_a")
+
+
+def test_a_claim_test_without_the_claim_fixture(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+
+@pytest.mark.claim("toy-0")
+def test_a():
+    pass
+''')
+    _usage_error(_run(sandbox), "test_claims.py::test_a: a claim test must use the `claim` fixture")
+
+
+def test_a_ledger_directory_that_does_not_exist(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=1))
+    _usage_error(_run(sandbox, "--sae-ledger-dir", "nowhere"), "ledger directory", "nowhere does not exist")
+
+
+def test_a_ledger_entry_for_an_unregistered_claim(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=1))
+    (sandbox.path / "claims" / "expected" / "organism.toml").write_text('[toy-99]\nmodel = "holds"\n')
+    _usage_error(_run(sandbox), "names unknown claim 'toy-99'")
+
+
+def test_a_ledger_key_that_is_no_row_of_the_claim(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=1))
+    ledger = sandbox.path / "claims" / "expected" / "organism.toml"
+    ledger.write_text('[toy-0]\n"blocks.9.hook_resid_pre" = "holds"\n')
+    _usage_error(_run(sandbox), "'blocks.9.hook_resid_pre', which is not a row of this claim")
+
+
+def test_check_called_twice(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+from saeclaims.stats import Interval
+
+@pytest.mark.claim("toy-0")
+def test_a(claim):
+    iv = Interval(1.0, 0.99, 1.01, claim.boot.confidence)
+    claim.check(iv)
+    claim.check(iv)
+''')
+    result = _run(sandbox)
+    result.assert_outcomes(failed=1)
+    assert "check() called twice in one test" in result.stdout.str()
+
+
+def test_a_duplicate_registration_with_another_definition(sandbox):
+    sandbox.makeconftest(CONFTEST + '''
+register_claim(id="toy-0", family="toy", source="elsewhere", url="https://example.org", words="another",
+               statistic="a number", direction="<", threshold=0.1, why="below", scope="model")
+''')
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=1))
+    result = _run(sandbox)
+    assert result.ret != 0
+    assert "claim 'toy-0' is registered twice with different definitions" in result.stdout.str() + result.stderr.str()

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from saeclaims.pytest_plugin import EvidenceStore
 from saeclaims.report import ReportHeader, render_markdown, summary_lines, write_report
 from saeclaims.stats import Evidence
+from saeclaims.store import EvidenceStore, NotApplicable
+from saeclaims.thread import THREAD_CLAIMS
 
 
 def _ev(claim, hook, verdict, expected="holds", subject="organism"):
@@ -32,16 +33,23 @@ def test_summary_is_templated_from_the_evidence():
 
 
 def test_markdown_has_header_table_and_claim_sections():
-    md = render_markdown(_header(), [_ev("wpos-helix", "model", "refuted")], [], {"wpos-helix": ["wpos_pca.png"]})
-    assert "99.7059% confidence" in md and "Bonferroni" in md
-    assert "| `wpos-helix` | organism | model | 1.2 [1.1, 1.3] | > 1 | refuted | holds | **MISMATCH** |" in md
+    na = [NotApplicable("beyond-context-degrades", "organism", "blocks.0.hook_resid_pre", "no excess",
+                        {"excess": "-0.08 [-0.1, -0.06]"})]
+    md = render_markdown(_header(), [_ev("wpos-helix", "model", "refuted")], na, {"wpos-helix": ["wpos_pca.png"]},
+                         list(THREAD_CLAIMS), ["my-claim"])
+    assert "a family of 17 intervals" in md and "99.7059% confidence" in md and "Bonferroni" in md
+    assert ("| `wpos-helix` | organism | model | 1.2 [1.1, 1.3] | exact | > 1 | refuted | holds | **MISMATCH** |"
+            in md)
     assert "![wpos-helix](report/wpos_pca.png)" in md
     assert "https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF" in md
+    assert ("- `beyond-context-degrades` on organism/blocks.0.hook_resid_pre: no excess "
+            "(excess -0.08 [-0.1, -0.06])") in md
+    assert "registered claims with no test in this suite: my-claim" in md
 
 
 def _store():
-    s = EvidenceStore()
-    s.evidence.append(_ev("wpos-helix", "model", "holds").to_dict())
+    s = EvidenceStore(claims=[c.to_dict() for c in THREAD_CLAIMS])
+    s.evidence.append(_ev("wpos-helix", "model", "holds"))
     return s
 
 

@@ -20,7 +20,7 @@ SEEDS = (0, 1, 2, 3, 4)
 def verdicts_for_seed(seed: int, out: Path, *extra: str) -> dict[tuple[str, str, str], str]:
     report = out / f"seed{seed}{'-'.join(extra)}" / "REPORT.md"
     subprocess.run([sys.executable, "-m", "pytest", "claims", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                    "--seed", str(seed), "--report", str(report), *extra], cwd=ROOT, check=False,
+                    "--sae-seed", str(seed), "--sae-report", str(report), *extra], cwd=ROOT, check=False,
                    capture_output=True, text=True)
     payload = json.loads((report.parent / "report" / "report.json").read_text())
     return {(e["subject"], e["claim"], e["hook"]): e["verdict"] for e in payload["evidence"]}
@@ -43,6 +43,6 @@ def test_verdicts_are_stable_across_seeds(tmp_path):
 def test_autocast_changes_no_verdict(tmp_path, device):
     """Reduced precision (bf16 autocast; meant for GPUs) must not change any verdict against float32."""
     fp32 = verdicts_for_seed(0, tmp_path)
-    bf16 = verdicts_for_seed(0, tmp_path, "--autocast", "bf16", "--device", str(device))
+    bf16 = verdicts_for_seed(0, tmp_path, "--autocast", "bf16", "--sae-device", str(device))
     changed = {k: (fp32[k], bf16.get(k)) for k in fp32 if bf16.get(k) != fp32[k]}
     assert not changed, f"verdicts that change under bf16 autocast: {changed}"

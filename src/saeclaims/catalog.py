@@ -1,19 +1,96 @@
-"""The claims catalogue: each claim's words, source, statistic and the threshold its words imply.
+"""The open claims catalogue: what a claim says, where it was said, its statistic and its threshold.
 
-Thresholds live here and nowhere else. They come from the wording ("most" is more than half, "an order
-of magnitude" a factor of 10); a refuted claim is recorded in the ledger, never fixed by moving them.
+Anyone registers claims (`register_claim`, from a conftest or a test module); the claim tests name them
+in their `claim` marker. Thresholds live in the registered claim and nowhere else: they come from the
+claim's words ("most" is more than half, "an order of magnitude" a factor of 10); a refuted claim is
+recorded in the ledger, never fixed by moving its threshold.
+
+Scopes are one vocabulary shared by the catalogue, the marker and the report: a scope either selects
+SAE hooks (one test and one row per hook) or names a single row per subject ("model").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
-POST = "https://www.lesswrong.com/posts/8QRH8wKcnKGhpAu2o"
-FOLLOW_UP = "https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF"
+DIRECTIONS = (">", ">=", "<", "<=")
+CLAIM_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class ClaimError(ValueError):
+    """A claim is unknown, registered twice, or malformed; the message says what and how to fix it."""
+
+
+class HookListing(Protocol):
+    """What a scope reads of a subject without loading it (see `subjects.describe_subject`)."""
+
+    hooks: list[str]
+    full_context_hooks: list[str]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which rows a claim has on a subject: one per selected hook, or one (`row`) per subject."""
+
+    name: str
+    description: str
+    select: Callable[[HookListing], list[str]] | None = None
+    row: str | None = None
+
+    def rows(self, info: HookListing) -> list[str]:
+        if self.select is None:
+            return [self.row or "model"]
+        return list(self.select(info))
+
+    @property
+    def per_hook(self) -> bool:
+        return self.select is not None
+
+
+def _layer(hook: str) -> int | None:
+    m = re.match(r"^blocks\.(\d+)\.", hook)
+    return int(m.group(1)) if m else None
+
+
+def _resid_pre(info: HookListing) -> list[str]:
+    return [h for h in info.hooks if h.endswith("hook_resid_pre")]
+
+
+SCOPES: dict[str, Scope] = {}
+
+
+def register_scope(scope: Scope) -> Scope:
+    """Add a scope to the vocabulary (e.g. a user's own hook selection)."""
+    if scope.name in SCOPES and SCOPES[scope.name] != scope:
+        raise ClaimError(f"scope {scope.name!r} is already registered with another meaning; pick another name")
+    SCOPES[scope.name] = scope
+    return scope
+
+
+for _s in (
+    Scope("all", "per hook", lambda i: list(i.hooks)),
+    Scope("resid_pre", "per resid_pre hook", _resid_pre),
+    Scope("resid_pre0", "resid_pre 0", lambda i: [h for h in _resid_pre(i) if _layer(h) == 0]),
+    Scope("later_resid_pre", "resid_pre L >= 1", lambda i: [h for h in _resid_pre(i) if (_layer(h) or 0) >= 1]),
+    Scope("full_context", "per hook with a full-context SAE", lambda i: list(i.full_context_hooks)),
+    Scope("across_resid_pre", "across resid_pre hooks", None, "resid_pre"),
+    Scope("model", "the model", None, "model"),
+):
+    register_scope(_s)
 
 
 @dataclass(frozen=True)
 class Claim:
+    """One claim: the words, where they were said, and the statistic and threshold the words imply.
+
+    `references` names fixed reference data sets the claim is also judged on (e.g. GPT-2 small's
+    released W_pos); each adds one row to the family of intervals.
+    """
+
     id: str
     family: str
     source: str
@@ -23,100 +100,85 @@ class Claim:
     direction: str
     threshold: float
     why: str
-    scope: str  # which hooks: "per hook", "resid_pre 0", "L >= 1", "across resid_pre hooks", ...
+    scope: str = "all"
+    references: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not CLAIM_ID.match(self.id):
+            raise ClaimError(f"claim id {self.id!r} must be lower-case letters, digits, '-', '_' or '.'")
+        if self.direction not in DIRECTIONS:
+            raise ClaimError(f"claim {self.id}: direction {self.direction!r} is not one of {DIRECTIONS}")
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
+            raise ClaimError(f"claim {self.id}: threshold {self.threshold!r} must be a finite number")
+        if self.scope not in SCOPES:
+            raise ClaimError(f"claim {self.id}: scope {self.scope!r} matches no hooks; use one of "
+                             f"{', '.join(SCOPES)} or register_scope(...) your own")
+        object.__setattr__(self, "references", tuple(self.references))
+
+    @property
+    def scope_info(self) -> Scope:
+        return SCOPES[self.scope]
+
+    def rows(self, info: HookListing) -> list[str]:
+        """The rows (hooks, or the scope's single row) this claim has on a subject."""
+        return self.scope_info.rows(info)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-CLAIMS: dict[str, Claim] = {c.id: c for c in [
-    Claim("beyond-context-degrades", "context", "post", POST,
-          "The SAEs perform well up to their training context and degrade beyond it.",
-          "mean dCE_sae(O) / mean dCE_sae(I)", ">", 1.0,
-          "'degrade' means more loss is added beyond the context than within it: a ratio above 1.",
-          "per hook"),
-    Claim("in-context-performs-well", "context", "post", POST,
-          "Within the training context the SAEs perform well.",
-          "CE-loss score over I (sae_lens: recovery against zero ablation)", ">=", 0.9,
-          "'performs well' is read as the usual bar for a usable SAE: at least 90% of the loss recovered.",
-          "per hook"),
-    Claim("later-layers-worse-in-context", "context", "post", POST,
-          "Within context, later layers are worse.",
-          "Spearman rho(layer, mean dCE_sae(I)) over resid_pre hooks", ">", 0.0,
-          "'later is worse' is a monotone increasing trend: a positive rank correlation.",
-          "across resid_pre hooks"),
-    Claim("beyond-context-worst-early", "context", "post", POST,
-          "Beyond context, performance is poorest in early layers and best in later ones.",
-          "Spearman rho(layer, excess) over resid_pre hooks", "<", 0.0,
-          "'poorest early, best late' is a decreasing trend of the excess loss: a negative rank correlation.",
-          "across resid_pre hooks"),
-    Claim("adding-wpos-recovers-layer0", "positional", "thread (1st comment)", POST,
-          "The long-context problem is that the SAE cannot represent the positional embedding; adding "
-          "W_pos back when patching should fix it.",
-          "recovery of token_then_pos: (dCE_sae(O) - dCE_ttp(O)) / excess", ">", 0.5,
-          "'simply the positional embedding' would mean most of the excess is recovered: more than half.",
-          "per hook"),
-    Claim("layer0-error-is-positional", "positional", "thread (2nd comment)", POST,
-          "Positional embedding is most of what the layer 0 SAE gets wrong.",
-          "recovery of shift_pos at resid_pre 0", ">", 0.5,
-          "'most of' means more than half of the excess loss.",
-          "resid_pre 0"),
-    Claim("positional-error-not-most-later", "positional", "thread (2nd, 3rd comments)", POST,
-          "For later layers the positional embedding is not most of the problem.",
-          "recovery of shift_pos, L >= 1", "<", 0.5,
-          "'not most' means less than half of the excess loss is positional.",
-          "L >= 1"),
-    Claim("layer0-norm-order-of-magnitude-smaller", "norms", "thread (2nd comment)", POST,
-          "Layer 0 activations are an order of magnitude smaller than any later-layer activations.",
-          "mean ||resid_pre L|| / mean ||resid_pre 0|| over positions >= 1", ">=", 10.0,
-          "'an order of magnitude' is a factor of 10.",
-          "L >= 1"),
-    Claim("wpos-small-share-later", "norms", "thread (2nd comment)", POST,
-          "For any layer > 0 the positional embedding is only a really small part of the signal.",
-          "mean over tokens of ||W_pos[p]||^2 / ||x||^2", "<", 0.1,
-          "'a really small part' is read as under a tenth of the squared norm.",
-          "L >= 1"),
-    Claim("token-only-goes-poorly", "positional", "thread (2nd comment)", POST,
-          "Feeding only the token embedding to the layer 0 SAE and adding position afterwards would go "
-          "poorly.",
-          "dCE_token_then_pos(I) / dCE_sae(I) at resid_pre 0", ">=", 2.0,
-          "'go poorly' relative to the SAE used as trained: at least double the added loss in context.",
-          "resid_pre 0"),
-    Claim("features-disjoint-layer0", "positional", "follow-up; thread (2nd comment)", FOLLOW_UP,
-          "Positional and semantic features of the layer 0 SAE are almost entirely disjoint.",
-          "share of live layer-0 features whose activation variance over a token x position grid is "
-          ">= 90% explained by one factor alone", ">=", 0.9,
-          "'almost entirely disjoint': at least 90% of features are purely token or purely positional.",
-          "resid_pre 0"),
-    Claim("encoder-off-distribution", "context", "thread (3rd comment)", POST,
-          "Out of context the encoder is off distribution and does not distinguish noise: more latents fire.",
-          "mean L0(O) / mean L0(I)", ">", 1.0,
-          "failing to reject noise shows as more active latents beyond the context: a ratio above 1.",
-          "per hook"),
-    Claim("errors-worse-than-random", "context", "follow-up", FOLLOW_UP,
-          "Beyond the training context the reconstruction error is much worse than a random vector of "
-          "similar norm.",
-          "mean dCE_sae(O) / mean dCE_random_error(O)", ">", 1.0,
-          "'worse than random' of the same norm: a ratio above 1 (the words 'much worse' are not given a "
-          "number, so only the direction is tested).",
-          "per hook"),
-    Claim("sae-thinks-earlier", "positional", "follow-up", FOLLOW_UP,
-          "At late positions the layer 0 SAE 'thinks' it is at an earlier position.",
-          "share of p in O whose position decoded from the reconstruction is < ctx", ">=", 0.5,
-          "'thinks it is earlier' as a rule, not an exception: at least half the late tokens.",
-          "resid_pre 0"),
-    Claim("wpos-helix", "positional", "follow-up", FOLLOW_UP,
-          "W_pos rows 1..127 lie on a helix: their top 3 principal components explain 95% of the variance.",
-          "share of variance of W_pos rows 1..ctx-1 in the top 3 principal components", ">=", 0.945,
-          "'95%' as reported to two digits: at least 94.5%.",
-          "model"),
-    Claim("full-context-training-fixes", "training-context", "follow-up (speculation)", FOLLOW_UP,
-          "Training the SAE on longer contexts would fix the degradation.",
-          "dCE(O) / dCE(I) of the full-context SAE", "<", 1.25,
-          "'fix' means the beyond-context penalty all but disappears: within 25% of the in-context loss.",
-          "per hook with a full-context SAE"),
-]}
+class Catalog:
+    """Registered claims by id, in registration order."""
+
+    def __init__(self, claims: Sequence[Claim] = ()) -> None:
+        self._claims: dict[str, Claim] = {}
+        for c in claims:
+            self.register(c)
+
+    def register(self, claim: Claim) -> Claim:
+        old = self._claims.get(claim.id)
+        if old is not None and old != claim:
+            raise ClaimError(f"claim {claim.id!r} is registered twice with different definitions; "
+                             "give the second one another id")
+        self._claims[claim.id] = claim
+        return claim
+
+    def get(self, claim_id: str) -> Claim:
+        try:
+            return self._claims[claim_id]
+        except KeyError:
+            raise ClaimError(f"unknown claim {claim_id!r}; register it with saeclaims.register_claim(...) "
+                             f"(registered: {', '.join(self._claims) or 'none'})") from None
+
+    def __contains__(self, claim_id: object) -> bool:
+        return claim_id in self._claims
+
+    def __iter__(self) -> Iterator[Claim]:
+        return iter(list(self._claims.values()))
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._claims)
+
+
+CATALOG = Catalog()
+
+
+def register_claim(claim: Claim | None = None, /, **fields) -> Claim:
+    """Register a claim in the catalogue the pytest plugin judges against; returns it.
+
+    `register_claim(Claim(...))` or `register_claim(id=..., words=..., ...)`. Registering the same
+    definition again is harmless; another definition under a registered id is an error.
+    """
+    if claim is None:
+        claim = Claim(**fields)
+    elif fields:
+        raise ClaimError("register_claim takes a Claim or keyword fields, not both")
+    return CATALOG.register(claim)
 
 
 def get_claim(claim_id: str) -> Claim:
-    try:
-        return CLAIMS[claim_id]
-    except KeyError:
-        raise KeyError(f"unknown claim {claim_id!r}; known: {', '.join(CLAIMS)}") from None
+    return CATALOG.get(claim_id)

@@ -1,8 +1,14 @@
-"""The report's figures (matplotlib, Agg), one function per figure, each returning its file name."""
+"""The report's figures (matplotlib, Agg), one function per figure, each returning its file name.
+
+Each figure declares the typed series it draws (`series.py`) and the claims that own it, so the
+report places it under those claims; `draw_all` knows no claim ids.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -12,10 +18,43 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .positional import principal_projection  # noqa: E402
+from .series import (  # noqa: E402
+    DecodedPositions,
+    FeatureShares,
+    HookNorms,
+    L0Curve,
+    PositionCurves,
+    Recoveries,
+    Series,
+    WposRows,
+)
 from .stats import Evidence  # noqa: E402
 
 VARIANT_STYLE = {"sae": ("C0", "SAE(x)"), "token_then_pos": ("C1", "SAE(x - W_pos) + W_pos"),
                  "shift_pos": ("C2", "shift_pos"), "random_error": ("C3", "x + random error")}
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure: the series type it draws, the claims that own it, and whether it is drawn per subject."""
+
+    draw: Callable
+    series: type
+    owners: tuple[str, ...]
+    per_subject: bool = True
+
+
+FIGURES: list[FigureSpec] = []
+
+
+def figure(series: type, owners: tuple[str, ...], per_subject: bool = True):
+    """Register a figure function `draw(out, subject, records) -> file name | None`."""
+
+    def deco(fn):
+        FIGURES.append(FigureSpec(fn, series, tuple(owners), per_subject))
+        return fn
+
+    return deco
 
 
 def _safe(name: str) -> str:
@@ -46,18 +85,24 @@ def _save(fig, out: Path, name: str) -> str:
     return name
 
 
-def dce_by_position(out: Path, subject: str, s: dict) -> str:
-    data = s["dce_by_position"]
-    fig, axes = _grid(len(data))
-    for ax, (hook, curves) in zip(axes, data.items()):
-        for v, y in curves.items():
+def _short(hook: str) -> str:
+    return hook.replace("blocks.", "").replace(".hook_", " ")
+
+
+@figure(PositionCurves, ("beyond-context-degrades", "adding-wpos-recovers-layer0", "errors-worse-than-random",
+                         "token-only-goes-poorly", "full-context-training-fixes", "later-layers-worse-in-context",
+                         "beyond-context-worst-early"))
+def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> str:
+    fig, axes = _grid(len(records))
+    for ax, r in zip(axes, records):
+        for v, y in r.dce.items():
             if y:
                 color, label = VARIANT_STYLE[v]
                 ax.plot(*_smooth(y[1:]), color=color, label=label, lw=1)
-        if "full_context_dce" in s and s["full_context_dce"].get(hook):
-            ax.plot(*_smooth(s["full_context_dce"][hook][1:]), color="k", ls="--", lw=1, label="full-context SAE")
-        ax.axvline(s["context_sizes"][hook], color="grey", ls=":", label="training context")
-        ax.set_title(hook, fontsize=9)
+        if r.full_context_dce:
+            ax.plot(*_smooth(r.full_context_dce[1:]), color="k", ls="--", lw=1, label="full-context SAE")
+        ax.axvline(r.context_size, color="grey", ls=":", label="training context")
+        ax.set_title(r.hook, fontsize=9)
         ax.set_xlabel("position")
         ax.set_ylabel("dCE (nats)")
     axes[0].legend(fontsize=7)
@@ -65,13 +110,12 @@ def dce_by_position(out: Path, subject: str, s: dict) -> str:
     return _save(fig, out, f"dce_by_position-{_safe(subject)}.png")
 
 
-def l0_by_position(out: Path, subject: str, s: dict) -> str:
-    data = s["l0_by_position"]
+@figure(L0Curve, ("encoder-off-distribution",))
+def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for hook, y in data.items():
-        ax.plot(*_smooth(y[1:]), lw=1, label=hook)
-    ctxs = set(s["context_sizes"].values())
-    for c in ctxs:
+    for r in records:
+        ax.plot(*_smooth(r.l0[1:]), lw=1, label=r.hook)
+    for c in sorted({r.context_size for r in records}):
         ax.axvline(c, color="grey", ls=":")
     ax.set_xlabel("position")
     ax.set_ylabel("L0 of SAE(x)")
@@ -80,16 +124,16 @@ def l0_by_position(out: Path, subject: str, s: dict) -> str:
     return _save(fig, out, f"l0_by_position-{_safe(subject)}.png")
 
 
-def recovery_bars(out: Path, subject: str, s: dict) -> str:
-    data = s["recovery"]
-    hooks = list(data)
-    variants = list(next(iter(data.values())))
+@figure(Recoveries, ("adding-wpos-recovers-layer0", "layer0-error-is-positional", "positional-error-not-most-later"))
+def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
+    hooks = [r.hook for r in records]
+    variants = list(records[0].variants)
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
-        est = np.array([data[h][v][0] for h in hooks])
-        lo = np.array([data[h][v][1] for h in hooks])
-        hi = np.array([data[h][v][2] for h in hooks])
+        est = np.array([r.variants[v][0] for r in records])
+        lo = np.array([r.variants[v][1] for r in records])
+        hi = np.array([r.variants[v][2] for r in records])
         x = np.arange(len(hooks)) + i * width
         ax.bar(x, est, width, label=v)
         ax.errorbar(x, est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)], fmt="none",
@@ -97,7 +141,7 @@ def recovery_bars(out: Path, subject: str, s: dict) -> str:
     ax.axhline(0.5, color="grey", ls=":", label="0.5 ('most')")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(np.arange(len(hooks)) + 0.4 - width / 2)
-    ax.set_xticklabels([h.replace("blocks.", "").replace(".hook_", " ") for h in hooks], fontsize=8)
+    ax.set_xticklabels([_short(h) for h in hooks], fontsize=8)
     ax.set_ylabel("recovery of excess loss")
     # Where a hook adds no loss beyond the context, recovery divides by ~0 and its interval is huge.
     ax.set_ylim(-1.0, 1.5)
@@ -107,38 +151,37 @@ def recovery_bars(out: Path, subject: str, s: dict) -> str:
     return _save(fig, out, f"recovery-{_safe(subject)}.png")
 
 
-def norms(out: Path, subject: str, s: dict, w_pos_norm: float | None) -> str:
-    data = s["norms"]
-    hooks = list(data)
+@figure(HookNorms, ("layer0-norm-order-of-magnitude-smaller", "wpos-small-share-later"))
+def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(range(len(hooks)), [data[h]["x_norm"] for h in hooks], label="mean ||x|| (positions >= 1)")
-    if w_pos_norm is not None:
-        ax.axhline(w_pos_norm, color="C1", ls="--", label="mean ||W_pos[p]||")
-    ax.set_xticks(range(len(hooks)))
-    ax.set_xticklabels([h.replace("blocks.", "").replace(".hook_", " ") for h in hooks], fontsize=8)
+    ax.bar(range(len(records)), [r.x_norm for r in records], label="mean ||x|| (positions >= 1)")
+    wpn = next((r.wpos_norm for r in records if r.wpos_norm is not None), None)
+    if wpn is not None:
+        ax.axhline(wpn, color="C1", ls="--", label="mean ||W_pos[p]||")
+    ax.set_xticks(range(len(records)))
+    ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title(f"{subject}: activation norm by hook", fontsize=10)
     return _save(fig, out, f"norms-{_safe(subject)}.png")
 
 
-def wpos_pca(out: Path, series: dict) -> str | None:
-    panels = [(name, s["w_pos"]) for name, s in series.items() if "w_pos" in s]
-    if not panels:
-        return None
-    fig = plt.figure(figsize=(4.5 * len(panels), 4))
-    for i, (name, wp) in enumerate(panels):
-        proj = principal_projection(np.asarray(wp["rows"]), 3)
-        ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+@figure(WposRows, ("wpos-helix",), per_subject=False)
+def wpos_pca(out: Path, subject: str, records: list[WposRows]) -> str:
+    fig = plt.figure(figsize=(4.5 * len(records), 4))
+    for i, r in enumerate(records):
+        proj = principal_projection(np.asarray(r.rows), 3)
+        ax = fig.add_subplot(1, len(records), i + 1, projection="3d")
         sc = ax.scatter(proj[:, 0], proj[:, 1], proj[:, 2], c=np.arange(1, len(proj) + 1), cmap="viridis", s=8)
-        ax.set_title(f"{name}: W_pos rows 1..{wp['ctx'] - 1}", fontsize=9)
+        ax.set_title(f"{r.subject}: W_pos rows 1..{r.context_size - 1}", fontsize=9)
         fig.colorbar(sc, ax=ax, shrink=0.6, label="position")
     return _save(fig, out, "wpos_pca.png")
 
 
-def feature_split_hist(out: Path, subject: str, s: dict) -> str:
-    fs = s["feature_split"]
-    tok, pos = np.asarray(fs["token_share"]), np.asarray(fs["position_share"])
+@figure(FeatureShares, ("features-disjoint-layer0",))
+def feature_split_hist(out: Path, subject: str, records: list[FeatureShares]) -> str:
+    r = records[-1]
+    tok, pos = np.asarray(r.token_share), np.asarray(r.position_share)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     a1.hist(np.maximum(tok, pos), bins=40, range=(0, 1))
     a1.axvline(0.9, color="grey", ls=":")
@@ -151,14 +194,15 @@ def feature_split_hist(out: Path, subject: str, s: dict) -> str:
     return _save(fig, out, f"feature_split-{_safe(subject)}.png")
 
 
-def decoded_positions_plot(out: Path, subject: str, s: dict) -> str:
-    d = s["decoded_positions"]
-    y = np.asarray(d["mean_decoded_by_position"])
-    x = np.arange(d["first_position"], d["first_position"] + len(y))
+@figure(DecodedPositions, ("sae-thinks-earlier",))
+def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositions]) -> str:
+    r = records[-1]
+    y = np.asarray(r.mean_decoded)
+    x = np.arange(r.first_position, r.first_position + len(y))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(x, y, lw=1, label="mean decoded position")
     ax.plot(x, x, color="grey", ls="--", lw=0.8, label="true position")
-    ax.axhline(d["ctx"], color="C3", ls=":", label="training context")
+    ax.axhline(r.context_size, color="C3", ls=":", label="training context")
     ax.set_xlabel("true position")
     ax.legend(fontsize=7)
     ax.set_title(f"{subject}: position decoded from the layer-0 reconstruction", fontsize=10)
@@ -170,7 +214,7 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence]) -> str | N
     if not evs:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    labels = [f"{e.subject}\n{e.hook.replace('blocks.', '').replace('.hook_', ' ')}" for e in evs]
+    labels = [f"{e.subject}\n{_short(e.hook)}" for e in evs]
     est = np.array([e.estimate for e in evs])
     lo = np.array([e.ci_low for e in evs])
     hi = np.array([e.ci_high for e in evs])
@@ -186,34 +230,24 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence]) -> str | N
     return _save(fig, out, f"evidence-{claim}.png")
 
 
-def draw_all(out: Path, evidence: list[Evidence], series: dict) -> dict[str, list[str]]:
-    """Draw every figure the series allow; map claim id -> figure files."""
+def draw_all(out: Path, evidence: list[Evidence], series: list[Series]) -> dict[str, list[str]]:
+    """Draw every figure the evidence and series allow; map claim id -> figure files."""
     figs: dict[str, list[str]] = {}
 
-    def add(claims, name):
+    def add(owners, name):
         if name:
-            for c in claims:
+            for c in owners:
                 figs.setdefault(c, []).append(name)
 
-    for e_claim in dict.fromkeys(e.claim for e in evidence):
-        add([e_claim], evidence_by_hook(out, e_claim, evidence))
-    for subject, s in series.items():
-        if s.get("dce_by_position"):
-            add(["beyond-context-degrades", "adding-wpos-recovers-layer0", "errors-worse-than-random",
-                 "token-only-goes-poorly", "full-context-training-fixes", "later-layers-worse-in-context",
-                 "beyond-context-worst-early"], dce_by_position(out, subject, s))
-        if s.get("l0_by_position"):
-            add(["encoder-off-distribution"], l0_by_position(out, subject, s))
-        if s.get("recovery"):
-            add(["adding-wpos-recovers-layer0", "layer0-error-is-positional", "positional-error-not-most-later"],
-                recovery_bars(out, subject, s))
-        if s.get("norms"):
-            wp = s.get("w_pos")
-            wpn = float(np.linalg.norm(np.asarray(wp["rows"]), axis=1).mean()) if wp else None
-            add(["layer0-norm-order-of-magnitude-smaller", "wpos-small-share-later"], norms(out, subject, s, wpn))
-        if s.get("feature_split"):
-            add(["features-disjoint-layer0"], feature_split_hist(out, subject, s))
-        if s.get("decoded_positions"):
-            add(["sae-thinks-earlier"], decoded_positions_plot(out, subject, s))
-    add(["wpos-helix"], wpos_pca(out, series))
+    for claim in dict.fromkeys(e.claim for e in evidence):
+        add([claim], evidence_by_hook(out, claim, evidence))
+    for spec in FIGURES:
+        records = [s for s in series if isinstance(s, spec.series)]
+        if not records:
+            continue
+        if not spec.per_subject:
+            add(spec.owners, spec.draw(out, "all", records))
+            continue
+        for subject in dict.fromkeys(r.subject for r in records):
+            add(spec.owners, spec.draw(out, subject, [r for r in records if r.subject == subject]))
     return figs

@@ -1,7 +1,8 @@
 """Each claim's statistic, computed from per-token measurements with a cluster-bootstrap interval.
 
 Quantities are reduced to per-sequence sums and counts over a position range; the statistic is then
-a function of those totals, so every resample recomputes it from resampled data.
+a function of those totals, so every resample recomputes it from resampled data. Every interval
+carries the sample it was computed on (sequences, and the distinct token positions read).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .splice import Measurements
-from .stats import Interval, cluster_bootstrap, spearman
+from .stats import DEFAULT_BOOTSTRAP, Bootstrap, Interval, cluster_bootstrap, spearman
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class Quantity:
     metric: str
     lo: int
     hi: int | None
+
+    def positions(self, m: Measurements) -> range:
+        hi = m.n_positions if self.hi is None else min(self.hi, m.n_positions)
+        return range(self.lo, hi)
 
     def parts(self, m: Measurements, key: str) -> dict[str, np.ndarray]:
         if self.metric in ("x_norm", "wpos_share"):
@@ -63,37 +68,35 @@ def n_tokens(m: Measurements, lo: int, hi: int | None) -> int:
     return m.n_seqs * max(0, hi - lo)
 
 
-def _boot(m: Measurements, quantities: dict[str, Quantity], stat, confidence: float, seed: int,
-          n_resamples: int) -> Interval:
+def _boot(m: Measurements, quantities: dict[str, Quantity], stat, boot: Bootstrap) -> Interval:
     parts: dict[str, np.ndarray] = {}
+    positions: set[int] = set()
     for key, q in quantities.items():
         parts.update(q.parts(m, key))
-    return cluster_bootstrap(parts, stat, confidence, n_resamples, seed)
+        positions.update(q.positions(m))
+    iv = cluster_bootstrap(parts, stat, boot.confidence, boot.n_resamples, boot.seed)
+    return iv.with_sample(m.n_seqs, m.n_seqs * len(positions))
 
 
-def ratio(m: Measurements, num: Quantity, den: Quantity, confidence: float, seed: int = 0,
-          n_resamples: int = 2000) -> Interval:
-    return _boot(m, {"a": num, "b": den}, lambda t: _mean(t, "a") / _mean(t, "b"), confidence, seed,
-                 n_resamples)
+def ratio(m: Measurements, num: Quantity, den: Quantity, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
+    return _boot(m, {"a": num, "b": den}, lambda t: _mean(t, "a") / _mean(t, "b"), boot)
 
 
-def beyond_over_inside(m: Measurements, hook: str, variant: str, metric: str, confidence: float,
-                       seed: int = 0, n_resamples: int = 2000) -> Interval:
+def beyond_over_inside(m: Measurements, hook: str, variant: str, metric: str,
+                       boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     check_beyond_context(m, hook)
     return ratio(m, Quantity(variant, hook, metric, *outside(m, hook)),
-                 Quantity(variant, hook, metric, *inside(m, hook)), confidence, seed, n_resamples)
+                 Quantity(variant, hook, metric, *inside(m, hook)), boot)
 
 
-def ce_score(m: Measurements, hook: str, confidence: float, seed: int = 0, n_resamples: int = 2000) -> Interval:
+def ce_score(m: Measurements, hook: str, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     """sae_lens's CE-loss score over in-context positions: (CE_zero - CE_sae) / (CE_zero - CE_clean)."""
     lo, hi = inside(m, hook)
     q = {"z": Quantity("zero", hook, "dce", lo, hi), "s": Quantity("sae", hook, "dce", lo, hi)}
-    return _boot(m, q, lambda t: (_mean(t, "z") - _mean(t, "s")) / _mean(t, "z"), confidence, seed,
-                 n_resamples)
+    return _boot(m, q, lambda t: (_mean(t, "z") - _mean(t, "s")) / _mean(t, "z"), boot)
 
 
-def recovery(m: Measurements, hook: str, variant: str, confidence: float, seed: int = 0,
-             n_resamples: int = 2000) -> Interval:
+def recovery(m: Measurements, hook: str, variant: str, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     """(dCE_sae(O) - dCE_v(O)) / (dCE_sae(O) - dCE_sae(I)): the share of the excess that v removes."""
     check_beyond_context(m, hook)
     q = {"so": Quantity("sae", hook, "dce", *outside(m, hook)),
@@ -104,11 +107,11 @@ def recovery(m: Measurements, hook: str, variant: str, confidence: float, seed: 
         so = _mean(t, "so")
         return (so - _mean(t, "vo")) / (so - _mean(t, "si"))
 
-    return _boot(m, q, stat, confidence, seed, n_resamples)
+    return _boot(m, q, stat, boot)
 
 
-def layer_trend(m: Measurements, hooks: Sequence[str], layers: Sequence[int], what: str, confidence: float,
-                seed: int = 0, n_resamples: int = 2000) -> Interval:
+def layer_trend(m: Measurements, hooks: Sequence[str], layers: Sequence[int], what: str,
+                boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     """Spearman rho of layer against per-hook mean dCE_sae(I) (`what='inside'`) or excess (`'excess'`)."""
     q: dict[str, Quantity] = {}
     for i, h in enumerate(hooks):
@@ -125,16 +128,16 @@ def layer_trend(m: Measurements, hooks: Sequence[str], layers: Sequence[int], wh
             per_hook.append(_mean(t, f"o{i}") - v if what == "excess" else v)
         return spearman(x, np.stack(per_hook, axis=-1))
 
-    return _boot(m, q, stat, confidence, seed, n_resamples)
+    return _boot(m, q, stat, boot)
 
 
-def mean_of(m: Measurements, quantity: Quantity, confidence: float, seed: int = 0,
-            n_resamples: int = 2000) -> Interval:
-    return _boot(m, {"a": quantity}, lambda t: _mean(t, "a"), confidence, seed, n_resamples)
+def mean_of(m: Measurements, quantity: Quantity, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
+    return _boot(m, {"a": quantity}, lambda t: _mean(t, "a"), boot)
 
 
-def share_of_tokens(flags: np.ndarray, confidence: float, seed: int = 0, n_resamples: int = 2000) -> Interval:
+def share_of_tokens(flags: np.ndarray, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     """Share of True among tokens [n_seqs, n_pos], bootstrapped over sequences."""
     flags = np.asarray(flags, dtype=np.float64)
     parts = {"a_sum": flags.sum(1), "a_n": np.full(len(flags), flags.shape[1], dtype=np.float64)}
-    return cluster_bootstrap(parts, lambda t: _mean(t, "a"), confidence, n_resamples, seed)
+    iv = cluster_bootstrap(parts, lambda t: _mean(t, "a"), boot.confidence, boot.n_resamples, boot.seed)
+    return iv.with_sample(flags.shape[0], flags.size)

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import CLAIMS
+from .catalog import CATALOG, Catalog
 from .stats import VERDICTS
 
 if sys.version_info >= (3, 11):
@@ -40,13 +40,24 @@ class Ledger:
         entry = self.entries.get(claim, {})
         return entry.get(hook, entry.get("default", "holds"))
 
+    def check_rows(self, rows: dict[str, list[str]]) -> None:
+        """Every key must name a row the claim has on this subject (or be `default`), so a typo in a
+        hook name cannot silently leave a verdict unchecked."""
+        for claim, table in self.entries.items():
+            known = rows.get(claim, [])
+            for key in table:
+                if key != "default" and key not in known:
+                    raise LedgerError(f"ledger {self.path}: [{claim}] names {key!r}, which is not a row of this "
+                                      f"claim on subject {self.subject} (rows: {', '.join(known) or 'none'}); "
+                                      "fix the key or remove it")
+
 
 def ledger_file(directory: Path, subject: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", subject)
     return directory / f"{safe}.toml"
 
 
-def load_ledger(directory: Path, subject: str) -> Ledger:
+def load_ledger(directory: Path, subject: str, catalog: Catalog = CATALOG) -> Ledger:
     path = ledger_file(directory, subject)
     if not path.exists():
         return Ledger(subject, {}, None)
@@ -56,8 +67,9 @@ def load_ledger(directory: Path, subject: str) -> Ledger:
         raise LedgerError(f"ledger {path} is not valid TOML: {exc}") from exc
     entries: dict[str, dict[str, str]] = {}
     for claim, table in raw.items():
-        if claim not in CLAIMS:
-            raise LedgerError(f"ledger {path} names unknown claim {claim!r}; known: {', '.join(CLAIMS)}")
+        if claim not in catalog:
+            raise LedgerError(f"ledger {path} names unknown claim {claim!r}; register it or remove the table "
+                              f"(registered: {', '.join(catalog.ids) or 'none'})")
         if not isinstance(table, dict):
             raise LedgerError(f"ledger {path}: [{claim}] must be a table of hook = verdict")
         for hook, verdict in table.items():
@@ -68,7 +80,7 @@ def load_ledger(directory: Path, subject: str) -> Ledger:
     return Ledger(subject, entries, path)
 
 
-def draft(evidence: list[dict], subject: str) -> str:
+def draft(evidence: list[dict], subject: str, catalog: Catalog = CATALOG) -> str:
     """A ledger recording the verdicts of a run, each with the estimate and interval it came from.
 
     Meant to be reviewed before it is committed: it turns a run's findings into expectations, so a
@@ -80,7 +92,7 @@ def draft(evidence: list[dict], subject: str) -> str:
     for e in evidence:
         if e["subject"] == subject:
             by_claim.setdefault(e["claim"], []).append(e)
-    for claim in CLAIMS:
+    for claim in [*catalog.ids, *(c for c in by_claim if c not in catalog)]:
         for e in by_claim.get(claim, []):
             if e["verdict"] == "holds":
                 continue
@@ -105,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("report_json", type=Path)
     p.add_argument("--subject", default="organism")
     args = p.parse_args(argv)
+    from .thread import register_thread_claims
+
+    register_thread_claims()
     payload = json.loads(args.report_json.read_text())
     sys.stdout.write(draft(payload["evidence"], args.subject))
     return 0

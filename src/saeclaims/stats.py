@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy import stats as sps
@@ -22,10 +22,30 @@ VERDICTS = ("holds", "refuted", "inconclusive")
 
 @dataclass(frozen=True)
 class Interval:
+    """A statistic's estimate and interval, with the sample it came from and how it was formed."""
+
     estimate: float
     low: float
     high: float
     confidence: float
+    n_seqs: int = 0
+    n_tokens: int = 0
+    method: str = "exact"
+
+    def with_sample(self, n_seqs: int, n_tokens: int) -> Interval:
+        return replace(self, n_seqs=int(n_seqs), n_tokens=int(n_tokens))
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How every interval of a claim test is formed: one frozen object instead of three loose arguments."""
+
+    confidence: float = 0.95
+    seed: int = 0
+    n_resamples: int = 2000
+
+
+DEFAULT_BOOTSTRAP = Bootstrap()
 
 
 @dataclass
@@ -47,6 +67,7 @@ class Evidence:
     verdict: str
     expected: str = "holds"
     extra: dict = field(default_factory=dict)
+    method: str = "exact"
 
     @property
     def status(self) -> str:
@@ -109,9 +130,10 @@ def cluster_bootstrap(
 
     estimate = float(stat(*data))
     if not math.isfinite(estimate):
-        return Interval(estimate, math.nan, math.nan, confidence)
+        return Interval(estimate, math.nan, math.nan, confidence, method="undefined")
     rng = np.random.default_rng(seed)
     res = None
+    used = method
     for m in (method, "percentile") if method != "percentile" else ("percentile",):
         with np.errstate(all="ignore"), warnings.catch_warnings():
             # identical resamples (e.g. a share that is 1 in every sequence) make BCa degenerate;
@@ -120,22 +142,23 @@ def cluster_bootstrap(
             res = sps.bootstrap(data, stat, paired=True, vectorized=True, confidence_level=confidence,
                                 n_resamples=n_resamples, method=m, random_state=rng)
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        used = m
         if math.isfinite(low) and math.isfinite(high):
             break
-    return Interval(estimate, low, high, confidence)
+    return Interval(estimate, low, high, confidence, n_seqs=n, method=f"cluster bootstrap ({used})")
 
 
 def proportion_interval(k: int, n: int, confidence: float) -> Interval:
     """Exact (Clopper-Pearson) interval for a share of independent units (e.g. SAE features)."""
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, confidence)
+        return Interval(math.nan, math.nan, math.nan, confidence, method="undefined")
     ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-    return Interval(k / n, float(ci.low), float(ci.high), confidence)
+    return Interval(k / n, float(ci.low), float(ci.high), confidence, method="Clopper-Pearson")
 
 
 def exact(value: float, confidence: float) -> Interval:
     """A statistic computed exactly, with no sampling: its interval is the point itself."""
-    return Interval(float(value), float(value), float(value), confidence)
+    return Interval(float(value), float(value), float(value), confidence, method="exact")
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:

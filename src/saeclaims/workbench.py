@@ -1,15 +1,18 @@
 """One subject's measurements, computed lazily per hook and shared by every claim test in a run,
-plus the small per-position series the report's figures are drawn from."""
+plus the small typed series (`series.py`) the report's figures are drawn from."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .instruments import recovery
+from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import Measurements, measure
+from .stats import DEFAULT_BOOTSTRAP, Bootstrap
 from .subjects import Subject, hook_order
 from .variants import CLAIM_VARIANTS
 
@@ -17,16 +20,15 @@ AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Workbench:
-    def __init__(self, subject: Subject, seed: int = 0, batch_size: int = 16, autocast: str = "none",
-                 n_resamples: int = 2000, confidence: float = 0.95, series: dict | None = None,
+    def __init__(self, subject: Subject, boot: Bootstrap = DEFAULT_BOOTSTRAP, batch_size: int = 16,
+                 autocast: str = "none", record_series: Callable[[Series], None] | None = None,
                  progress: bool = True, eager: bool = True):
         self.subject = subject
-        self.seed = seed
+        self.boot = boot
+        self.seed = boot.seed  # random-direction seed of the splice variants
         self.batch_size = batch_size
         self.autocast = AUTOCAST[autocast]
-        self.n_resamples = n_resamples
-        self.confidence = confidence
-        self.series = {} if series is None else series
+        self.record_series = record_series or (lambda s: None)
         self.progress = progress
         self.eager = eager  # measure every hook on first use (one clean pass serves all)
         self._m: Measurements | None = None
@@ -49,25 +51,32 @@ class Workbench:
 
     def _record_series(self, hook: str) -> None:
         m = self._m
-        s = self.series
-        s.setdefault("context_sizes", {})[hook] = m.context_sizes[hook]
-        s.setdefault("dce_by_position", {})[hook] = {
+        name, ctx = self.subject.name, m.context_sizes[hook]
+        full = _by_position(m.get("full_context_sae", hook, "dce")) if ("full_context_sae", hook) in m.metrics \
+            else None
+        self.record_series(PositionCurves(name, hook, ctx, {
             v: _by_position(m.get(v, hook, "dce")) for v in ("sae", "token_then_pos", "shift_pos", "random_error")
-        }
-        s.setdefault("l0_by_position", {})[hook] = _by_position(m.get("sae", hook, "l0"))
-        if ("full_context_sae", hook) in m.metrics:
-            s.setdefault("full_context_dce", {})[hook] = _by_position(m.get("full_context_sae", hook, "dce"))
+        }, full))
+        self.record_series(L0Curve(name, hook, ctx, _by_position(m.get("sae", hook, "l0"))))
         act = m.activation[hook]
-        s.setdefault("norms", {})[hook] = {"x_norm": float(act["x_norm"][:, 1:].mean()),
-                                           "wpos_share": float(np.nanmean(act["wpos_share"][:, 1:]))}
-        if m.n_positions > m.context_sizes[hook]:
+        self.record_series(HookNorms(name, hook, float(act["x_norm"][:, 1:].mean()),
+                                     float(np.nanmean(act["wpos_share"][:, 1:])), self._wpos_norm()))
+        if m.n_positions > ctx:
             rec = {}
             for v in CLAIM_VARIANTS:
                 if v == "sae":
                     continue
-                iv = recovery(m, hook, v, self.confidence, self.seed, self.n_resamples)
+                iv = recovery(m, hook, v, self.boot)
                 rec[v] = [iv.estimate, iv.low, iv.high]
-            s.setdefault("recovery", {})[hook] = rec
+            self.record_series(Recoveries(name, hook, rec))
+
+    def _wpos_norm(self) -> float | None:
+        """Mean ||W_pos[p]|| over positions 1..ctx-1 of the shortest context, for the norms figure."""
+        if not self.subject.has_learned_positions:
+            return None
+        ctx = min(self.subject.context_sizes.values())
+        w = self.subject.model.W_pos.detach()[1:ctx].float()
+        return float(w.norm(dim=1).mean())
 
 
 def _by_position(arr: np.ndarray) -> list[float]:

@@ -1,0 +1,137 @@
+"""The `claim` fixture: one claim test's view of the run, bound to its claim, subject and hook.
+
+A claim test names its claim once, in `@pytest.mark.claim("id")`; the fixture knows the rest (the
+parametrised subject and hook, the bootstrap settings) and offers the applicability guards,
+`check(interval)` and `not_applicable(reason)`. Modelled on pytest-benchmark's `benchmark` fixture.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import pytest
+
+from .catalog import Claim
+from .series import Series
+from .session import ClaimSession
+from .stats import Bootstrap, Evidence, Interval, verdict
+from .store import NotApplicable
+
+NO_HOOK = "no-hook"
+
+
+class ClaimUsageError(RuntimeError):
+    """A claim test uses the fixture wrongly (e.g. checks twice); the message says how to fix it."""
+
+
+class ClaimFixture:
+    def __init__(self, claim: Claim, subject_name: str, row: str, session: ClaimSession,
+                 reference: bool = False) -> None:
+        self.claim = claim
+        self.subject_name = subject_name
+        self.row = row
+        self.reference = reference
+        self._session = session
+        self.evidence: Evidence | None = None
+
+    def __repr__(self) -> str:
+        return f"<claim {self.claim.id} @ {self.subject_name}/{self.row}>"
+
+    # ------------------------------------------------------------ what the test reads
+
+    @property
+    def id(self) -> str:
+        return self.claim.id
+
+    @property
+    def hook(self) -> str:
+        """The SAE hook of a per-hook claim (the row label, e.g. 'model', for single-row scopes)."""
+        return self.row
+
+    @property
+    def subject(self):
+        if self.reference:
+            raise ClaimUsageError(f"{self!r} is judged on the reference data {self.subject_name!r}, which is "
+                                  "not a loadable subject; compute the statistic from the reference data")
+        return self._session.subject(self.subject_name)
+
+    @property
+    def boot(self) -> Bootstrap:
+        """Confidence (Bonferroni-split over the run's family), seed and resamples for every interval."""
+        return self._session.bootstrap
+
+    @property
+    def workbench(self):
+        return self._session.workbench(self.subject_name)
+
+    def measurements(self, hooks: list[str] | None = None):
+        """Splice measurements at `hooks` (default: this test's hook, or every hook for single-row scopes)."""
+        if hooks is None and self.claim.scope_info.per_hook:
+            hooks = [self.hook]
+        return self.workbench.measurements(hooks)
+
+    def add_series(self, series: Series) -> None:
+        """Data for the report's figures (see `series.py` and `figures.py`)."""
+        self._session.store.add_series(series)
+
+    # ------------------------------------------------------------ applicability guards
+
+    def not_applicable(self, reason: str, **premise: Any) -> NoReturn:
+        """Record that the claim's premise is absent here (with the premise's own estimate) and skip."""
+        __tracebackhide__ = True
+        self._session.record_not_applicable(NotApplicable(self.claim.id, self.subject_name, self.row, reason,
+                                                          premise))
+        pytest.skip(f"{self.claim.id} not applicable to {self.subject_name}/{self.row}: {reason}")
+
+    def require_hook(self) -> None:
+        __tracebackhide__ = True
+        if self.row == NO_HOOK:
+            self.not_applicable(f"the subject has no SAE at this claim's hooks ({self.claim.scope_info.description})")
+
+    def require_learned_positions(self) -> None:
+        __tracebackhide__ = True
+        if not self.subject.has_learned_positions:
+            self.not_applicable(f"the model's positions are {self.subject.model.cfg.positional_embedding_type}, "
+                                "not a learned absolute W_pos")
+
+    def require_beyond_context(self, hook: str | None = None) -> None:
+        """Positions beyond the SAE's training context must exist at the run's --seq-len."""
+        __tracebackhide__ = True
+        self.require_hook()
+        hook = hook or self.hook
+        ctx = self.subject.context_sizes[hook]
+        if self.subject.seq_len <= ctx + 1:
+            self.not_applicable(f"--seq-len {self.subject.seq_len} leaves no position beyond the SAE's training "
+                                f"context {ctx}: raise it above {ctx + 1}")
+
+    def require_full_context_sae(self) -> None:
+        __tracebackhide__ = True
+        self.require_hook()
+        if self.hook not in self.subject.full_context_saes:
+            self.not_applicable("the subject has no full-context SAE family (control) at this hook")
+        if self.hook not in self.subject.saes:
+            self.not_applicable("the release under test has no SAE at this control hook to compare with")
+
+    # ------------------------------------------------------------ the verdict
+
+    def check(self, interval: Interval, **extra: Any) -> Evidence:
+        """Judge the interval against the claim's threshold, record it, and compare with the ledger."""
+        __tracebackhide__ = True
+        if self.evidence is not None:
+            raise ClaimUsageError(f"{self!r}: check() called twice in one test; one test judges one row "
+                                  "(split the test, or parametrise it)")
+        c = self.claim
+        ev = Evidence(
+            claim=c.id, subject=self.subject_name, hook=self.row, statistic=c.statistic,
+            estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high,
+            confidence=interval.confidence, threshold=c.threshold, direction=c.direction,
+            n_seqs=interval.n_seqs, n_tokens=interval.n_tokens,
+            verdict=verdict(interval.low, interval.high, c.threshold, c.direction),
+            expected=self._session.ledger(self.subject_name).expected(c.id, self.row), extra=extra,
+            method=interval.method,
+        )
+        self.evidence = ev
+        self._session.record(ev)
+        if ev.verdict != ev.expected:
+            pytest.fail(ev.one_line(), pytrace=False)
+        return ev

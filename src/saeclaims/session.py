@@ -1,0 +1,296 @@
+"""One claims run: its settings, the family of intervals, loaded subjects and workbenches, ledgers, the
+evidence store, the xdist payload and the report at the end. The pytest plugin only wires this in."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+from .catalog import CATALOG, Catalog, Claim
+from .ledger import Ledger, LedgerError, ledger_file, load_ledger
+from .stats import Bootstrap, Evidence, bonferroni_confidence
+from .store import EvidenceStore, NotApplicable, SubjectRecord
+
+DEFAULT_LEDGER_DIR = "claims/expected"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The run's options, validated once before anything is measured."""
+
+    subjects: tuple[str, ...]
+    device: str | None
+    n_seqs: int | None
+    seq_len: int | None
+    seed: int
+    family_confidence: float
+    n_resamples: int
+    batch_size: int
+    autocast: str
+    text_file: Path | None
+    report: Path
+    write_report: bool
+    ledger_dir: Path
+    ledger_dir_given: bool
+    progress: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> RunSettings:
+        opt = config.getoption
+        root = Path(config.rootpath)
+        ledger_opt = opt("sae_ledger_dir") or config.getini("sae_ledger_dir")
+        subjects = opt("sae_subject") or config.getini("sae_subject") or ["organism"]
+        text = opt("text_file")
+        return cls(
+            subjects=tuple(dict.fromkeys(subjects)), device=opt("sae_device"), n_seqs=opt("n_seqs"),
+            seq_len=opt("seq_len"), seed=opt("sae_seed"), family_confidence=opt("family_confidence"),
+            n_resamples=opt("n_resamples"), batch_size=opt("sae_batch_size"), autocast=opt("autocast"),
+            text_file=Path(text) if text else None,
+            report=Path(opt("sae_report") or root / "REPORT.md"), write_report=not opt("no_sae_report"),
+            ledger_dir=Path(root / (ledger_opt or DEFAULT_LEDGER_DIR)), ledger_dir_given=bool(ledger_opt),
+            progress=opt("verbose") >= 0,
+        )
+
+    def validate(self) -> None:
+        """Bad options stop the run before collection, as pytest's own usage errors do (exit code 4)."""
+        if self.n_seqs is not None and self.n_seqs < 2:
+            raise pytest.UsageError(f"--n-seqs {self.n_seqs}: a cluster bootstrap needs at least 2 sequences")
+        if self.seq_len is not None and self.seq_len < 2:
+            raise pytest.UsageError(f"--seq-len {self.seq_len}: sequences need at least 2 tokens")
+        if not 0 < self.family_confidence < 1:
+            raise pytest.UsageError(f"--family-confidence {self.family_confidence} must be in (0, 1)")
+        if self.n_resamples < 100:
+            raise pytest.UsageError(f"--n-resamples {self.n_resamples}: use at least 100 bootstrap resamples")
+        if self.batch_size < 1:
+            raise pytest.UsageError(f"--sae-batch-size {self.batch_size} must be >= 1")
+        if self.ledger_dir_given and not self.ledger_dir.is_dir():
+            raise pytest.UsageError(f"ledger directory {self.ledger_dir} does not exist; create it or fix "
+                                    "--sae-ledger-dir / the sae_ledger_dir ini option")
+
+
+@dataclass(frozen=True)
+class Family:
+    """All intervals a run may judge: registered claims x each subject's rows (+ reference rows).
+
+    It depends on the catalogue and the subjects, never on `-k` or which files are selected, so a
+    partial run judges each row at the same confidence as the full run.
+    """
+
+    rows: dict[str, int]
+    family_confidence: float
+
+    @property
+    def size(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def confidence(self) -> float:
+        return bonferroni_confidence(self.family_confidence, self.size)
+
+
+def resolve_device(config: pytest.Config, requested: str | None):
+    """The run's device; under xdist, worker i is pinned to cuda:i when there are several GPUs."""
+    import torch
+
+    dev = requested
+    if dev is None:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if dev == "cuda" and worker and torch.cuda.device_count() > 1:
+        dev = f"cuda:{int(worker.removeprefix('gw')) % torch.cuda.device_count()}"
+    return torch.device(dev)
+
+
+class ClaimSession:
+    def __init__(self, config: pytest.Config, catalog: Catalog = CATALOG) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.settings = RunSettings.from_config(config)
+        self.settings.validate()
+        self.store = EvidenceStore()
+        self.t0 = time.time()
+        self.family: Family | None = None
+        self._infos: dict[str, object] = {}
+        self._subjects: dict[str, object] = {}
+        self._failed: dict[str, str] = {}
+        self._workbenches: dict[str, object] = {}
+        self._ledgers: dict[str, Ledger] = {}
+        self.is_worker = hasattr(config, "workerinput")
+
+    # ------------------------------------------------------------ collection
+
+    def describe(self, spec: str):
+        """A subject's hooks, read without loading it (cached); an unknown subject is a usage error."""
+        if spec not in self._infos:
+            from .subjects import SubjectError, describe_subject
+
+            try:
+                self._infos[spec] = describe_subject(spec)
+            except SubjectError as exc:
+                raise pytest.UsageError(f"--sae-subject {spec}: {exc}") from None
+        return self._infos[spec]
+
+    def rows(self, claim: Claim, spec: str) -> list[str]:
+        return claim.rows(self.describe(spec))
+
+    def collect_items(self, items: list[pytest.Item]) -> None:
+        """Every claim marker checked at once (one usage error listing all problems), then the family."""
+        from .fixture import NO_HOOK
+
+        problems, seen, tested = [], {}, set()
+        for item in items:
+            marker = item.get_closest_marker("claim")
+            if marker is None:
+                continue
+            if not marker.args:
+                problems.append(f"{item.nodeid}: @pytest.mark.claim needs the claim id")
+                continue
+            cid = marker.args[0]
+            if cid not in self.catalog:
+                problems.append(f"{item.nodeid}: claim {cid!r} is not registered; register it with saeclaims."
+                                f"register_claim(...) in a conftest.py (registered: {', '.join(self.catalog.ids)})")
+                continue
+            ref = marker.kwargs.get("reference")
+            if ref is not None and ref not in self.catalog.get(cid).references:
+                problems.append(f"{item.nodeid}: reference {ref!r} is not among claim {cid}'s references")
+            tested.add(cid)
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            if "sae_subject" not in params:
+                problems.append(f"{item.nodeid}: a claim test must use the `claim` fixture")
+                continue
+            key = (cid, params["sae_subject"], params["sae_hook"])
+            if key in seen and params["sae_hook"] != NO_HOOK:
+                problems.append(f"{item.nodeid}: claim {cid} on {key[1]}/{key[2]} is already tested by "
+                                f"{seen[key]}; one test per claim and row (give the second claim its own id)")
+            seen[key] = item.nodeid
+            group = params["sae_subject"]
+            if self.catalog.get(cid).scope_info.per_hook:
+                group += f"::{params['sae_hook']}"  # --dist loadgroup: a worker measures only its hooks
+            item.add_marker(pytest.mark.xdist_group(group))
+        if problems:
+            raise pytest.UsageError("claim tests are miswritten:\n  " + "\n  ".join(problems))
+        if tested or len(self.catalog):
+            self.finish_collection(tested)
+
+    def finish_collection(self, tested: set[str]) -> None:
+        """Fix the family, read and check every ledger, and note registered claims with no test."""
+        rows = {c.id: sum(len(self.rows(c, s)) for s in self.settings.subjects) + len(c.references)
+                for c in self.catalog}
+        self.family = Family(rows, self.settings.family_confidence)
+        self.store.family_size = self.family.size
+        self.store.claims = [c.to_dict() for c in self.catalog]
+        self.store.untested_claims = [c for c in self.catalog.ids if c not in tested]
+        for spec in self.settings.subjects:
+            self.ledger(spec)
+
+    @property
+    def bootstrap(self) -> Bootstrap:
+        if self.family is None:
+            raise RuntimeError("the claim family is fixed at the end of collection")
+        return Bootstrap(self.family.confidence, self.settings.seed, self.settings.n_resamples)
+
+    # ------------------------------------------------------------ subjects
+
+    @property
+    def device(self):
+        return resolve_device(self.config, self.settings.device)
+
+    def subject(self, spec: str):
+        """The loaded subject, once per run; a subject that failed to load is not tried again."""
+        from .subjects import SubjectError, load_subject
+
+        if spec in self._failed:
+            raise SubjectError(f"subject {spec} could not be loaded (see the first error): {self._failed[spec]}")
+        if spec not in self._subjects:
+            s = self.settings
+            try:
+                subj = load_subject(spec, device=str(self.device), n_seqs=s.n_seqs, seq_len=s.seq_len,
+                                    text_file=s.text_file)
+            except Exception as exc:
+                self._failed[spec] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                raise
+            self._subjects[spec] = subj
+            prov = dict(subj.provenance)
+            self.store.subjects[spec] = SubjectRecord(
+                name=spec, model=str(prov.pop("model", "")), release=str(prov.pop("release", "")),
+                sae_ids=list(prov.pop("sae_ids", [])), context_sizes=dict(subj.context_sizes),
+                n_ctx=int(subj.model.cfg.n_ctx), n_seqs=int(subj.tokens.shape[0]), seq_len=subj.seq_len,
+                full_context_sae_ids=list(prov.pop("full_context_sae_ids", [])), device=str(self.device),
+                provenance=prov)
+        return self._subjects[spec]
+
+    def workbench(self, spec: str):
+        """Splice measurements for a subject, computed lazily per hook and shared by all its claims."""
+        from .workbench import Workbench
+
+        if spec not in self._workbenches:
+            s = self.settings
+            self._workbenches[spec] = Workbench(
+                self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
+                record_series=self.store.add_series, progress=s.progress, eager=not self.is_worker)
+        return self._workbenches[spec]
+
+    def ledger(self, spec: str) -> Ledger:
+        """The subject's expected verdicts, read and checked once per run."""
+        if spec not in self._ledgers:
+            try:
+                led = load_ledger(self.settings.ledger_dir, spec, self.catalog)
+                if spec in self._infos:
+                    led.check_rows({c.id: self.rows(c, spec) for c in self.catalog})
+            except LedgerError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self._ledgers[spec] = led
+        return self._ledgers[spec]
+
+    def ledger_path(self, spec: str) -> Path:
+        return ledger_file(self.settings.ledger_dir, spec)
+
+    # ------------------------------------------------------------ evidence
+
+    def record(self, evidence: Evidence) -> None:
+        self.store.evidence.append(evidence)
+
+    def record_not_applicable(self, row: NotApplicable) -> None:
+        self.store.not_applicable.append(row)
+
+    # ------------------------------------------------------------ end of run
+
+    def worker_payload(self) -> str:
+        return self.store.to_json()
+
+    def merge_worker_payload(self, text: str) -> None:
+        self.store.merge_json(text)
+
+    def finish(self, exitstatus: int) -> str | None:
+        """Write the report when the run produced one; returns a line for the terminal."""
+        if self.is_worker:
+            return None
+        s = self.settings
+        if not s.write_report or self.store.empty:
+            return None
+        if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            return f"saeclaims: run interrupted or broken (exit {int(exitstatus)}); {s.report} left as it was"
+        from .report import ReportHeader, write_report
+
+        # the devices the subjects were measured on (under xdist, the workers'), not this process's
+        device = ", ".join(sorted({r.device for r in self.store.subjects.values() if r.device})) or "none"
+        header = ReportHeader.collect(
+            subjects={k: asdict(v) for k, v in self.store.subjects.items()}, device=device, dtype=s.autocast,
+            seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
+            wall_s=time.time() - self.t0, root=Path(self.config.rootpath))
+        write_report(s.report, header, self.store)
+        return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
+
+
+def worker_threads(config: pytest.Config) -> None:
+    """N xdist workers x all cores each oversubscribes the CPU many times over; share the cores out."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))

@@ -1,0 +1,115 @@
+"""The claim fixture's guards and verdict on tiny subjects, without a pytest session around it."""
+
+import pytest
+
+from saeclaims.fixture import NO_HOOK, ClaimFixture, ClaimUsageError
+from saeclaims.ledger import Ledger
+from saeclaims.stats import Bootstrap, Interval
+from saeclaims.store import EvidenceStore
+from saeclaims.thread import THREAD_CLAIMS
+from tests.conftest import tiny_model, tiny_sae, tiny_subject
+
+CLAIMS = {c.id: c for c in THREAD_CLAIMS}
+HOOK = "blocks.0.hook_resid_pre"
+
+
+class FakeSession:
+    def __init__(self, subject, ledger=None):
+        self._subject = subject
+        self.store = EvidenceStore()
+        self.bootstrap = Bootstrap(0.99, 0, 200)
+        self._ledger = ledger or Ledger("tiny")
+
+    def subject(self, name):
+        return self._subject
+
+    def ledger(self, name):
+        return self._ledger
+
+    def record(self, ev):
+        self.store.evidence.append(ev)
+
+    def record_not_applicable(self, row):
+        self.store.not_applicable.append(row)
+
+
+def _fixture(subject, claim="beyond-context-degrades", row=HOOK, ledger=None):
+    s = FakeSession(subject, ledger)
+    return ClaimFixture(CLAIMS[claim], "tiny", row, s), s
+
+
+def _skipped(call) -> str:
+    with pytest.raises(pytest.skip.Exception) as info:
+        call()
+    return str(info.value)
+
+
+def test_seq_len_not_beyond_the_context_is_not_applicable_with_the_fix():
+    fx, s = _fixture(tiny_subject(ctx=8, seq_len=9))
+    msg = _skipped(fx.require_beyond_context)
+    assert "--seq-len 9 leaves no position beyond the SAE's training context 8: raise it above 9" in msg
+    assert s.store.not_applicable[0].claim == "beyond-context-degrades"
+    ok, _ = _fixture(tiny_subject(ctx=8, seq_len=10))
+    ok.require_beyond_context()  # position 9 is beyond: nothing happens
+
+
+def test_no_learned_positions():
+    subject = tiny_subject()
+    subject.model = tiny_model(positional="rotary")
+    fx, s = _fixture(subject, "wpos-helix", "model")
+    assert "rotary, not a learned absolute W_pos" in _skipped(fx.require_learned_positions)
+    assert s.store.not_applicable[0].hook == "model"
+
+
+def test_no_hook_in_scope():
+    fx, _ = _fixture(tiny_subject(), "layer0-error-is-positional", NO_HOOK)
+    assert "no SAE at this claim's hooks (resid_pre 0)" in _skipped(fx.require_hook)
+
+
+def test_full_context_control_missing_at_the_hook():
+    subject = tiny_subject()
+    fx, _ = _fixture(subject, "full-context-training-fixes")
+    assert "no full-context SAE family (control) at this hook" in _skipped(fx.require_full_context_sae)
+    subject.full_context_saes = {"blocks.1.hook_resid_pre": tiny_sae(16, 32, "blocks.1.hook_resid_pre", 32)}
+    fx, _ = _fixture(subject, "full-context-training-fixes", "blocks.1.hook_resid_pre")
+    fx.require_full_context_sae()
+
+
+def test_not_applicable_keeps_the_premise_estimate():
+    fx, s = _fixture(tiny_subject())
+    _skipped(lambda: fx.not_applicable("no excess to recover", excess="-0.08 [-0.1, -0.06]"))
+    assert s.store.not_applicable[0].premise == {"excess": "-0.08 [-0.1, -0.06]"}
+
+
+@pytest.mark.parametrize(("low", "high", "expected", "fails"), [
+    (1.01, 1.2, "holds", False),       # > 1 holds
+    (0.5, 1.0, "refuted", False),      # high <= 1 refutes a '>' claim; the ledger says so
+    (0.9, 1.1, "holds", True),         # inconclusive against a ledger that expects holds
+])
+def test_check_judges_records_and_compares_with_the_ledger(low, high, expected, fails):
+    ledger = Ledger("tiny", {"beyond-context-degrades": {HOOK: expected}})
+    fx, s = _fixture(tiny_subject(), ledger=ledger)
+    iv = Interval((low + high) / 2, low, high, 0.99, 6, 180, "cluster bootstrap (BCa)")
+    if fails:
+        with pytest.raises(pytest.fail.Exception, match=r"-> inconclusive \(expected holds; 6 seqs, 180 tokens\)"):
+            fx.check(iv)
+    else:
+        ev = fx.check(iv, note="x")
+        assert (ev.verdict, ev.expected, ev.method, ev.extra) == (expected, expected, "cluster bootstrap (BCa)",
+                                                                 {"note": "x"})
+    assert len(s.store.evidence) == 1 and s.store.evidence[0].hook == HOOK
+
+
+def test_check_twice_is_an_error():
+    fx, _ = _fixture(tiny_subject())
+    iv = Interval(2.0, 1.5, 2.5, 0.99)
+    fx.check(iv)
+    with pytest.raises(ClaimUsageError, match="check\\(\\) called twice"):
+        fx.check(iv)
+
+
+def test_a_reference_row_has_no_loadable_subject():
+    s = FakeSession(tiny_subject())
+    fx = ClaimFixture(CLAIMS["wpos-helix"], "gpt2-small (reference W_pos)", "model", s, reference=True)
+    with pytest.raises(ClaimUsageError, match="reference data"):
+        fx.subject  # noqa: B018
