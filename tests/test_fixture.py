@@ -23,6 +23,9 @@ class FakeSession:
     def subject(self, name):
         return self._subject
 
+    def sample(self, name):
+        return None
+
     def ledger(self, name):
         return self._ledger
 

@@ -1,12 +1,23 @@
 """REPORT.md: content from evidence, and atomic replacement."""
 
 import json
+import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 
-from saeclaims.report import ReportHeader, render_markdown, summary_lines, write_report
+from saeclaims.report import (
+    ReportHeader,
+    outcome_lines,
+    recover_interrupted_write,
+    render_markdown,
+    summary_lines,
+    write_report,
+)
 from saeclaims.stats import Evidence
-from saeclaims.store import EvidenceStore, NotApplicable
+from saeclaims.store import EvidenceStore, NotApplicable, Outcome
 from saeclaims.thread import THREAD_CLAIMS
 
 
@@ -76,3 +87,74 @@ def test_a_crash_while_writing_keeps_the_previous_report(tmp_path, monkeypatch):
     assert (tmp_path / "REPORT.md").read_text() == before_md
     assert (tmp_path / "report" / "report.json").read_text() == before_json
     assert not list(tmp_path.glob(".report-*"))
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_final_rename_keeps_the_previous_report_and_figures(tmp_path, monkeypatch):
+    write_report(tmp_path / "REPORT.md", _header(), _store())
+    before = _snapshot(tmp_path)
+    real_replace = os.replace
+
+    def fail_on_markdown(src, dst):
+        if str(dst).endswith("REPORT.md"):
+            raise OSError("rename failed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("saeclaims.report.os.replace", fail_on_markdown)
+    bigger = _store()
+    bigger.evidence.append(_ev("encoder-off-distribution", "blocks.0.hook_resid_pre", "holds"))
+    with pytest.raises(OSError, match="rename failed"):
+        write_report(tmp_path / "REPORT.md", _header(), bigger)
+    assert _snapshot(tmp_path) == before  # markdown, report.json and every figure, byte for byte
+
+
+def test_a_failed_figure_swap_keeps_the_previous_report(tmp_path, monkeypatch):
+    write_report(tmp_path / "REPORT.md", _header(), _store())
+    before = _snapshot(tmp_path)
+    real_rename = Path.rename
+
+    def fail_on_new_figures(self, target):
+        if self.name.startswith(".report-"):
+            raise OSError("rename failed")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", fail_on_new_figures)
+    with pytest.raises(OSError):
+        write_report(tmp_path / "REPORT.md", _header(), _store())
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("killed_at", ["figures set aside", "new figures in, markdown not", "all in, old not removed"])
+def test_a_run_killed_mid_swap_is_recovered_by_the_next_write(tmp_path, killed_at):
+    path = tmp_path / "REPORT.md"
+    write_report(path, _header(), _store())
+    old_md, old_json = path.read_text(), (tmp_path / "report" / "report.json").read_text()
+    (tmp_path / ".report-stale").mkdir()
+    if killed_at == "figures set aside":
+        (tmp_path / "report").rename(tmp_path / ".report.old")
+    else:
+        shutil.copytree(tmp_path / "report", tmp_path / ".report.old")
+        if killed_at == "new figures in, markdown not":
+            time.sleep(0.01)
+            (tmp_path / "report" / "report.json").write_text("{}")  # newer than the markdown
+        else:
+            path.write_text(old_md)  # the markdown landed after the figures
+    recover_interrupted_write(path)
+    assert not (tmp_path / ".report.old").exists() and not (tmp_path / ".report-stale").exists()
+    assert path.read_text() == old_md
+    assert (tmp_path / "report" / "report.json").read_text() == old_json
+
+
+def test_the_summary_counts_claim_test_outcomes_truthfully():
+    outcomes = [Outcome("t::a", "passed"), Outcome("t::b", "failed", "toy-1 @ organism/model: ... -> refuted"),
+                Outcome("t::c", "errored", "SubjectError: corrupt"), Outcome("t::d", "skipped", "x"),
+                Outcome("t::e", "skipped", "gpt2 reference missing")]
+    na = [NotApplicable("c", "organism", "h", "no excess", nodeid="t::d")]
+    text = "\n".join(outcome_lines(outcomes, na))
+    assert "Claim tests: 1 passed, 1 failed, 1 errored, 1 not applicable, 1 skipped." in text
+    assert "- failed: `t::b`: toy-1 @ organism/model: ... -> refuted" in text
+    assert "- errored: `t::c`: SubjectError: corrupt" in text

@@ -30,8 +30,15 @@ from .series import (  # noqa: E402
 )
 from .stats import Evidence  # noqa: E402
 
-VARIANT_STYLE = {"sae": ("C0", "SAE(x)"), "token_then_pos": ("C1", "SAE(x - W_pos) + W_pos"),
-                 "shift_pos": ("C2", "shift_pos"), "random_error": ("C3", "x + random error")}
+VARIANT_STYLE = {
+    "sae": ("C0", "-", "SAE(x): the reconstruction as trained"),
+    "token_then_pos": ("C1", "--", "token_then_pos: SAE(x - W_pos[p]) + W_pos[p]"),
+    "shift_pos": ("C2", "-.", "shift_pos: SAE sees an in-context position, swapped back"),
+    "pos_repair_out": ("C4", ":", "pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q decoded"),
+    "reencode": ("C5", "--", "reencode: same dictionary, codes re-inferred at the SAE's L0"),
+    "random_error": ("C3", ":", "x + random error of the SAE error's norm"),
+}
+VERDICT_COLOR = {"holds": "C2", "refuted": "C3", "inconclusive": "0.55"}
 
 
 @dataclass(frozen=True)
@@ -96,17 +103,20 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
     fig, axes = _grid(len(records))
     for ax, r in zip(axes, records):
         for v, y in r.dce.items():
-            if y:
-                color, label = VARIANT_STYLE[v]
-                ax.plot(*_smooth(y[1:]), color=color, label=label, lw=1)
+            if y and v in VARIANT_STYLE:
+                color, ls, label = VARIANT_STYLE[v]
+                # SAE(x) drawn last and thicker, so the variants never hide it
+                ax.plot(*_smooth(y[1:]), color=color, ls=ls, label=label, lw=1.8 if v == "sae" else 1.0,
+                        zorder=3 if v == "sae" else 2)
         if r.full_context_dce:
-            ax.plot(*_smooth(r.full_context_dce[1:]), color="k", ls="--", lw=1, label="full-context SAE")
-        ax.axvline(r.context_size, color="grey", ls=":", label="training context")
+            ax.plot(*_smooth(r.full_context_dce[1:]), color="k", ls="--", lw=1, label="control: full-context SAE(x)")
+        ax.axvline(r.context_size, color="grey", ls=":", label=f"training context ({r.context_size})")
         ax.set_title(r.hook, fontsize=9)
-        ax.set_xlabel("position")
-        ax.set_ylabel("dCE (nats)")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{subject}: added loss by position (8-position moving mean)", fontsize=10)
+        ax.set_xlabel("position p")
+        ax.set_ylabel("added loss dCE (nats / token)")
+        ax.legend(fontsize=5.5, loc="upper right")
+    fig.suptitle(f"{subject}: loss added by splicing each variant, by position (8-position moving mean)",
+                 fontsize=10)
     return _save(fig, out, f"dce_by_position-{_safe(subject)}.png")
 
 
@@ -117,37 +127,42 @@ def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
         ax.plot(*_smooth(r.l0[1:]), lw=1, label=r.hook)
     for c in sorted({r.context_size for r in records}):
         ax.axvline(c, color="grey", ls=":")
-    ax.set_xlabel("position")
-    ax.set_ylabel("L0 of SAE(x)")
-    ax.legend(fontsize=7)
-    ax.set_title(f"{subject}: active latents by position", fontsize=10)
+    ax.set_xlabel("position p")
+    ax.set_ylabel("L0: active latents of SAE(x)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, title="grey dotted: training context", title_fontsize=7)
+    ax.set_title(f"{subject}: active latents by position (8-position moving mean, log scale)", fontsize=10)
     return _save(fig, out, f"l0_by_position-{_safe(subject)}.png")
 
 
 @figure(Recoveries, ("adding-wpos-recovers-layer0", "layer0-error-is-positional", "positional-error-not-most-later"))
 def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
-    hooks = [r.hook for r in records]
-    variants = list(records[0].variants)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    width = 0.8 / len(variants)
+    variants = list(dict.fromkeys(v for r in records for v in r.variants))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    width = 0.8 / max(1, len(variants))
+    labelled: set[str] = set()
     for i, v in enumerate(variants):
-        est = np.array([r.variants[v][0] for r in records])
-        lo = np.array([r.variants[v][1] for r in records])
-        hi = np.array([r.variants[v][2] for r in records])
-        x = np.arange(len(hooks)) + i * width
-        ax.bar(x, est, width, label=v)
-        ax.errorbar(x, est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)], fmt="none",
-                    ecolor="k", lw=0.8)
+        color, _, label = VARIANT_STYLE.get(v, ("C7", "-", v))
+        for j, r in enumerate(records):
+            if v not in r.variants or not (r.excess is None or r.excess[1] > 0):
+                continue
+            est, lo, hi = r.variants[v]
+            ax.bar(j + i * width, est, width, color=color, label=None if v in labelled else label)
+            labelled.add(v)
+            ax.errorbar(j + i * width, est, yerr=[[max(est - lo, 0)], [max(hi - est, 0)]], fmt="none", ecolor="k",
+                        lw=0.8)
+    for j, r in enumerate(records):
+        if r.excess is not None and not r.excess[1] > 0:
+            ax.text(j + 0.4 - width / 2, 0.05, f"n/a: excess\n{r.excess[0]:.3g} [{r.excess[1]:.2g}, {r.excess[2]:.2g}]"
+                    "\nnot > 0", ha="center", va="bottom", fontsize=6.5, color="0.3")
     ax.axhline(0.5, color="grey", ls=":", label="0.5 ('most')")
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_xticks(np.arange(len(hooks)) + 0.4 - width / 2)
-    ax.set_xticklabels([_short(h) for h in hooks], fontsize=8)
-    ax.set_ylabel("recovery of excess loss")
-    # Where a hook adds no loss beyond the context, recovery divides by ~0 and its interval is huge.
-    ax.set_ylim(-1.0, 1.5)
-    ax.legend(fontsize=7, ncol=3)
-    ax.set_title(f"{subject}: recovery beyond context, per variant (verdict-level CIs; axis clipped "
-                 "to [-1, 1.5])", fontsize=9)
+    ax.set_xticks(np.arange(len(records)) + 0.4 - width / 2)
+    ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
+    ax.set_ylabel("share of the excess loss recovered")
+    ax.legend(fontsize=6, loc="upper right")
+    ax.set_title(f"{subject}: recovery of the beyond-context excess dCE_sae(O) - dCE_sae(I), per repair\n"
+                 "(verdict-level intervals; n/a where the excess interval is not wholly above 0)", fontsize=9)
     return _save(fig, out, f"recovery-{_safe(subject)}.png")
 
 
@@ -161,6 +176,7 @@ def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
     ax.set_xticks(range(len(records)))
     ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylabel("L2 norm (log scale)")
     ax.legend(fontsize=7)
     ax.set_title(f"{subject}: activation norm by hook", fontsize=10)
     return _save(fig, out, f"norms-{_safe(subject)}.png")
@@ -168,13 +184,20 @@ def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
 
 @figure(WposRows, ("wpos-helix",), per_subject=False)
 def wpos_pca(out: Path, subject: str, records: list[WposRows]) -> str:
-    fig = plt.figure(figsize=(4.5 * len(records), 4))
+    fig = plt.figure(figsize=(4.8 * len(records), 4.4))
     for i, r in enumerate(records):
-        proj = principal_projection(np.asarray(r.rows), 3)
+        rows = np.asarray(r.rows, dtype=np.float64)
+        proj = principal_projection(rows, 3)
+        centred = rows - rows.mean(axis=0, keepdims=True)
+        var = np.linalg.svd(centred, compute_uv=False) ** 2
+        shares = var[:3] / var.sum()
         ax = fig.add_subplot(1, len(records), i + 1, projection="3d")
         sc = ax.scatter(proj[:, 0], proj[:, 1], proj[:, 2], c=np.arange(1, len(proj) + 1), cmap="viridis", s=8)
-        ax.set_title(f"{r.subject}: W_pos rows 1..{r.context_size - 1}", fontsize=9)
-        fig.colorbar(sc, ax=ax, shrink=0.6, label="position")
+        for setter, k in ((ax.set_xlabel, 0), (ax.set_ylabel, 1), (ax.set_zlabel, 2)):
+            setter(f"PC{k + 1} ({shares[k]:.1%})", fontsize=7)
+        ax.set_title(f"{r.subject}: W_pos rows 1..{r.context_size - 1}\ntop 3 PCs explain {shares.sum():.1%} "
+                     "(claim: >= 94.5%)", fontsize=8)
+        fig.colorbar(sc, ax=ax, shrink=0.6, label="position p")
     return _save(fig, out, "wpos_pca.png")
 
 
@@ -209,28 +232,44 @@ def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositio
     return _save(fig, out, f"decoded_positions-{_safe(subject)}.png")
 
 
-def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence]) -> str | None:
+def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
+                     not_applicable: list | None = None) -> str | None:
     evs = [e for e in evidence if e.claim == claim]
+    nas = [n for n in (not_applicable or []) if n.claim == claim]
     if not evs:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    labels = [f"{e.subject}\n{_short(e.hook)}" for e in evs]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    rows = [(f"{e.subject}\n{_short(e.hook)}", e) for e in evs] + [(f"{n.subject}\n{_short(n.hook)}", n) for n in nas]
     est = np.array([e.estimate for e in evs])
     lo = np.array([e.ci_low for e in evs])
     hi = np.array([e.ci_high for e in evs])
-    colors = ["C2" if e.verdict == "holds" else "C3" if e.verdict == "refuted" else "C7" for e in evs]
-    ax.scatter(range(len(evs)), est, c=colors, zorder=3)
-    ax.errorbar(range(len(evs)), est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)],
-                fmt="none", ecolor="k", lw=0.8)
-    ax.axhline(evs[0].threshold, color="grey", ls=":", label=f"threshold {evs[0].direction} {evs[0].threshold:g}")
-    ax.set_xticks(range(len(evs)))
-    ax.set_xticklabels(labels, fontsize=7)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{claim}: estimate and verdict interval (green holds, red refuted)", fontsize=9)
+    finite = np.concatenate([est, lo, hi, [evs[0].threshold]])
+    finite = finite[np.isfinite(finite)]
+    # values spanning orders of magnitude (9.95 next to 0.7) flatten on a linear axis
+    log = finite.size and finite.min() > 0 and finite.max() / finite.min() > 30
+    colors = [VERDICT_COLOR.get(e.verdict, "0.55") for e in evs]
+    x = np.arange(len(evs))
+    ax.errorbar(x, est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)], fmt="none", ecolor="k", lw=0.8)
+    ax.scatter(x, est, c=colors, zorder=3)
+    for j in range(len(evs), len(rows)):
+        ax.text(j, 0.5, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.4")
+    ax.axhline(evs[0].threshold, color="grey", ls=":")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r[0] for r in rows], fontsize=6.5)
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    stat = evs[0].statistic
+    ax.set_ylabel(stat if len(stat) <= 40 else stat[:37] + "...", fontsize=7)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOR.items()]
+    handles.append(plt.Line2D([], [], ls=":", color="grey", label=f"threshold {evs[0].direction} {evs[0].threshold:g}"))
+    ax.legend(handles=handles, fontsize=6.5, loc="best")
+    ax.set_title(f"{claim}: estimate and verdict-level interval per row" + (" (log scale)" if log else ""), fontsize=9)
     return _save(fig, out, f"evidence-{claim}.png")
 
 
-def draw_all(out: Path, evidence: list[Evidence], series: list[Series]) -> dict[str, list[str]]:
+def draw_all(out: Path, evidence: list[Evidence], series: list[Series],
+             not_applicable: list | None = None) -> dict[str, list[str]]:
     """Draw every figure the evidence and series allow; map claim id -> figure files."""
     figs: dict[str, list[str]] = {}
 
@@ -240,7 +279,7 @@ def draw_all(out: Path, evidence: list[Evidence], series: list[Series]) -> dict[
                 figs.setdefault(c, []).append(name)
 
     for claim in dict.fromkeys(e.claim for e in evidence):
-        add([claim], evidence_by_hook(out, claim, evidence))
+        add([claim], evidence_by_hook(out, claim, evidence, not_applicable))
     for spec in FIGURES:
         records = [s for s in series if isinstance(s, spec.series)]
         if not records:

@@ -26,7 +26,8 @@ class ClaimUsageError(RuntimeError):
 
 class ClaimFixture:
     def __init__(self, claim: Claim, subject_name: str, row: str, session: ClaimSession,
-                 reference: bool = False) -> None:
+                 reference: bool = False, nodeid: str = "") -> None:
+        self.nodeid = nodeid
         self.claim = claim
         self.subject_name = subject_name
         self.row = row
@@ -80,7 +81,7 @@ class ClaimFixture:
         """Record that the claim's premise is absent here (with the premise's own estimate) and skip."""
         __tracebackhide__ = True
         self._session.record_not_applicable(NotApplicable(self.claim.id, self.subject_name, self.row, reason,
-                                                          premise))
+                                                          premise, self.nodeid))
         pytest.skip(f"{self.claim.id} not applicable to {self.subject_name}/{self.row}: {reason}")
 
     def require_hook(self) -> None:
@@ -121,17 +122,18 @@ class ClaimFixture:
             raise ClaimUsageError(f"{self!r}: check() called twice in one test; one test judges one row "
                                   "(split the test, or parametrise it)")
         c = self.claim
+        ledger = self._session.ledger(self.subject_name)
         ev = Evidence(
             claim=c.id, subject=self.subject_name, hook=self.row, statistic=c.statistic,
             estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high,
             confidence=interval.confidence, threshold=c.threshold, direction=c.direction,
             n_seqs=interval.n_seqs, n_tokens=interval.n_tokens,
             verdict=verdict(interval.low, interval.high, c.threshold, c.direction),
-            expected=self._session.ledger(self.subject_name).expected(c.id, self.row), extra=extra,
-            method=interval.method,
+            expected=ledger.expected(c.id, self.row), extra=extra, method=interval.method,
         )
+        ev.agreement = ledger.agreement(ev.verdict, ev.expected, self._session.sample(self.subject_name))
         self.evidence = ev
         self._session.record(ev)
-        if ev.verdict != ev.expected:
+        if ev.agreement == "MISMATCH":
             pytest.fail(ev.one_line(), pytrace=False)
         return ev

@@ -5,6 +5,10 @@ ledger turns the suite into a regression check when an SAE release changes.
 
 Format::
 
+    [_drafted]                              # the sample the verdicts were drafted at
+    n_seqs = 128
+    seq_len = 512
+
     [beyond-context-degrades]
     default = "holds"                       # optional, for every hook
     "blocks.0.hook_resid_pre" = "refuted"   # per hook (or "model" for model-level claims)
@@ -30,15 +34,41 @@ class LedgerError(ValueError):
     """The ledger names an unknown claim or verdict, or cannot be parsed."""
 
 
+DRAFTED = "_drafted"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The evaluation sample a verdict was judged at: a ledger drafted at one size is exact only there."""
+
+    n_seqs: int
+    seq_len: int
+
+    def __str__(self) -> str:
+        return f"{self.n_seqs} sequences x {self.seq_len} tokens"
+
+
 @dataclass
 class Ledger:
     subject: str
     entries: dict[str, dict[str, str]] = field(default_factory=dict)
     path: Path | None = None
+    drafted_at: Sample | None = None
 
     def expected(self, claim: str, hook: str) -> str:
         entry = self.entries.get(claim, {})
         return entry.get(hook, entry.get("default", "holds"))
+
+    def agreement(self, verdict: str, expected: str, sample: Sample | None) -> str:
+        """`ok`, `MISMATCH`, or `differs`: at a sample size other than the ledger's, only a contradiction
+        (holds against refuted) is a mismatch; a difference that involves `inconclusive` is not, since
+        fewer sequences give wider intervals."""
+        if verdict == expected:
+            return "ok"
+        other_size = self.drafted_at is not None and sample is not None and sample != self.drafted_at
+        if other_size and "inconclusive" in (verdict, expected):
+            return "differs"
+        return "MISMATCH"
 
     def check_rows(self, rows: dict[str, list[str]]) -> None:
         """Every key must name a row the claim has on this subject (or be `default`), so a typo in a
@@ -66,6 +96,13 @@ def load_ledger(directory: Path, subject: str, catalog: Catalog = CATALOG) -> Le
     except tomllib.TOMLDecodeError as exc:
         raise LedgerError(f"ledger {path} is not valid TOML: {exc}") from exc
     entries: dict[str, dict[str, str]] = {}
+    drafted = raw.pop(DRAFTED, None)
+    drafted_at = None
+    if drafted is not None:
+        try:
+            drafted_at = Sample(int(drafted["n_seqs"]), int(drafted["seq_len"]))
+        except (KeyError, TypeError, ValueError):
+            raise LedgerError(f"ledger {path}: [{DRAFTED}] needs integer n_seqs and seq_len") from None
     for claim, table in raw.items():
         if claim not in catalog:
             raise LedgerError(f"ledger {path} names unknown claim {claim!r}; register it or remove the table "
@@ -77,10 +114,11 @@ def load_ledger(directory: Path, subject: str, catalog: Catalog = CATALOG) -> Le
                 raise LedgerError(f"ledger {path}: {claim}.{hook} = {verdict!r} is not a verdict "
                                   f"({', '.join(VERDICTS)})")
         entries[claim] = dict(table)
-    return Ledger(subject, entries, path)
+    return Ledger(subject, entries, path, drafted_at)
 
 
-def draft(evidence: list[dict], subject: str, catalog: Catalog = CATALOG) -> str:
+def draft(evidence: list[dict], subject: str, catalog: Catalog = CATALOG, sample: Sample | None = None,
+          seed: int | None = None, family_confidence: float | None = None) -> str:
     """A ledger recording the verdicts of a run, each with the estimate and interval it came from.
 
     Meant to be reviewed before it is committed: it turns a run's findings into expectations, so a
@@ -88,6 +126,11 @@ def draft(evidence: list[dict], subject: str, catalog: Catalog = CATALOG) -> str
     """
     lines = [f"# Expected verdicts for subject {subject!r}; a claim with no entry is expected to hold.",
              "# Drafted from a run's report.json by `python -m saeclaims.ledger`, then reviewed.", ""]
+    if sample is not None:
+        lines += [f"[{DRAFTED}]", f"n_seqs = {sample.n_seqs}", f"seq_len = {sample.seq_len}"]
+        lines += [f"seed = {seed}"] if seed is not None else []
+        lines += [f"family_confidence = {family_confidence}"] if family_confidence is not None else []
+        lines.append("")
     by_claim: dict[str, list[dict]] = {}
     for e in evidence:
         if e["subject"] == subject:
@@ -121,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
 
     register_thread_claims()
     payload = json.loads(args.report_json.read_text())
-    sys.stdout.write(draft(payload["evidence"], args.subject))
+    subj = payload.get("header", {}).get("subjects", {}).get(args.subject, {})
+    sample = Sample(subj["n_seqs"], subj["seq_len"]) if "n_seqs" in subj else None
+    header = payload.get("header", {})
+    sys.stdout.write(draft(payload["evidence"], args.subject, sample=sample, seed=header.get("seed"),
+                           family_confidence=header.get("family_confidence")))
     return 0
 
 

@@ -30,6 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sae-report", default=None, help="where to write REPORT.md (default: <rootdir>/REPORT.md)")
     g.addoption("--no-sae-report", action="store_true", help="do not write REPORT.md")
     g.addoption("--sae-ledger-dir", default=None, help="expected verdicts (default: claims/expected)")
+    g.addoption("--sae-progress", choices=("auto", "on", "off"), default="auto",
+                help="progress bars on the terminal past pytest's capture (auto: when stderr is a terminal)")
     parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the rootdir")
     parser.addini("sae_subject", "default subjects (one per line)", type="linelist")
 
@@ -39,8 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "registered claim `id` (saeclaims.register_claim)")
     worker_threads(config)
     config.stash[SESSION_KEY] = ClaimSession(config)
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistMerge(config), "saeclaims-xdist")
+    config.pluginmanager.register(_RunHooks(config), "saeclaims-run")
 
 
 def _session(config: pytest.Config) -> ClaimSession:
@@ -74,6 +75,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _session(config).collect_items(items)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.pluginmanager.hasplugin("dsession"):  # the xdist controller: it never collects
+        _session(session.config).check_subjects()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _session(session.config).load_selected(session.items)
+
+
 @pytest.fixture
 def sae_subject(request) -> str:
     raise pytest.UsageError(f"{request.node.nodeid} uses sae_subject without a @pytest.mark.claim marker")
@@ -93,8 +103,11 @@ def claim(request, sae_subject: str, sae_hook: str) -> ClaimFixture:
         c = CATALOG.get(marker.args[0])
     except ClaimError as exc:
         raise pytest.UsageError(str(exc)) from None
-    fixture = ClaimFixture(c, sae_subject, sae_hook, session, reference=marker.kwargs.get("reference") is not None)
+    fixture = ClaimFixture(c, sae_subject, sae_hook, session, reference=marker.kwargs.get("reference") is not None,
+                           nodeid=request.node.nodeid)
     fixture.require_hook()
+    if not fixture.reference:
+        session.subject(sae_subject)  # loaded once per run; a failed load fails here, at setup, in one line
     return fixture
 
 
@@ -104,9 +117,14 @@ def sae_device(pytestconfig):
     return _session(pytestconfig).device
 
 
-class _XdistMerge:
+class _RunHooks:
+    """Hooks that are not given the config: test outcomes, and evidence from xdist workers."""
+
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        _session(self.config).record_outcome(report)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
@@ -122,8 +140,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if cs.is_worker:
         config.workeroutput["saeclaims"] = cs.worker_payload()
         return
-    line = cs.finish(exitstatus)
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    if line and tr is not None:
-        tr.ensure_newline()
-        tr.write_line(line)
+    cs.closing_line = cs.finish(exitstatus)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    line = getattr(_session(config), "closing_line", None)
+    if line:
+        terminalreporter.write_sep("-", "saeclaims")
+        terminalreporter.write_line(line)

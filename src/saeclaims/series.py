@@ -43,11 +43,14 @@ class HookNorms:
 
 @dataclass
 class Recoveries:
-    """Recovery of the beyond-context excess per variant at one hook: [estimate, low, high]."""
+    """Recovery of the beyond-context excess per repair variant at one hook: [estimate, low, high], and
+    the excess itself (dCE_sae(O) - dCE_sae(I)) [estimate, low, high]: where its interval is not wholly
+    above 0 there is nothing to recover and the recoveries are not applicable."""
 
     subject: str
     hook: str
     variants: dict[str, list[float]]
+    excess: list[float] | None = None
 
 
 @dataclass

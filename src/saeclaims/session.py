@@ -4,16 +4,18 @@ evidence store, the xdist payload and the report at the end. The pytest plugin o
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
 from .catalog import CATALOG, Catalog, Claim
-from .ledger import Ledger, LedgerError, ledger_file, load_ledger
+from .ledger import Ledger, LedgerError, Sample, ledger_file, load_ledger
 from .stats import Bootstrap, Evidence, bonferroni_confidence
-from .store import EvidenceStore, NotApplicable, SubjectRecord
+from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
 
 DEFAULT_LEDGER_DIR = "claims/expected"
 
@@ -36,7 +38,8 @@ class RunSettings:
     write_report: bool
     ledger_dir: Path
     ledger_dir_given: bool
-    progress: bool
+    progress: str  # auto (a terminal, not -q), on, off
+    verbosity: int = 0
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
@@ -52,7 +55,7 @@ class RunSettings:
             text_file=Path(text) if text else None,
             report=Path(opt("sae_report") or root / "REPORT.md"), write_report=not opt("no_sae_report"),
             ledger_dir=Path(root / (ledger_opt or DEFAULT_LEDGER_DIR)), ledger_dir_given=bool(ledger_opt),
-            progress=opt("verbose") >= 0,
+            progress=opt("sae_progress"), verbosity=opt("verbose"),
         )
 
     def validate(self) -> None:
@@ -70,6 +73,50 @@ class RunSettings:
         if self.ledger_dir_given and not self.ledger_dir.is_dir():
             raise pytest.UsageError(f"ledger directory {self.ledger_dir} does not exist; create it or fix "
                                     "--sae-ledger-dir / the sae_ledger_dir ini option")
+        if self.device is not None:
+            _check_device(self.device)
+        if self.write_report:
+            _check_writable(self.report)
+        if self.text_file is not None and not self.text_file.is_file():
+            raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
+
+    def progress_stream(self, is_worker: bool) -> TextIO | None:
+        """Where progress bars go: the real terminal, past pytest's capture; nowhere in CI logs or -q."""
+        err = sys.__stderr__
+        if self.progress == "off" or err is None or (is_worker and self.progress != "on"):
+            return None
+        if self.progress == "on" or (err.isatty() and self.verbosity >= 0):
+            return err
+        return None
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise pytest.UsageError(f"--sae-device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"--sae-device {name}: no CUDA device is available here "
+                                    "(torch.cuda.is_available() is False); leave the option out to run on the CPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise pytest.UsageError(f"--sae-device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+    elif dev.type != "cpu" and not (dev.type == "mps" and torch.backends.mps.is_available()):
+        raise pytest.UsageError(f"--sae-device {name}: device type {dev.type!r} is not available here; use cpu or cuda")
+
+
+def _check_writable(report: Path) -> None:
+    if report.is_dir():
+        raise pytest.UsageError(f"--sae-report {report} is a directory; give the markdown file's path")
+    probe = report.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or (
+            report.exists() and not os.access(report, os.W_OK)):
+        raise pytest.UsageError(f"--sae-report {report}: {probe} is not writable; choose another path or "
+                                "pass --no-sae-report")
 
 
 @dataclass(frozen=True)
@@ -120,22 +167,35 @@ class ClaimSession:
         self._workbenches: dict[str, object] = {}
         self._ledgers: dict[str, Ledger] = {}
         self.is_worker = hasattr(config, "workerinput")
+        self.problems: list[str] = []
+        self.collected = False
+        self.closing_line: str | None = None
 
     # ------------------------------------------------------------ collection
 
     def describe(self, spec: str):
-        """A subject's hooks, read without loading it (cached); an unknown subject is a usage error."""
+        """A subject's hooks, read without loading it (cached). A subject that cannot be described is
+        remembered and reported once, as a usage error at the end of collection."""
         if spec not in self._infos:
             from .subjects import SubjectError, describe_subject
 
             try:
                 self._infos[spec] = describe_subject(spec)
-            except SubjectError as exc:
-                raise pytest.UsageError(f"--sae-subject {spec}: {exc}") from None
+            except (SubjectError, OSError, ValueError) as exc:
+                self._infos[spec] = None
+                self.problems.append(f"--sae-subject {spec}: {exc}")
         return self._infos[spec]
 
+    def check_subjects(self) -> None:
+        """Describe every subject now (the xdist controller, which never collects, calls this)."""
+        for spec in self.settings.subjects:
+            self.describe(spec)
+        if self.problems:
+            raise pytest.UsageError("\n".join(dict.fromkeys(self.problems)))
+
     def rows(self, claim: Claim, spec: str) -> list[str]:
-        return claim.rows(self.describe(spec))
+        info = self.describe(spec)
+        return [] if info is None else claim.rows(info)
 
     def collect_items(self, items: list[pytest.Item]) -> None:
         """Every claim marker checked at once (one usage error listing all problems), then the family."""
@@ -171,10 +231,13 @@ class ClaimSession:
             if self.catalog.get(cid).scope_info.per_hook:
                 group += f"::{params['sae_hook']}"  # --dist loadgroup: a worker measures only its hooks
             item.add_marker(pytest.mark.xdist_group(group))
+        if self.problems:
+            raise pytest.UsageError("\n".join(dict.fromkeys(self.problems)))
         if problems:
             raise pytest.UsageError("claim tests are miswritten:\n  " + "\n  ".join(problems))
         if tested or len(self.catalog):
             self.finish_collection(tested)
+        self.collected = True
 
     def finish_collection(self, tested: set[str]) -> None:
         """Fix the family, read and check every ledger, and note registered claims with no test."""
@@ -186,6 +249,32 @@ class ClaimSession:
         self.store.untested_claims = [c for c in self.catalog.ids if c not in tested]
         for spec in self.settings.subjects:
             self.ledger(spec)
+
+    def load_selected(self, items: list[pytest.Item]) -> None:
+        """After deselection: load every subject a selected claim test needs, once, before any test runs,
+        so a subject that cannot be loaded stops the run with one message (usage error, exit 4)."""
+        if self.config.option.collectonly or not self.collected or self.is_worker:
+            # pytest calls this even after collection failed (keep the first error); an xdist worker cannot
+            # stop the run with a usage error, so there each test fails fast on the remembered failure
+            return
+        needed = []
+        for item in items:
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            marker = item.get_closest_marker("claim")
+            if marker is None or "sae_subject" not in params or marker.kwargs.get("reference") is not None:
+                continue
+            if params["sae_subject"] not in needed:
+                needed.append(params["sae_subject"])
+        for spec in needed:
+            try:
+                subject = self.subject(spec)
+            except Exception as exc:
+                raise pytest.UsageError(f"--sae-subject {spec} could not be loaded: {self._failed[spec]}") from exc
+            ctxs = sorted(set(subject.context_sizes.values()))
+            if subject.seq_len <= min(ctxs) + 1:
+                raise pytest.UsageError(
+                    f"--seq-len {subject.seq_len} leaves no position beyond any SAE's training context ({ctxs}) "
+                    f"of subject {spec}; the context claims need --seq-len >= {min(ctxs) + 2}")
 
     @property
     def bootstrap(self) -> Bootstrap:
@@ -201,18 +290,21 @@ class ClaimSession:
 
     def subject(self, spec: str):
         """The loaded subject, once per run; a subject that failed to load is not tried again."""
-        from .subjects import SubjectError, load_subject
+        from .subjects import load_subject
 
         if spec in self._failed:
-            raise SubjectError(f"subject {spec} could not be loaded (see the first error): {self._failed[spec]}")
+            pytest.fail(f"subject {spec} could not be loaded (not retried): {self._failed[spec]}", pytrace=False)
         if spec not in self._subjects:
             s = self.settings
             try:
                 subj = load_subject(spec, device=str(self.device), n_seqs=s.n_seqs, seq_len=s.seq_len,
                                     text_file=s.text_file)
             except Exception as exc:
-                self._failed[spec] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                raise
+                self._failed[spec] = _one_line(exc)
+                self.store.failed_subjects[spec] = self._failed[spec]
+                if self.collected and not self.is_worker:
+                    raise
+                pytest.fail(f"subject {spec} could not be loaded: {self._failed[spec]}", pytrace=False)
             self._subjects[spec] = subj
             prov = dict(subj.provenance)
             self.store.subjects[spec] = SubjectRecord(
@@ -231,7 +323,8 @@ class ClaimSession:
             s = self.settings
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
-                record_series=self.store.add_series, progress=s.progress, eager=not self.is_worker)
+                record_series=self.store.add_series, progress=s.progress_stream(self.is_worker),
+                eager=not self.is_worker)
         return self._workbenches[spec]
 
     def ledger(self, spec: str) -> Ledger:
@@ -246,6 +339,11 @@ class ClaimSession:
             self._ledgers[spec] = led
         return self._ledgers[spec]
 
+    def sample(self, spec: str) -> Sample | None:
+        """The sample a subject is judged at (None for reference data, which has no sample size)."""
+        rec = self.store.subjects.get(spec)
+        return Sample(rec.n_seqs, rec.seq_len) if rec is not None else None
+
     def ledger_path(self, spec: str) -> Path:
         return ledger_file(self.settings.ledger_dir, spec)
 
@@ -256,6 +354,17 @@ class ClaimSession:
 
     def record_not_applicable(self, row: NotApplicable) -> None:
         self.store.not_applicable.append(row)
+
+    def record_outcome(self, report: pytest.TestReport) -> None:
+        """Each claim test's outcome for the report's summary (on the controller under xdist)."""
+        if "claim" not in report.keywords:
+            return
+        if report.when == "call" or report.outcome != "passed":
+            outcome = {"passed": "passed", "skipped": "skipped"}.get(report.outcome)
+            if outcome is None:
+                outcome = "failed" if report.when == "call" else "errored"
+            message = "" if report.outcome == "passed" else _report_line(report)
+            self.store.outcomes[report.nodeid] = Outcome(report.nodeid, outcome, message)
 
     # ------------------------------------------------------------ end of run
 
@@ -270,10 +379,17 @@ class ClaimSession:
         if self.is_worker:
             return None
         s = self.settings
-        if not s.write_report or self.store.empty:
+        if not s.write_report:
             return None
+        keep = f"{s.report} left as it was"
         if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-            return f"saeclaims: run interrupted or broken (exit {int(exitstatus)}); {s.report} left as it was"
+            return f"saeclaims: run interrupted or stopped (exit {int(exitstatus)}); {keep}" if self.store.outcomes \
+                else None
+        if self.store.failed_subjects:
+            return f"saeclaims: a subject failed to load ({', '.join(self.store.failed_subjects)}); {keep}"
+        measured = [e for e in self.store.evidence if e.subject in self.store.subjects]
+        if not measured:
+            return f"saeclaims: no claim was measured on a subject; {keep}" if self.store.outcomes else None
         from .report import ReportHeader, write_report
 
         # the devices the subjects were measured on (under xdist, the workers'), not this process's
@@ -284,6 +400,22 @@ class ClaimSession:
             wall_s=time.time() - self.t0, root=Path(self.config.rootpath))
         write_report(s.report, header, self.store)
         return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _report_line(report: pytest.TestReport) -> str:
+    """The one line that says why a test failed: the exception's message, not its traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return crash.message.splitlines()[0]
+    if isinstance(report.longrepr, tuple):  # skips: (path, line, reason)
+        return str(report.longrepr[-1]).removeprefix("Skipped: ")
+    lines = [x for x in str(report.longrepr).splitlines() if x.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def worker_threads(config: pytest.Config) -> None:

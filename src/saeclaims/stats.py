@@ -68,9 +68,12 @@ class Evidence:
     expected: str = "holds"
     extra: dict = field(default_factory=dict)
     method: str = "exact"
+    agreement: str = ""  # with the ledger: ok, differs (another sample size, not a contradiction), MISMATCH
 
     @property
     def status(self) -> str:
+        if self.agreement:
+            return self.agreement
         return "ok" if self.verdict == self.expected else "MISMATCH"
 
     def one_line(self) -> str:

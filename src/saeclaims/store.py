@@ -20,6 +20,16 @@ class NotApplicable:
     hook: str
     reason: str
     premise: dict[str, Any] = field(default_factory=dict)
+    nodeid: str = ""
+
+
+@dataclass
+class Outcome:
+    """How one claim test ended: passed, failed, errored or skipped, with the one-line reason."""
+
+    nodeid: str
+    outcome: str
+    message: str = ""
 
 
 @dataclass
@@ -48,6 +58,8 @@ class EvidenceStore:
     family_size: int = 0
     claims: list[dict] = field(default_factory=list)  # the catalogue the rows were judged against
     untested_claims: list[str] = field(default_factory=list)
+    failed_subjects: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # filled on the controller, from test reports
 
     def add_series(self, s: Series) -> None:
         key = series_key(s)
@@ -64,6 +76,7 @@ class EvidenceStore:
             "series": [to_payload(s) for s in self.series],
             "subjects": {k: asdict(v) for k, v in self.subjects.items()},
             "family_size": self.family_size, "claims": self.claims, "untested_claims": self.untested_claims,
+            "failed_subjects": self.failed_subjects,
         })
 
     def merge_json(self, text: str) -> None:
@@ -77,5 +90,6 @@ class EvidenceStore:
         self.family_size = max(self.family_size, int(other.get("family_size", 0)))
         known = {c["id"] for c in self.claims}
         self.claims += [c for c in other.get("claims", []) if c["id"] not in known]
+        self.failed_subjects.update(other.get("failed_subjects", {}))
         # every xdist worker collects the whole suite, so any worker's list is the run's
         self.untested_claims = list(other.get("untested_claims", self.untested_claims))

@@ -126,7 +126,7 @@ class _hub_errors:
                 f"in the cache (HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}, "
                 f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download them on a "
                 "connected machine (huggingface-cli download REPO) and copy the cache, set HF_HOME to a "
-                "cache that holds them, or use --subject organism / local:DIR"
+                "cache that holds them, or use --sae-subject organism / local:DIR"
             ) from exc
         return False
 

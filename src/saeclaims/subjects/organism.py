@@ -17,7 +17,7 @@ from ..artifacts import verify_tree
 from ..organism.layout import BOS_TOKEN, CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE, make_model
 from .core import Subject, SubjectError, hook_order, package_versions
 from .loading import _select_tokens, load_sae_dir
-from .validation import validate_subject
+from .validation import validate_sae, validate_subject
 
 ORGANISM_PACKAGE = "saeclaims_organism"  # data-only package: fixtures/organism, shipped in the wheel
 _REPO_ORGANISM = Path(__file__).resolve().parents[3] / "fixtures" / "organism"
@@ -80,7 +80,9 @@ def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | N
         if not (d / "cfg.json").exists():
             continue
         sae = load_sae_dir(d)
-        (saes if sae.cfg.metadata.context_size == short else full)[sae.cfg.metadata.hook_name] = sae
+        family = "release" if sae.cfg.metadata.context_size == short else "control (full context)"
+        validate_sae(sae, model, f"{d.relative_to(root)}/sae_weights.safetensors (organism, {family} family)")
+        (saes if family == "release" else full)[sae.cfg.metadata.hook_name] = sae
     tokens = _select_tokens(np.load(root / EVAL_TOKENS), n_seqs, seq_len, "organism")
     subject = Subject(
         name="organism", model=model, saes=saes, tokens=tokens,
