@@ -5,11 +5,21 @@ import pytest
 
 from saeclaims.instruments import (
     Quantity,
+    UnconvergedError,
     beyond_over_inside,
     ce_score,
     check_beyond_context,
+    contrast,
+    control_excess,
+    control_fix_share,
+    control_ratio,
+    control_recovery,
+    excess,
+    excess_removed_share,
+    inside,
     layer_trend,
     mean_of,
+    metric_recovery,
     recovery,
     share_of_tokens,
 )
@@ -20,8 +30,9 @@ HOOKS = [f"blocks.{i}.hook_resid_pre" for i in range(4)]
 CTX = 8
 
 
-def synthetic(dce_in: dict, dce_out: dict, n=30, t=32, noise=0.01, seed=0) -> Measurements:
-    """dCE per (variant, hook) is dce_in inside the context and dce_out beyond it, plus noise."""
+def synthetic(dce_in: dict, dce_out: dict, n=30, t=32, noise=0.01, seed=0, metric="dce") -> Measurements:
+    """`metric` (dCE by default) per (variant, hook) is dce_in inside the context and dce_out beyond
+    it, plus noise."""
     rng = np.random.default_rng(seed)
     m = Measurements("synthetic", HOOKS, sorted({v for v, _ in dce_in}), {h: CTX for h in HOOKS},
                      clean_ce=np.full((n, t - 1), 3.0, dtype=np.float32))
@@ -31,7 +42,7 @@ def synthetic(dce_in: dict, dce_out: dict, n=30, t=32, noise=0.01, seed=0) -> Me
         arr[:, CTX:] = dce_out[key]
         arr += rng.normal(0, noise, arr.shape)
         metrics = {k: np.zeros((n, t - 1), dtype=np.float32) for k in (*LOSS_METRICS, *RECON_METRICS)}
-        metrics["dce"] = arr.astype(np.float32)
+        metrics[metric] = arr.astype(np.float32)
         metrics["ce"] = metrics["dce"] + 3.0
         metrics["l0"] = np.where(np.arange(t - 1) < CTX, 10.0, 20.0)[None].repeat(n, 0).astype(np.float32)
         m.metrics[key] = metrics
@@ -113,3 +124,147 @@ def test_the_bootstrap_settings_reach_the_interval():
     wide = beyond_over_inside(m, h, "sae", "dce", Bootstrap(confidence=0.999, seed=1, n_resamples=500))
     assert narrow.confidence == 0.5 and wide.confidence == 0.999
     assert wide.high - wide.low > narrow.high - narrow.low
+
+
+H = HOOKS[0]
+
+
+def _contains(iv, value):
+    return iv.low <= value <= iv.high
+
+
+def test_excess_has_its_own_interval_and_sign():
+    m = synthetic({("sae", H): 0.1, ("v", H): 0.3, ("w", H): 0.5}, {("sae", H): 0.5, ("v", H): 0.3, ("w", H): 0.2})
+    iv = excess(m, H)
+    assert iv.estimate == pytest.approx(0.4, abs=0.01) and _contains(iv, 0.4) and iv.low > 0
+    zero = excess(m, H, "v")  # as good beyond the context as within: the interval spans 0
+    assert zero.estimate == pytest.approx(0.0, abs=0.01) and zero.low < 0 < zero.high
+    negative = excess(m, H, "w")
+    assert negative.estimate == pytest.approx(-0.3, abs=0.01) and negative.high < 0
+    assert iv.method == "cluster bootstrap (BCa)" and (iv.n_seqs, iv.n_tokens) == (30, 30 * 30)
+
+
+def test_excess_of_noiseless_data_is_exact():
+    m = synthetic({("sae", H): 0.125}, {("sae", H): 0.625}, noise=0.0)
+    iv = excess(m, H)
+    assert iv.estimate == iv.low == iv.high == 0.5  # every resample is the same point
+    assert excess(m, H, "sae", "l0").estimate == pytest.approx(10.0)  # l0: 10 inside, 20 beyond
+
+
+def test_control_relative_statistics_recover_known_values():
+    # SAE 0.1 -> 0.5 (ratio 5), control 0.1 -> 0.2 (ratio 2): the position trend predicts 0.1 * 2 = 0.2
+    m = synthetic({("sae", H): 0.1, ("full_context_sae", H): 0.1, ("v", H): 0.1},
+                  {("sae", H): 0.5, ("full_context_sae", H): 0.2, ("v", H): 0.35}, noise=0.005)
+    ratio = control_ratio(m, H)
+    assert ratio.estimate == pytest.approx(2.5, rel=0.03) and _contains(ratio, 2.5)
+    ex = control_excess(m, H)
+    assert ex.estimate == pytest.approx(0.3, abs=0.01) and _contains(ex, 0.3) and ex.low > 0
+    rec = control_recovery(m, H, "v")  # (0.5 - 0.35) / 0.3
+    assert rec.estimate == pytest.approx(0.5, abs=0.03) and _contains(rec, 0.5)
+    fix = control_fix_share(m, H)  # (0.5 - 0.2) / 0.3: the control removes all of it
+    assert fix.estimate == pytest.approx(1.0, abs=0.03) and _contains(fix, 1.0)
+    plain = recovery(m, H, "v")  # against the raw excess 0.4 instead: 0.15 / 0.4
+    assert plain.estimate == pytest.approx(0.375, abs=0.02)
+
+
+def test_a_control_with_the_same_ratio_leaves_no_control_excess():
+    m = synthetic({("sae", H): 0.2, ("full_context_sae", H): 0.1}, {("sae", H): 0.6, ("full_context_sae", H): 0.3})
+    ratio = control_ratio(m, H)
+    assert ratio.estimate == pytest.approx(1.0, abs=0.03) and _contains(ratio, 1.0)
+    ex = control_excess(m, H)
+    assert ex.estimate == pytest.approx(0.0, abs=0.01) and ex.low < 0 < ex.high
+    assert excess(m, H).low > 0  # while the raw excess is clearly positive: the control tells them apart
+
+
+def test_control_statistics_take_any_variant_control_and_metric():
+    m = synthetic({("v", H): 2.0, ("c", H): 1.0}, {("v", H): 8.0, ("c", H): 2.0}, noise=0.0, metric="nmse")
+    assert control_ratio(m, H, variant="v", control="c", metric="nmse").estimate == pytest.approx(2.0)
+    assert control_excess(m, H, variant="v", control="c", metric="nmse").estimate == pytest.approx(4.0)
+    with pytest.raises(KeyError, match="no dce for variant full_context_sae"):
+        control_excess(m, H, variant="v")
+
+
+def test_metric_recovery_generalises_recovery():
+    m = synthetic({("sae", H): 0.2, ("v", H): 0.2}, {("sae", H): 0.6, ("v", H): 0.3}, metric="nmse")
+    iv = metric_recovery(m, H, "v", "nmse")  # (0.6 - 0.3) / (0.6 - 0.2)
+    assert iv.estimate == pytest.approx(0.75, abs=0.02) and _contains(iv, 0.75)
+    d = synthetic({("sae", H): 0.1, ("v", H): 0.2}, {("sae", H): 0.5, ("v", H): 0.3})
+    assert metric_recovery(d, H, "v", "dce").estimate == pytest.approx(recovery(d, H, "v").estimate)
+
+
+def test_excess_removed_share_compares_excesses_not_levels():
+    m = synthetic({("sae", H): 0.1, ("a", H): 0.05, ("b", H): 0.3, ("c", H): 0.02},
+                  {("sae", H): 0.5, ("a", H): 0.15, ("b", H): 0.7, ("c", H): 0.02})
+    a = excess_removed_share(m, H, "a")  # 1 - 0.1 / 0.4
+    assert a.estimate == pytest.approx(0.75, abs=0.02) and _contains(a, 0.75)
+    b = excess_removed_share(m, H, "b")  # worse everywhere, same excess: removes none of it
+    assert b.estimate == pytest.approx(0.0, abs=0.02)
+    c = excess_removed_share(m, H, "c")  # no excess at all
+    assert c.estimate == pytest.approx(1.0, abs=0.02) and _contains(c, 1.0)
+    assert recovery(m, H, "b").estimate == pytest.approx(-0.5, abs=0.02)  # recovery only compares O levels
+
+
+def test_exact_edge_cases():
+    m = synthetic({("sae", H): 0.25, ("v", H): 0.25, ("w", H): 0.25, ("full_context_sae", H): 0.25},
+                  {("sae", H): 0.25, ("v", H): 0.75, ("w", H): 0.25, ("full_context_sae", H): 0.25}, noise=0.0)
+    assert excess(m, H).estimate == 0.0
+    undefined = excess_removed_share(m, H, "v")  # 0 / 0 excess: no number, never a verdict
+    assert undefined.method == "undefined" and np.isnan(undefined.low) and np.isnan(undefined.high)
+    assert control_ratio(m, H).estimate == 1.0 and control_excess(m, H).estimate == 0.0
+    assert np.isnan(control_recovery(m, H, "w").estimate)  # 0 / 0: the gate must have stopped this
+    m2 = synthetic({("sae", H): 0.25, ("v", H): 0.25}, {("sae", H): 0.75, ("v", H): 0.75}, noise=0.0)
+    r = excess_removed_share(m2, H, "v")
+    assert r.estimate == r.low == r.high == 0.0
+    assert metric_recovery(m2, H, "v", "dce").estimate == 0.0
+
+
+def test_contrast_between_layers():
+    rising = {("sae", h): 0.1 * (i + 1) for i, h in enumerate(HOOKS)}
+    out = {("sae", h): 1.0 + 0.2 * i for i, h in enumerate(HOOKS)}
+    m = synthetic(rising, out)
+    first_last = contrast(m, HOOKS[0], HOOKS[-1], "inside")
+    assert first_last.estimate == pytest.approx(0.3, abs=0.01) and first_last.low > 0
+    for a, b in zip(HOOKS, HOOKS[1:]):
+        iv = contrast(m, a, b, "inside")
+        assert iv.estimate == pytest.approx(0.1, abs=0.01) and _contains(iv, 0.1)
+    assert contrast(m, HOOKS[0], HOOKS[-1], "outside").estimate == pytest.approx(0.6, abs=0.01)
+    ex = contrast(m, HOOKS[0], HOOKS[-1], "excess")  # (1.6 - 0.4) - (1.0 - 0.1)
+    assert ex.estimate == pytest.approx(0.3, abs=0.01) and _contains(ex, 0.3)
+    same = contrast(m, HOOKS[1], HOOKS[1], "inside")
+    assert same.estimate == 0.0
+    flat = synthetic({("sae", h): 0.2 for h in HOOKS}, {("sae", h): 0.2 for h in HOOKS})
+    iv = contrast(flat, HOOKS[0], HOOKS[-1], "inside")
+    assert iv.low < 0 < iv.high
+    assert first_last.n_tokens == 30 * 7  # the same positions at two hooks count once
+    with pytest.raises(ValueError, match="region must be one of"):
+        contrast(m, HOOKS[0], HOOKS[1], "beyond")
+
+
+def test_new_instruments_take_the_bootstrap_settings():
+    m = synthetic({("sae", H): 0.1, ("full_context_sae", H): 0.1}, {("sae", H): 0.5, ("full_context_sae", H): 0.2},
+                  noise=0.2)
+    narrow, wide = Bootstrap(confidence=0.5, n_resamples=500), Bootstrap(confidence=0.999, n_resamples=500)
+    for f in (lambda b: excess(m, H, boot=b), lambda b: control_excess(m, H, b), lambda b: control_ratio(m, H, b),
+              lambda b: control_recovery(m, H, "full_context_sae", b), lambda b: control_fix_share(m, H, b),
+              lambda b: metric_recovery(m, H, "full_context_sae", "dce", b),
+              lambda b: excess_removed_share(m, H, "full_context_sae", b),
+              lambda b: contrast(m, H, H, "excess", b)):
+        a, z = f(narrow), f(wide)
+        assert a.confidence == 0.5 and z.confidence == 0.999
+    with pytest.raises(TypeError, match="bootstrap settings"):
+        control_excess(m, H, "sae")  # a variant where the bootstrap belongs
+
+
+def test_unconverged_tokens_are_refused():
+    m = synthetic({("sae", H): 0.1, ("reencode", H): 0.1}, {("sae", H): 0.5, ("reencode", H): 0.2})
+    flags = np.zeros((30, 31), dtype=np.float32)
+    flags[:, 0] = np.nan
+    m.metrics[("reencode", H)]["unconverged"] = flags
+    assert excess_removed_share(m, H, "reencode").estimate == pytest.approx(1 - 0.1 / 0.4, abs=0.02)
+    flags[4, 20] = 1.0
+    with pytest.raises(UnconvergedError, match=r"1 of 690 tokens in positions \[8, 31\)"):
+        excess_removed_share(m, H, "reencode")
+    with pytest.raises(UnconvergedError):  # any metric of those tokens
+        excess(m, H, "reencode", "l0")
+    assert mean_of(m, Quantity("reencode", H, "dce", *inside(m, H))).estimate == pytest.approx(0.1, abs=0.01)
+    assert mean_of(m, Quantity("reencode", H, "unconverged", 1, None)).estimate == pytest.approx(1 / 900)

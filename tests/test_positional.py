@@ -8,6 +8,7 @@ from saeclaims.positional import (
     decoded_positions,
     feature_split,
     frequent_tokens,
+    position_of,
     principal_projection,
     top_k_variance_share,
 )
@@ -62,3 +63,14 @@ def test_feature_split_separates_token_and_position_features():
 def test_frequent_tokens_excludes_bos():
     toks = np.array([[0, 5, 5, 5, 7, 7, 9]])
     np.testing.assert_array_equal(frequent_tokens(toks, 2, exclude=(0,)), [5, 7])
+
+
+def test_position_of_reads_the_closest_w_pos_row_never_bos_and_in_chunks():
+    g = torch.Generator().manual_seed(0)
+    w_pos = torch.randn(40, 16, generator=g)
+    q = torch.randint(1, 40, (3, 25), generator=g)
+    resid = 2.5 * w_pos[q] + 0.01 * torch.randn(3, 25, 16, generator=g)  # scale does not matter: cosine
+    torch.testing.assert_close(position_of(resid, w_pos), q)
+    torch.testing.assert_close(position_of(resid, w_pos, chunk_bytes=4 * 39 * 7), q)  # 7 rows a chunk
+    assert (position_of(w_pos[:1].expand(5, 16), w_pos) >= 1).all()  # position 0 is not a candidate
+    assert position_of(torch.zeros(0, 16), w_pos).shape == (0,)

@@ -15,6 +15,8 @@ from tests.conftest import tiny_subject
 
 @given(seed=st.integers(0, 1000), n_layers=st.integers(1, 3), ctx=st.integers(2, 12))
 def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
+    """Every variant, pos_repair_out and reencode included, against one run_with_hooks forward each."""
+    assert {"pos_repair_out", "reencode"} <= set(VARIANTS)
     subj = tiny_subject(n_layers=n_layers, ctx=ctx, n_seqs=3, seq_len=20, seed=seed)
     m = measure(subj, variants=VARIANTS, batch_size=8, seed=seed, progress=False)
     stats = in_context_stats(subj, subj.hooks)
@@ -37,7 +39,7 @@ def test_clean_variant_adds_no_loss(seed):
 @given(seed=st.integers(0, 1000))
 def test_identity_sae_changes_nothing(seed):
     subj = tiny_subject(seed=seed, identity=True, n_seqs=2, seq_len=16)
-    m = measure(subj, variants=("sae", "token_then_pos", "shift_pos"), progress=False)
+    m = measure(subj, variants=("sae", "token_then_pos", "shift_pos", "pos_repair_out", "reencode"), progress=False)
     for key, metrics in m.metrics.items():
         np.testing.assert_allclose(metrics["dce"], 0, atol=1e-4, err_msg=str(key))
         np.testing.assert_allclose(metrics["kl"], 0, atol=1e-5, err_msg=str(key))
@@ -48,7 +50,7 @@ def test_batched_equals_one_by_one(seed, batch):
     """Batch size and stack splitting are implementation details: results must not depend on them
     (random_error's directions are drawn per sequence, not per batch)."""
     subj = tiny_subject(seed=seed, n_seqs=5, seq_len=16)
-    variants = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error")
+    variants = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out", "reencode")
     a = measure(subj, variants=variants, batch_size=1, progress=False)
     b = measure(subj, variants=variants, batch_size=batch, max_stack=3, progress=False)
     for key in a.metrics:
@@ -102,5 +104,23 @@ def test_positional_variant_on_a_model_without_learned_positions_is_an_error():
 
     subj = tiny_subject(n_seqs=2, seq_len=10)
     subj.model = tiny_model(positional="rotary")
-    with pytest.raises(VariantError, match="learned absolute W_pos"):
-        measure(subj, variants=("token_then_pos",), progress=False)
+    for variant in ("token_then_pos", "pos_repair_out"):
+        with pytest.raises(VariantError, match="learned absolute W_pos"):
+            measure(subj, variants=(variant,), progress=False)
+
+
+def test_activation_statistics_leave_out_bos_tokens():
+    """x_norm and wpos_share are NaN at BOS (position 0 and inside a sequence), which no claim reads."""
+    from saeclaims.instruments import Quantity, mean_of
+
+    subj = tiny_subject(n_seqs=3, seq_len=12)
+    subj.tokens[1, 6] = 0  # a document boundary
+    m = measure(subj, variants=("sae",), progress=False)
+    hook = subj.hooks[1]
+    for stat in ("x_norm", "wpos_share"):
+        arr = m.activation[hook][stat]
+        assert np.isnan(arr[:, 0]).all() and np.isnan(arr[1, 6])
+        assert np.isfinite(np.delete(arr[:, 1:].ravel(), 6 - 1 + 11)).all()
+        iv = mean_of(m, Quantity("sae", hook, stat, 1, None))
+        assert iv.estimate == pytest.approx(np.nanmean(arr[:, 1:]), rel=1e-6)
+        assert iv.estimate != pytest.approx(np.mean(np.nan_to_num(arr[:, 1:])), rel=1e-3)

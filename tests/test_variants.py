@@ -5,18 +5,22 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from saeclaims.positional import decoded_positions
 from saeclaims.variants import (
+    CLAIM_VARIANTS,
     VARIANTS,
     VariantContext,
     VariantError,
     apply_variant,
+    apply_variant_ex,
+    reencode_k,
     shifted_positions,
 )
-from tests.conftest import tiny_sae
+from tests.conftest import tiny_model, tiny_sae
 
 
-def _ctx(sae, w_pos, ctx=8, mean=None, seed=0):
-    return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed, full_sae=sae)
+def _ctx(sae, w_pos, ctx=8, mean=None, seed=0, sae_l0=None, hook=None):
+    return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed, full_sae=sae, sae_l0=sae_l0, hook=hook)
 
 
 @given(n_pos=st.integers(2, 80), ctx=st.integers(2, 40))
@@ -48,7 +52,8 @@ def test_bos_is_never_patched(name):
     x = torch.randn(3, 12, 8)
     keep = torch.zeros(3, 12, dtype=torch.bool)
     keep[1, 5] = True  # a BOS token inside the sequence
-    out, l0 = apply_variant(name, x, _ctx(sae, torch.randn(16, 8), mean=torch.randn(8)), keep)
+    ctx = _ctx(sae, torch.randn(16, 8), mean=torch.randn(8), sae_l0=3.0)
+    out, l0 = apply_variant(name, x, ctx, keep)
     assert out.shape == x.shape and l0.shape == x.shape[:2]
     assert torch.isnan(l0[:, 0]).all() and torch.isnan(l0[1, 5])
     if name == "zero":  # sae_lens's CE-score baseline ablates every position, BOS included
@@ -61,7 +66,7 @@ def test_identity_sae_changes_nothing_in_any_sae_variant():
     sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8, identity=True)
     x = torch.randn(2, 20, 8)
     c = _ctx(sae, torch.randn(32, 8))
-    for name in ("sae", "token_then_pos", "shift_pos", "random_error"):
+    for name in ("sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out"):
         out, _ = apply_variant(name, x, c)
         torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
 
@@ -95,3 +100,115 @@ def test_positional_variants_need_learned_positions():
         apply_variant("sae", torch.randn(1, 4, 8), _ctx(None, None))
     with pytest.raises(VariantError, match="unknown variant"):
         apply_variant("nope", torch.randn(1, 4, 8), _ctx(sae, None))
+
+
+class _ShiftingSAE:
+    """A stand-in SAE whose reconstruction of W_E[t] + W_pos[p] is exact except that it carries the
+    position `shift[p]`: the failure pos_repair_out is meant to undo."""
+
+    def __init__(self, w_pos, shift, hook="blocks.0.hook_resid_pre"):
+        self.w_pos, self.shift = w_pos, shift
+
+        class cfg:
+            class metadata:
+                hook_name = hook
+
+        self.cfg = cfg
+
+    def encode(self, x):
+        return x
+
+    def decode(self, acts):
+        n = acts.shape[1]
+        return acts - self.w_pos[:n] + self.w_pos[self.shift[:n]]
+
+
+def _layer0(n_ctx=32, d=16, n_seqs=3, seed=0):
+    model = tiny_model(n_ctx=n_ctx, d_model=d, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, model.cfg.d_vocab, (n_seqs, n_ctx), generator=g)
+    w_e, w_pos = model.W_E.detach(), model.W_pos.detach()
+    return model, tokens, w_e, w_pos, w_e[tokens] + w_pos[:n_ctx]
+
+
+def test_pos_repair_out_undoes_a_wrong_position_in_the_reconstruction():
+    _, tokens, w_e, w_pos, x = _layer0()
+    shift = torch.arange(32)
+    shift[8:] = 1 + (shift[8:] - 1) % 7  # beyond position 8 the 'SAE' reports an earlier position
+    sae = _ShiftingSAE(w_pos, shift)
+    c = _ctx(sae, w_pos)
+    rec, _ = apply_variant("sae", x, c)
+    out, _ = apply_variant("pos_repair_out", x, c)
+    assert not torch.allclose(rec[:, 8:], x[:, 8:], atol=1e-3)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
+    # not SAE(x) + W_pos[p]: that counts the position twice
+    assert not torch.allclose(out[:, 1:], (rec + w_pos[:32])[:, 1:], atol=1e-3)
+
+
+def test_pos_repair_out_is_the_sae_where_the_reconstruction_carries_the_true_position():
+    """A shift that leaves position p alone inside the context: there the repair changes nothing, and
+    a perfect SAE is never 'repaired', at any hook (x here is not W_E[t] + W_pos[p])."""
+    _, _, _, w_pos, x = _layer0()
+    shift = torch.arange(32)
+    shift[8:] = 1 + (shift[8:] - 1) % 7
+    c = _ctx(_ShiftingSAE(w_pos, shift), w_pos)
+    out, _ = apply_variant("pos_repair_out", x, c)
+    rec, _ = apply_variant("sae", x, c)
+    torch.testing.assert_close(out[:, :8], rec[:, :8])
+    identity = tiny_sae(16, 32, "blocks.1.hook_resid_pre", 8, identity=True)
+    later = torch.randn(3, 32, 16) * 5
+    torch.testing.assert_close(apply_variant("pos_repair_out", later, _ctx(identity, w_pos))[0], later,
+                               atol=1e-5, rtol=1e-5)
+
+
+@given(seed=st.integers(0, 10_000))
+def test_pos_repair_out_swaps_the_decoded_position_for_the_true_one(seed):
+    """The position removed is the one positional.decoded_positions reads off the reconstruction."""
+    model, tokens, w_e, w_pos, x = _layer0(seed=seed)
+    sae = tiny_sae(16, 64, "blocks.0.hook_resid_pre", 8, seed=seed)
+    c = _ctx(sae, w_pos)
+    rec, _ = apply_variant("sae", x, c)
+    out, _ = apply_variant("pos_repair_out", x, c)
+    q = torch.as_tensor(decoded_positions(model, sae, tokens))
+    torch.testing.assert_close((out - rec + w_pos[q])[:, 1:], w_pos[:32].expand_as(x)[:, 1:], atol=1e-4, rtol=1e-4)
+
+
+def test_pos_repair_out_needs_learned_positions_and_a_residual_hook():
+    _, _, _, w_pos, x = _layer0()
+    sae = tiny_sae(16, 32, "blocks.0.hook_resid_pre", 8)
+    with pytest.raises(VariantError, match="learned absolute W_pos"):
+        apply_variant("pos_repair_out", x, _ctx(sae, None))
+    for hook in ("blocks.0.hook_mlp_out", "blocks.0.attn.hook_z"):
+        other = tiny_sae(16, 32, hook, 8)
+        with pytest.raises(VariantError, match="needs a residual-stream hook"):
+            apply_variant("pos_repair_out", x, _ctx(other, w_pos))
+    with pytest.raises(VariantError, match="needs a residual-stream hook"):  # the context's hook wins
+        apply_variant("pos_repair_out", x, _ctx(sae, w_pos, hook="blocks.0.hook_mlp_out"))
+    apply_variant("pos_repair_out", x, _ctx(tiny_sae(16, 32, "blocks.2.hook_resid_mid", 8), w_pos))
+
+
+def test_pos_repair_out_is_measured_by_default():
+    assert "pos_repair_out" in CLAIM_VARIANTS and "reencode" in VARIANTS
+
+
+def test_reencode_with_an_identity_dictionary_reconstructs_and_reports_convergence():
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8, identity=True)
+    x = torch.randn(2, 10, 8)
+    keep = torch.zeros(2, 10, dtype=torch.bool)
+    keep[1, 4] = True
+    out, l0, extras = apply_variant_ex("reencode", x, _ctx(sae, None, sae_l0=8.2), keep)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
+    flags = extras["unconverged"]
+    assert torch.isnan(flags[:, 0]).all() and torch.isnan(flags[1, 4]) and torch.isnan(l0[1, 4])
+    assert (flags[~torch.isnan(flags)] == 0).all()
+    assert (l0[~torch.isnan(l0)] <= 8).all()
+
+
+def test_reencode_needs_the_in_context_l0():
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
+    with pytest.raises(VariantError, match="mean in-context L0"):
+        apply_variant("reencode", torch.randn(1, 4, 8), _ctx(sae, None))
+
+
+def test_reencode_k_is_the_rounded_l0_at_least_one():
+    assert reencode_k(0.2) == 1 and reencode_k(24.4) == 24 and reencode_k(24.6) == 25

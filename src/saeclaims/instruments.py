@@ -38,13 +38,51 @@ class Quantity:
         hi = arr.shape[1] if self.hi is None else min(self.hi, arr.shape[1])
         if self.lo >= hi:
             raise ValueError(f"empty position range [{self.lo}, {hi}) for {self}")
+        self._check_converged(m, hi)
         block = arr[:, self.lo : hi].astype(np.float64)
         defined = np.isfinite(block)  # e.g. L0 is undefined at BOS tokens, which are never patched
         return {f"{key}_sum": np.where(defined, block, 0.0).sum(1), f"{key}_n": defined.sum(1).astype(np.float64)}
 
 
+    def _check_converged(self, m: Measurements, hi: int) -> None:
+        """A variant whose solver reports unconverged tokens (reencode) is never read silently."""
+        if self.metric == "unconverged":
+            return
+        flags = m.metrics.get((self.variant, self.hook), {}).get("unconverged")
+        if flags is None:
+            return
+        bad = np.nansum(flags[:, self.lo : hi])
+        if bad > 0:
+            total = int(np.isfinite(flags[:, self.lo : hi]).sum())
+            raise UnconvergedError(f"variant {self.variant} at {self.hook}: the solver did not converge on "
+                                   f"{int(bad)} of {total} tokens in positions [{self.lo}, {hi}); its "
+                                   "statistics would mix in codes that are not its answer")
+
+
+class UnconvergedError(ValueError):
+    """A statistic would read tokens where a variant's solver did not converge."""
+
+
 def _mean(t: Mapping[str, np.ndarray], key: str) -> np.ndarray:
     return t[f"{key}_sum"] / t[f"{key}_n"]
+
+
+def _check_boot(boot) -> Bootstrap:
+    if not isinstance(boot, Bootstrap):
+        raise TypeError(f"expected the bootstrap settings (saeclaims.stats.Bootstrap), got {boot!r}")
+    return boot
+
+
+REGIONS = ("inside", "outside", "excess")
+
+
+def _region(m: Measurements, hook: str, region: str) -> tuple[int, int | None]:
+    if region == "inside":
+        return inside(m, hook)
+    if region == "outside":
+        check_beyond_context(m, hook)
+        return outside(m, hook)
+    raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
 
 
 def inside(m: Measurements, hook: str) -> tuple[int, int]:
@@ -74,7 +112,8 @@ def _boot(m: Measurements, quantities: dict[str, Quantity], stat, boot: Bootstra
     for key, q in quantities.items():
         parts.update(q.parts(m, key))
         positions.update(q.positions(m))
-    iv = cluster_bootstrap(parts, stat, boot.confidence, boot.n_resamples, boot.seed)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an undefined estimate gives an undefined interval
+        iv = cluster_bootstrap(parts, stat, boot.confidence, boot.n_resamples, boot.seed)
     return iv.with_sample(m.n_seqs, m.n_seqs * len(positions))
 
 
@@ -108,6 +147,136 @@ def recovery(m: Measurements, hook: str, variant: str, boot: Bootstrap = DEFAULT
         return (so - _mean(t, "vo")) / (so - _mean(t, "si"))
 
     return _boot(m, q, stat, boot)
+
+
+def excess(m: Measurements, hook: str, variant: str = "sae", metric: str = "dce",
+           boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
+    """m_v(O) - m_v(I): how much more of `metric` variant v adds beyond the context than within it.
+
+    O = outside(m, hook) = positions [ctx, T), I = inside(m, hook) = [1, ctx). The denominator of
+    every recovery-type statistic: callers gate on this interval lying above 0 before dividing by
+    it (a recovery of an excess that may be 0 is not a share of anything). Zero means the variant is
+    as good beyond its context as within it; negative, better.
+    """
+    check_beyond_context(m, hook)
+    q = {"o": Quantity(variant, hook, metric, *outside(m, hook)),
+         "i": Quantity(variant, hook, metric, *inside(m, hook))}
+    return _boot(m, q, lambda t: _mean(t, "o") - _mean(t, "i"), _check_boot(boot))
+
+
+def _control_quantities(m: Measurements, hook: str, variant: str, control: str, metric: str) -> dict[str, Quantity]:
+    check_beyond_context(m, hook)
+    o, i = outside(m, hook), inside(m, hook)
+    return {"vo": Quantity(variant, hook, metric, *o), "vi": Quantity(variant, hook, metric, *i),
+            "co": Quantity(control, hook, metric, *o), "ci": Quantity(control, hook, metric, *i)}
+
+
+def _control_excess(t) -> np.ndarray:
+    return _mean(t, "vo") - _mean(t, "vi") * (_mean(t, "co") / _mean(t, "ci"))
+
+
+def control_excess(m: Measurements, hook: str, boot: Bootstrap = DEFAULT_BOOTSTRAP, variant: str = "sae",
+                   control: str = "full_context_sae", metric: str = "dce") -> Interval:
+    """m_v(O) - m_v(I) * (m_c(O) / m_c(I)): v's excess beyond what the position trend predicts.
+
+    dCE falls with position for every SAE, even one trained at the full context (later tokens have
+    more context, so the model's own loss and the loss an SAE adds both change with position):
+    m(O) - m(I) mixes the position trend with the failure beyond the training context. The control
+    c (by default the full-context SAE of the same hook, which saw every position in training) has
+    only the trend, so m_c(O) / m_c(I) is the ratio a well-trained SAE shows between the two
+    regions; scaling v's in-context value by it predicts what v would show beyond the context
+    without a context failure, and this statistic is what v shows on top. Zero when v's O/I ratio
+    equals the control's; gate control-relative recoveries on it lying above 0.
+    """
+    q = _control_quantities(m, hook, variant, control, metric)
+    return _boot(m, q, _control_excess, _check_boot(boot))
+
+
+def control_ratio(m: Measurements, hook: str, boot: Bootstrap = DEFAULT_BOOTSTRAP, variant: str = "sae",
+                  control: str = "full_context_sae", metric: str = "dce") -> Interval:
+    """(m_v(O) / m_v(I)) / (m_c(O) / m_c(I)): v's beyond/inside ratio relative to the control's.
+
+    1 when v degrades beyond the context exactly as much as the position trend of the full-context
+    control SAE predicts (see control_excess); above 1, v degrades more.
+    """
+    q = _control_quantities(m, hook, variant, control, metric)
+    return _boot(m, q, lambda t: (_mean(t, "vo") / _mean(t, "vi")) / (_mean(t, "co") / _mean(t, "ci")),
+                 _check_boot(boot))
+
+
+def control_recovery(m: Measurements, hook: str, variant: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,
+                     control: str = "full_context_sae") -> Interval:
+    """(dCE_sae(O) - dCE_v(O)) / control_excess(sae): the share of the SAE's excess beyond the
+    control's position trend that variant v removes (recovery() with the trend taken out of the
+    denominator). The caller gates on control_excess lying above 0."""
+    q = _control_quantities(m, hook, "sae", control, "dce")
+    q["xo"] = Quantity(variant, hook, "dce", *outside(m, hook))
+    return _boot(m, q, lambda t: (_mean(t, "vo") - _mean(t, "xo")) / _control_excess(t), _check_boot(boot))
+
+
+def control_fix_share(m: Measurements, hook: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,
+                      control: str = "full_context_sae") -> Interval:
+    """(dCE_sae(O) - dCE_ctl(O)) / control_excess(sae): the share of the short-context SAE's
+    control-relative excess that swapping in the full-context control SAE removes (1: training on
+    the full context fixes all of it; it can exceed 1 when the control is also better in context).
+    The caller gates on control_excess lying above 0."""
+    return control_recovery(m, hook, control, boot, control=control)
+
+
+def metric_recovery(m: Measurements, hook: str, variant: str, metric: str,
+                    boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
+    """(m_sae(O) - m_v(O)) / (m_sae(O) - m_sae(I)): recovery() for any per-token metric (e.g. nmse).
+    The caller gates on excess(m, hook, "sae", metric) lying above 0."""
+    check_beyond_context(m, hook)
+    q = {"so": Quantity("sae", hook, metric, *outside(m, hook)),
+         "si": Quantity("sae", hook, metric, *inside(m, hook)),
+         "vo": Quantity(variant, hook, metric, *outside(m, hook))}
+
+    def stat(t):
+        so = _mean(t, "so")
+        return (so - _mean(t, "vo")) / (so - _mean(t, "si"))
+
+    return _boot(m, q, stat, _check_boot(boot))
+
+
+def excess_removed_share(m: Measurements, hook: str, variant: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,
+                         metric: str = "dce") -> Interval:
+    """1 - (m_v(O) - m_v(I)) / (m_sae(O) - m_sae(I)): the share of the SAE's excess that variant v
+    does not have. For variants applied at every position (reencode), where v's own in-context value
+    differs from the SAE's and recovery()'s comparison at O alone would credit v with any in-context
+    improvement. 1: v has no excess; 0: the same excess as the SAE; above 1: v is better beyond the
+    context than within. The caller gates on excess(m, hook, "sae", metric) lying above 0."""
+    check_beyond_context(m, hook)
+    o, i = outside(m, hook), inside(m, hook)
+    q = {"so": Quantity("sae", hook, metric, *o), "si": Quantity("sae", hook, metric, *i),
+         "vo": Quantity(variant, hook, metric, *o), "vi": Quantity(variant, hook, metric, *i)}
+    return _boot(m, q, lambda t: 1 - (_mean(t, "vo") - _mean(t, "vi")) / (_mean(t, "so") - _mean(t, "si")),
+                 _check_boot(boot))
+
+
+def contrast(m: Measurements, hook_a: str, hook_b: str, region: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,
+             variant: str = "sae", metric: str = "dce") -> Interval:
+    """mean m(hook_b) - mean m(hook_a) over `region` ("inside": [1, ctx), "outside": [ctx, T), each
+    hook's own ctx), or excess(hook_b) - excess(hook_a) for region "excess"; paired on sequences.
+
+    For claims ordering layers ("later layers are worse in context": the contrast of dCE between the
+    first and the last layer, or each adjacent pair, lies above 0): a difference of means with its
+    own interval, where a rank correlation over four points can only take a handful of values.
+    """
+    if region == "excess":
+        q = {}
+        for key, h in (("a", hook_a), ("b", hook_b)):
+            check_beyond_context(m, h)
+            q[f"{key}o"] = Quantity(variant, h, metric, *outside(m, h))
+            q[f"{key}i"] = Quantity(variant, h, metric, *inside(m, h))
+
+        def stat(t):
+            return (_mean(t, "bo") - _mean(t, "bi")) - (_mean(t, "ao") - _mean(t, "ai"))
+
+        return _boot(m, q, stat, _check_boot(boot))
+    q = {"a": Quantity(variant, hook_a, metric, *_region(m, hook_a, region)),
+         "b": Quantity(variant, hook_b, metric, *_region(m, hook_b, region))}
+    return _boot(m, q, lambda t: _mean(t, "b") - _mean(t, "a"), _check_boot(boot))
 
 
 def layer_trend(m: Measurements, hooks: Sequence[str], layers: Sequence[int], what: str,

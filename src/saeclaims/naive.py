@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .splice import HookStats, variants_at, w_pos_of
+from .splice import HookStats, variant_context, variants_at
 from .subjects import Subject
-from .variants import VariantContext, apply_variant
+from .variants import apply_variant
 
 
 @torch.no_grad()
@@ -22,8 +22,7 @@ def naive_losses(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     out = {}
     for h in hooks:
         clean_lp = torch.log_softmax(model(toks).float(), -1)[:, :-1]
-        ctx = VariantContext(subject.saes.get(h), w_pos_of(model), stats[h].mean, subject.context_sizes[h], seed,
-                             full_sae=subject.full_context_saes.get(h))
+        ctx = variant_context(subject, h, stats[h], toks.device, seed)
         for v in variants_at(subject, h, variants):
             def patch(act, hook, v=v, ctx=ctx):
                 return apply_variant(v, act, ctx, keep)[0]

@@ -26,21 +26,33 @@ def principal_projection(rows: np.ndarray, k: int = 3) -> np.ndarray:
     return x @ vt[:k].T
 
 
-@torch.no_grad()
-def decoded_positions(model, sae, tokens: torch.Tensor, batch: int = 8) -> np.ndarray:
-    """argmax over q in [1, n_ctx) of cos(SAE(x) - W_E[t], W_pos[q]) for every token [n, T].
+def position_of(resid: torch.Tensor, w_pos: torch.Tensor, chunk_bytes: int = 2**26) -> torch.Tensor:
+    """The position a vector carries: argmax over q in [1, n_ctx) of cos(resid, W_pos[q]), for every
+    row of `resid` [..., d] at once (on its device), returning [...] long.
 
     Position 0 is BOS, never patched, and not a candidate: its W_pos row is not a content position.
+    Rows are scored a chunk at a time so at most `chunk_bytes` of similarities exist at once.
+    """
+    cand = torch.nn.functional.normalize(w_pos[1:].to(resid.dtype), dim=-1)
+    flat = torch.nn.functional.normalize(resid.reshape(-1, resid.shape[-1]), dim=-1)
+    step = max(1, chunk_bytes // (4 * len(cand)))
+    out = torch.cat([(flat[i : i + step] @ cand.T).argmax(-1) for i in range(0, len(flat), step)]) if len(flat) \
+        else torch.zeros(0, dtype=torch.long, device=resid.device)
+    return (out + 1).reshape(resid.shape[:-1])
+
+
+@torch.no_grad()
+def decoded_positions(model, sae, tokens: torch.Tensor, batch: int = 8) -> np.ndarray:
+    """`position_of(SAE(x) - W_E[t])` for every token [n, T], with x = W_E[t] + W_pos[p] (layer 0).
+
+    The `pos_repair_out` variant (variants.py) swaps exactly this position for the true one at layer 0.
     """
     w_e, w_pos = model.W_E.detach(), model.W_pos.detach()
-    cand = torch.nn.functional.normalize(w_pos[1:], dim=-1)
     out = []
     for i in range(0, len(tokens), batch):
         t = tokens[i : i + batch]
         x = w_e[t] + w_pos[: t.shape[1]]
-        resid = sae.decode(sae.encode(x)) - w_e[t]
-        sims = torch.nn.functional.normalize(resid, dim=-1) @ cand.T
-        out.append((sims.argmax(-1) + 1).cpu().numpy())
+        out.append(position_of(sae.decode(sae.encode(x)) - w_e[t], w_pos).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -9,6 +9,7 @@ variants x batch x positions x vocabulary.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .subjects import Subject, SubjectError, hook_order, start_layer
-from .variants import CLAIM_VARIANTS, VariantContext, apply_variant, check_variant
+from .variants import CLAIM_VARIANTS, EXTRA_METRICS, VariantContext, apply_variant_ex, check_variant
 
 RECON_METRICS = ("sq_err", "nmse", "l0", "cos")
 LOSS_METRICS = ("ce", "dce", "kl")
@@ -26,10 +27,12 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 @dataclass
 class HookStats:
-    """In-context statistics at a hook: the `mean` variant and the nMSE normaliser."""
+    """In-context statistics at a hook: the `mean` variant, the nMSE normaliser and the SAE's mean L0
+    (the `reencode` variant's k), all over non-BOS tokens at positions [1, ctx)."""
 
     mean: torch.Tensor  # [d]
     variance: float  # mean over in-context tokens of ||x - mean||^2
+    sae_l0: float | None = None  # mean number of active SAE latents; None without an SAE at the hook
 
 
 @dataclass
@@ -89,6 +92,7 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     stop = max(hook_order(h)[0] for h in hooks) + 1
     sums = {h: 0.0 for h in hooks}
     sq = {h: 0.0 for h in hooks}
+    l0 = {h: 0.0 for h in hooks}
     counts = {h: 0 for h in hooks}
     batch_size = batch_size or stack_rows(model, subject.seq_len, subject.tokens.device)
     for i in range(0, len(subject.tokens), batch_size):
@@ -101,11 +105,26 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
             sums[h] = sums[h] + x.sum((0, 1))
             sq[h] += float(x.pow(2).sum())
             counts[h] += int(use.sum())
+            sae = subject.saes.get(h)
+            if sae is not None:
+                active = (sae.encode(cache[h][:, 1:ctx]) > 0).sum(-1).double()
+                l0[h] += float((active * use[..., 0]).sum())
     out = {}
     for h in hooks:
         mu = sums[h] / counts[h]
-        out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()))
+        out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()),
+                           sae_l0=l0[h] / counts[h] if h in subject.saes else None)
     return out
+
+
+def variant_context(subject: Subject, hook: str, stats: HookStats | None, device: torch.device | None = None,
+                    seed: int = 0, first_row: int = 0) -> VariantContext:
+    """What the variants read at `hook` for a batch whose row b is sequence first_row + b."""
+    mean = None if stats is None else stats.mean if device is None else stats.mean.to(device)
+    return VariantContext(sae=subject.saes.get(hook), w_pos=w_pos_of(subject.model), mean=mean,
+                          ctx=subject.context_sizes[hook], seed=seed, first_row=first_row,
+                          full_sae=subject.full_context_saes.get(hook), hook=hook,
+                          sae_l0=None if stats is None else stats.sae_l0)
 
 
 def _clean_cache(model, toks: torch.Tensor, names: list[str], stop: int | None):
@@ -213,20 +232,17 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
             for k, v in part.items():
                 cache.setdefault(k, []).append(v)
         cache = {k: torch.cat(v) for k, v in cache.items()}
-    w_pos = w_pos_of(model)
     keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
     finals, recon, order = [], {}, []
     for h in hooks:
         x = cache[h]
-        vctx = VariantContext(sae=subject.saes.get(h), w_pos=w_pos, mean=stats[h].mean.to(x.device),
-                              ctx=subject.context_sizes[h], seed=seed, first_row=first_row,
-                              full_sae=subject.full_context_saes.get(h))
+        vctx = variant_context(subject, h, stats[h], x.device, seed, first_row)
         names = variants_at(subject, h, variants)
         spliced = []
         for name in names:
-            xs, l0 = apply_variant(name, x, vctx, keep)
+            xs, l0, extras = apply_variant_ex(name, x, vctx, keep)
             spliced.append(xs)
-            recon[(name, h)] = _recon_metrics(x, xs, l0, stats[h].variance)
+            recon[(name, h)] = {**_recon_metrics(x, xs, l0, stats[h].variance), **extras}
             order.append((name, h))
         stack = torch.cat(spliced)  # [V*B, T, d]
         with _autocast(toks.device, autocast_dtype):
@@ -259,8 +275,18 @@ class _autocast:
 def measure(subject: Subject, hooks: Sequence[str] | None = None,
             variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
             chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
-            autocast_dtype: torch.dtype | None = None, progress: bool = True) -> Measurements:
-    """Run the whole splice workload for a subject and return per-token measurements."""
+            autocast_dtype: torch.dtype | None = None, progress: bool = True,
+            n_seqs: int | None = None) -> Measurements:
+    """Run the whole splice workload for a subject and return per-token measurements.
+
+    n_seqs: measure only the first n_seqs sequences (e.g. an expensive variant such as `reencode`,
+    in a call of its own with `sae` beside it so its statistics stay paired on sequences). The
+    in-context statistics (the mean, the nMSE normaliser, reencode's k) still come from every
+    sequence, so a subset call splices exactly what the full call would on those sequences.
+
+    Activation statistics (`x_norm`, `wpos_share`, per token [n, T]) are NaN at BOS tokens, which
+    are never patched and so never part of a claim.
+    """
     hooks = list(hooks) if hooks is not None else subject.hooks
     missing = [h for h in hooks if h not in subject.saes]
     if missing:
@@ -269,22 +295,24 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     w_pos = w_pos_of(subject.model)
     for h in hooks:
         for v in variants_at(subject, h, variants):
-            check_variant(v, VariantContext(subject.saes[h], w_pos, None, subject.context_sizes[h],
-                                            full_sae=subject.full_context_saes.get(h)))
+            check_variant(v, variant_context(subject, h, None))
     stats = in_context_stats(subject, hooks)
-    n, t = subject.tokens.shape
+    tokens = subject.tokens if n_seqs is None else subject.tokens[:n_seqs]
+    n, t = tokens.shape
+    if n < 1:
+        raise ValueError(f"n_seqs must select at least one sequence, got {n_seqs}")
     res = Measurements(subject=subject.name, hooks=hooks, variants=list(variants),
                        context_sizes=dict(subject.context_sizes),
                        clean_ce=np.zeros((n, t - 1), dtype=np.float32))
     for h in hooks:
         for v in variants_at(subject, h, variants):
             res.metrics[(v, h)] = {k: np.zeros((n, t - 1), dtype=np.float32)
-                                   for k in (*LOSS_METRICS, *RECON_METRICS)}
+                                   for k in (*LOSS_METRICS, *RECON_METRICS, *EXTRA_METRICS.get(v, ()))}
         res.activation[h] = {k: np.zeros((n, t), dtype=np.float32) for k in ("x_norm", "wpos_share")}
     w_pos_sq = None if w_pos is None else w_pos[:t].float().pow(2).sum(-1)
     bar = tqdm(total=n * len(hooks), desc=f"splice {subject.name}", unit="seq·hook", disable=not progress)
     for i in range(0, n, batch_size):
-        toks = subject.tokens[i : i + batch_size]
+        toks = tokens[i : i + batch_size]
         sl = slice(i, i + toks.shape[0])
         clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, seed, i, chunk_bytes,
                                              max_stack, autocast_dtype)
@@ -292,13 +320,24 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
         for key, m in metrics.items():
             for k, arr in m.items():
                 res.metrics[key][k][sl] = arr.float().cpu().numpy()
+        bos = toks == subject.bos_token_id
         for h, x in xs.items():
             xn = x.float().pow(2).sum(-1)
-            res.activation[h]["x_norm"][sl] = xn.sqrt().cpu().numpy()
+            res.activation[h]["x_norm"][sl] = xn.sqrt().masked_fill(bos, float("nan")).cpu().numpy()
             if w_pos_sq is not None:
-                res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).cpu().numpy()
+                res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).masked_fill(bos, float("nan")).cpu().numpy()
             else:
                 res.activation[h]["wpos_share"][sl] = np.nan
         bar.update(toks.shape[0] * len(hooks))
     bar.close()
+    _warn_unconverged(res)
     return res
+
+
+def _warn_unconverged(m: Measurements) -> None:
+    for (v, h), metrics in m.metrics.items():
+        flags = metrics.get("unconverged")
+        if flags is not None and np.nansum(flags) > 0:
+            warnings.warn(f"variant {v} at {h}: the solver did not converge on {int(np.nansum(flags))} of "
+                          f"{int(np.isfinite(flags).sum())} tokens; statistics reading them refuse to "
+                          "(instruments.UnconvergedError)", RuntimeWarning, stacklevel=3)

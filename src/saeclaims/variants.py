@@ -6,19 +6,32 @@ active latents on the input it actually saw (NaN for variants that use no SAE).
 As in sae_lens's evals, position 0 and every other BOS token are never patched (the SAEs were trained
 without them), except by `zero`, which is sae_lens's CE-score baseline exactly: it ablates every
 position, BOS included.
+
+A variant may also report per-token diagnostics (`EXTRA_METRICS`): `apply_variant_ex` returns them,
+NaN at unpatched positions, and the splice kernels store them next to the loss metrics.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae")
-NEEDS_WPOS = frozenset({"token_then_pos", "shift_pos"})
-NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae"})
-CLAIM_VARIANTS = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error")
+from .positional import position_of
+from .reencode import reencode as reencode_with_omp
+
+VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae",
+            "pos_repair_out", "reencode")
+NEEDS_WPOS = frozenset({"token_then_pos", "shift_pos", "pos_repair_out"})
+NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae", "pos_repair_out",
+                       "reencode"})
+NEEDS_RESID = frozenset({"pos_repair_out"})  # W_pos[p] is a summand of the residual stream only
+CLAIM_VARIANTS = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out")
+EXTRA_METRICS: dict[str, tuple[str, ...]] = {"reencode": ("unconverged",)}
+RESID_HOOK = re.compile(r"(^|\.)hook_resid_(pre|mid|post)$")
 
 
 class VariantError(ValueError):
@@ -29,8 +42,9 @@ class VariantError(ValueError):
 class VariantContext:
     """What a variant may read besides x: the SAE, W_pos (after weight processing), the in-context
     mean at this hook, the SAE's training context, a seed for random directions (row b of the batch
-    is sequence first_row + b, so directions do not depend on batching) and the control family's
-    full-context SAE at this hook, if any."""
+    is sequence first_row + b, so directions do not depend on batching), the control family's
+    full-context SAE at this hook, if any, the hook's name (default: the SAE's cfg.metadata.hook_name)
+    and the SAE's mean in-context L0 at this hook (reencode's k; HookStats.sae_l0)."""
 
     sae: object | None
     w_pos: torch.Tensor | None
@@ -39,6 +53,15 @@ class VariantContext:
     seed: int = 0
     first_row: int = 0
     full_sae: object | None = None
+    hook: str | None = None
+    sae_l0: float | None = None
+
+    @property
+    def hook_name(self) -> str | None:
+        if self.hook is not None:
+            return self.hook
+        meta = getattr(getattr(self.sae, "cfg", None), "metadata", None)
+        return getattr(meta, "hook_name", None)
 
 
 def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,10 +130,52 @@ def full_context_sae(x, c):
     return _sae_roundtrip(c.full_sae, x)
 
 
+def pos_repair_out(x, c):
+    """SAE(x) - W_pos[q] + W_pos[p]: the reconstruction with the position it carries swapped for the
+    true one. p is the token's position; q the position the reconstruction carries,
+    argmax over q in [1, n_ctx) of cos(SAE(x) - x + W_pos[p], W_pos[q]) (positional.position_of),
+    computed for all tokens at once on x's device.
+
+    The thread's 1st comment read literally: "manually adding the positional embedding vector when
+    you patch in the SAE reconstruction". Not SAE(x) + W_pos[p]: the reconstruction already carries
+    a position (beyond the context, an earlier one), so adding W_pos[p] on top would count position
+    twice; the repair removes the position the SAE put there and adds the true one. Unlike
+    token_then_pos and shift_pos it leaves the SAE's input alone: only its output is repaired.
+
+    Decoding q: at blocks.0.hook_resid_pre, x = W_E[t] + W_pos[p], so SAE(x) - x + W_pos[p] is
+    SAE(x) - W_E[t], exactly the decoding of positional.decoded_positions (the `sae-thinks-earlier`
+    claim). At later hooks x also holds what the blocks wrote; SAE(x) - W_E[t] would read that as
+    position too (already for the clean x), and a perfect SAE would be 'repaired' away from x.
+    SAE(x) - x + W_pos[p] = W_pos[p] - error reads only the position the SAE's error moves the
+    token to: where the reconstruction carries the true position (a perfect SAE) q = p and the
+    variant is SAE(x) unchanged.
+    """
+    rec, l0 = _sae_roundtrip(c.sae, x)
+    w_pos = c.w_pos.to(rec.dtype)
+    wp = w_pos[: x.shape[1]]
+    q = position_of(rec - x + wp, w_pos)
+    return rec - w_pos[q] + wp, l0
+
+
+def reencode(x, c):
+    """The SAE's decoder with codes re-inferred by non-negative OMP at k = round(mean in-context L0)
+    atoms (reencode.py); l0 is the number of atoms used. Reports `unconverged` per token."""
+    if c.sae_l0 is None or not math.isfinite(c.sae_l0):
+        raise VariantError("variant reencode needs the SAE's mean in-context L0 at this hook "
+                           "(VariantContext.sae_l0, from splice.in_context_stats)")
+    res = reencode_with_omp(c.sae, x, reencode_k(c.sae_l0))
+    return res.out, res.l0, {"unconverged": (~res.converged).to(x.dtype)}
+
+
+def reencode_k(sae_l0: float) -> int:
+    """reencode's k: the SAE's mean in-context L0, rounded, at least 1."""
+    return max(1, round(sae_l0))
+
+
 FUNCTIONS: dict[str, Callable] = {
     "clean": clean, "zero": zero, "mean": mean, "sae": sae,
     "token_then_pos": token_then_pos, "shift_pos": shift_pos, "random_error": random_error,
-    "full_context_sae": full_context_sae,
+    "full_context_sae": full_context_sae, "pos_repair_out": pos_repair_out, "reencode": reencode,
 }
 
 
@@ -124,14 +189,21 @@ def check_variant(name: str, ctx: VariantContext) -> None:
         raise VariantError(f"variant {name} needs an SAE at this hook")
     if name == "full_context_sae" and ctx.full_sae is None:
         raise VariantError("variant full_context_sae needs a full-context SAE at this hook")
+    if name in NEEDS_RESID:
+        hook = ctx.hook_name
+        if hook is None or not RESID_HOOK.search(hook):
+            raise VariantError(f"variant {name} needs a residual-stream hook (hook_resid_pre/mid/post), where "
+                               f"W_pos[p] is a summand of the activation; got {hook!r}")
 
 
-def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext,
-                  keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spliced activation and the SAE's L0. Positions in `keep` [batch, pos] (BOS tokens) and
-    position 0 stay clean, except under `zero`."""
+def apply_variant_ex(name: str, x: torch.Tensor, ctx: VariantContext, keep: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The spliced activation, the SAE's L0 and the variant's per-token diagnostics
+    (`EXTRA_METRICS[name]`, [batch, pos]). Positions in `keep` [batch, pos] (BOS tokens) and
+    position 0 stay clean, except under `zero`; L0 and diagnostics are NaN there."""
     check_variant(name, ctx)
-    out, l0 = FUNCTIONS[name](x, ctx)
+    res = FUNCTIONS[name](x, ctx)
+    out, l0, extras = res if len(res) == 3 else (*res, {})
     if keep is None:
         keep = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
     keep = keep.clone()
@@ -139,4 +211,11 @@ def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext,
     if name != "zero":
         out = torch.where(keep[..., None], x, out)
     l0 = l0.masked_fill(keep, float("nan"))
+    return out, l0, {k: v.masked_fill(keep, float("nan")) for k, v in extras.items()}
+
+
+def apply_variant(name: str, x: torch.Tensor, ctx: VariantContext,
+                  keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spliced activation and the SAE's L0 (apply_variant_ex without the diagnostics)."""
+    out, l0, _ = apply_variant_ex(name, x, ctx, keep)
     return out, l0

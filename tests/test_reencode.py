@@ -1,0 +1,167 @@
+"""Re-encoding with a fixed dictionary: the NNOMP solver against scikit-learn's OMP and scipy's NNLS,
+the sanity bound of the SAE's own codes, sae_lens's conventions, and failures that are reported."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import nnls
+
+from saeclaims.instruments import Quantity, UnconvergedError, excess_removed_share, mean_of
+from saeclaims.reencode import nn_omp, reencode, sae_target
+from saeclaims.splice import in_context_stats, measure
+from tests.conftest import tiny_sae, tiny_subject
+
+
+def _dictionary(rng, f, d):
+    dic = rng.normal(size=(f, d))
+    return dic / np.linalg.norm(dic, axis=1, keepdims=True)
+
+
+def _sparse_codes(rng, n, f, k):
+    codes = np.zeros((n, f))
+    for i in range(n):
+        codes[i, rng.choice(f, k, replace=False)] = rng.uniform(0.5, 2.0, k)
+    return codes
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), d=st.integers(8, 48), f=st.integers(16, 96), k=st.integers(1, 6))
+def test_recovers_what_sklearn_omp_recovers_for_non_negative_sparse_codes(seed, d, f, k):
+    """Where scikit-learn's OMP recovers a non-negative k-sparse code exactly, so does NNOMP: same
+    support, same reconstruction."""
+    sklearn_omp = pytest.importorskip("sklearn.linear_model").orthogonal_mp_gram
+    rng = np.random.default_rng(seed)
+    dic = _dictionary(rng, f, d)
+    codes = _sparse_codes(rng, 16, f, k)
+    y = codes @ dic
+    ref = sklearn_omp(dic @ dic.T, dic @ y.T, n_nonzero_coefs=k).T
+    found = np.all(np.abs(ref - codes) < 1e-6, axis=1)
+    assume(found.any())
+    res = nn_omp(torch.tensor(y), torch.tensor(dic), k)
+    ours = res.dense(f).numpy()
+    assert res.converged.all()
+    np.testing.assert_array_equal(ours[found] > 0, ref[found] != 0)
+    np.testing.assert_allclose(ours[found] @ dic, ref[found] @ dic, atol=1e-8)
+    np.testing.assert_allclose(res.residual_norm.numpy()[found], 0, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), d=st.integers(2, 16), f=st.integers(2, 64), k=st.integers(1, 12))
+def test_codes_are_non_negative_k_sparse_and_the_exact_nnls_on_their_support(seed, d, f, k):
+    """On arbitrary targets and unnormalised dictionaries: at most k atoms, all > 0, the residual
+    never above the target, and the coefficients the exact NNLS solution on the chosen support."""
+    rng = np.random.default_rng(seed)
+    dic = rng.normal(size=(f, d)) * rng.uniform(0.1, 3.0, (f, 1))
+    y = rng.normal(size=(20, d))
+    res = nn_omp(torch.tensor(y), torch.tensor(dic), k)
+    assert res.converged.all()
+    assert (res.n_active <= min(k, f)).all()
+    assert (res.residual_norm <= res.target_norm * (1 + 1e-9)).all()
+    for i in range(len(y)):
+        n = int(res.n_active[i])
+        atoms, values = res.atoms[i, :n].numpy(), res.values[i, :n].numpy()
+        assert len(set(atoms)) == n and (values > 0).all() and (res.values[i, n:] == 0).all()
+        _, best = nnls(dic[atoms].T, y[i]) if n else (None, np.linalg.norm(y[i]))
+        assert float(res.residual_norm[i]) == pytest.approx(best, rel=1e-7, abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 8))
+def test_no_worse_than_the_sae_own_codes_truncated_to_top_k(seed, k):
+    """A sanity bound: the re-encoded reconstruction error per token is at most that of the SAE's
+    own codes cut to their k largest, decoded by the same decoder."""
+    sae = tiny_sae(16, 64, "blocks.0.hook_resid_pre", 8, seed=seed)
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(seed)) * 2
+    with torch.no_grad():
+        acts = sae.encode(x)
+        top = torch.topk(acts, k, dim=-1)
+        own = sae.decode(torch.zeros_like(acts).scatter(1, top.indices, top.values))
+        res = reencode(sae, x, k)
+    assert res.converged.all()
+    assert ((res.out - x).norm(dim=-1) <= (own - x).norm(dim=-1) + 1e-5).all()
+    assert (res.l0 <= k).all()
+
+
+@pytest.mark.parametrize("norm", ["none", "constant_norm_rescale", "layer_norm"])
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+def test_sae_lens_conventions_are_honoured(norm, apply_b_dec):
+    """The codes fit the SAE's normalised input minus b_dec whatever apply_b_dec_to_input says (the
+    decoder always adds b_dec), and decode undoes the run-time normalisation: an identity dictionary
+    with a bias reconstructs x exactly."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    d = 8
+    sae = StandardSAE(StandardSAEConfig(d_in=d, d_sae=2 * d, normalize_activations=norm,
+                                        apply_b_dec_to_input=apply_b_dec))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_dec.copy_(torch.randn(d))
+    x = torch.randn(30, d) * 3 + 1
+    with torch.no_grad():
+        target = sae_target(sae, x)
+        normed = sae.run_time_activation_norm_fn_in(x)
+        torch.testing.assert_close(target, normed - sae.b_dec)
+        res = reencode(sae, x, d)
+    torch.testing.assert_close(res.out, x, atol=1e-4, rtol=1e-4)
+    assert res.converged.all()
+
+
+def test_a_solver_that_cannot_finish_is_reported_not_used():
+    """Tokens whose active-set steps run out, and non-finite targets, are flagged; the others are not."""
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(rng.normal(size=(4, 8)), 12, 0)  # correlated atoms: refits often go negative
+    dic = torch.tensor(clusters + 0.3 * rng.normal(size=(48, 8)))
+    y = torch.tensor(rng.normal(size=(200, 8)))
+    full = nn_omp(y, dic, 8)
+    starved = nn_omp(y, dic, 8, max_inner=0)  # no active-set step allowed: every negative refit fails
+    assert full.converged.all() and full.share_unconverged == 0
+    assert 0 < starved.share_unconverged < 1
+    assert (starved.values >= 0).all()  # the last feasible code is kept, and flagged
+    y[5, 2] = float("nan")
+    bad = nn_omp(y, dic, 8)
+    assert not bad.converged[5] and bad.converged[torch.arange(200) != 5].all()
+
+
+def test_unconverged_tokens_stop_every_statistic_that_reads_them():
+    subj = tiny_subject(n_seqs=3, seq_len=20, ctx=6, hooks=["blocks.0.hook_resid_pre"])
+    h = subj.hooks[0]
+    m = measure(subj, variants=("sae", "reencode"), progress=False)
+    flags = m.get("reencode", h, "unconverged")
+    assert np.isnan(flags[:, 0]).all() and np.nansum(flags) == 0
+    assert np.isfinite(excess_removed_share(m, h, "reencode").estimate)
+    flags[1, 9] = 1.0  # as the solver reports one it could not finish
+    with pytest.raises(UnconvergedError, match="did not converge on 1 of"):
+        excess_removed_share(m, h, "reencode")
+    share = mean_of(m, Quantity("reencode", h, "unconverged", 1, None))  # the flags themselves stay readable
+    assert share.estimate == pytest.approx(1 / (3 * 18))
+    assert np.isfinite(mean_of(m, Quantity("reencode", h, "dce", 1, 9)).estimate)  # positions before it
+
+
+def test_in_context_l0_is_the_mean_sae_l0_over_in_context_non_bos_tokens():
+    subj = tiny_subject(n_seqs=3, seq_len=20, ctx=6)
+    subj.tokens[1, 3] = 0  # a BOS inside the context
+    stats = in_context_stats(subj, subj.hooks)
+    store = {}
+    subj.model.run_with_hooks(subj.tokens, fwd_hooks=[(h, lambda a, hook: store.setdefault(hook.name, a))
+                                                      for h in subj.hooks], return_type=None)
+    use = subj.tokens[:, 1:6] != 0
+    for h in subj.hooks:
+        with torch.no_grad():
+            l0 = (subj.saes[h].encode(store[h][:, 1:6]) > 0).sum(-1).double()
+        assert stats[h].sae_l0 == pytest.approx(float(l0[use].mean()))
+
+
+def test_a_subset_of_sequences_splices_exactly_what_the_full_run_does_there():
+    """Measuring an expensive variant on the first n sequences keeps the statistics of the full set
+    (mean, normaliser, k): the rows equal the full run's."""
+    subj = tiny_subject(n_seqs=5, seq_len=16, ctx=6)
+    full = measure(subj, variants=("sae", "reencode"), progress=False)
+    part = measure(subj, variants=("sae", "reencode"), progress=False, n_seqs=2)
+    assert part.n_seqs == 2
+    for key in part.metrics:
+        for metric in part.metrics[key]:
+            np.testing.assert_allclose(part.metrics[key][metric], full.metrics[key][metric][:2], atol=1e-5,
+                                       err_msg=f"{key} {metric}")
