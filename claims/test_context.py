@@ -11,8 +11,16 @@ Every threshold is taken from the registered claim (`saeclaims.thread`), which s
 
 import pytest
 
-from saeclaims.instruments import Quantity, beyond_over_inside, ce_score, layer_trend, outside, ratio
-from saeclaims.subjects import hook_order
+from saeclaims.instruments import (
+    Quantity,
+    beyond_over_inside,
+    ce_score,
+    contrast,
+    excess,
+    excess_removed_share,
+    outside,
+    ratio,
+)
 
 pytestmark = pytest.mark.gpu
 
@@ -30,26 +38,44 @@ def test_in_context_performs_well(claim):
     claim.check(ce_score(claim.measurements(), claim.hook, claim.boot))
 
 
-def _resid_pre_trend(claim, what: str):
+def _layer_contrast(claim, region: str, first_minus_last: bool):
+    """The contrast of absolute dCE_sae between the first and the last resid_pre hook, with the adjacent
+    pairs' contrasts (estimate and interval) in the row's extra."""
     hooks = [h for h in claim.subject.hooks if h.endswith("hook_resid_pre")]
-    if len(hooks) < 3:
-        claim.not_applicable(f"a rank trend needs at least 3 resid_pre hooks, the subject has {len(hooks)}")
-    if what == "excess":
-        claim.require_beyond_context(hooks[0])
+    if len(hooks) < 2:
+        claim.not_applicable(f"a contrast between layers needs 2 resid_pre hooks, the subject has {len(hooks)}")
+    if region == "outside":
+        for h in hooks:
+            claim.require_beyond_context(h)
     m = claim.measurements(hooks)
-    return layer_trend(m, hooks, [hook_order(h)[0] for h in hooks], what, claim.boot)
+    a, b = (hooks[-1], hooks[0]) if first_minus_last else (hooks[0], hooks[-1])
+    pairs = {}
+    for lo, hi in zip(hooks, hooks[1:]):
+        x, y = (hi, lo) if first_minus_last else (lo, hi)
+        iv = contrast(m, x, y, region, claim.boot)
+        pairs[f"{y} - {x}"] = f"{iv.estimate:.4g} [{iv.low:.4g}, {iv.high:.4g}]"
+    claim.check(contrast(m, a, b, region, claim.boot), adjacent_pairs=pairs, first=hooks[0], last=hooks[-1])
 
 
 @pytest.mark.claim("later-layers-worse-in-context")
 def test_later_layers_worse_in_context(claim):
-    """Spearman rho between layer and mean dCE_sae(I) over resid_pre hooks."""
-    claim.check(_resid_pre_trend(claim, "inside"))
+    """mean dCE_sae(I) at the last resid_pre hook minus at the first."""
+    _layer_contrast(claim, "inside", first_minus_last=False)
 
 
 @pytest.mark.claim("beyond-context-worst-early")
 def test_beyond_context_worst_early(claim):
-    """Spearman rho between layer and the excess dCE_sae(O) - dCE_sae(I) over resid_pre hooks."""
-    claim.check(_resid_pre_trend(claim, "excess"))
+    """mean dCE_sae(O) at the first resid_pre hook minus at the last."""
+    _layer_contrast(claim, "outside", first_minus_last=True)
+
+
+@pytest.mark.claim("reencoding-recovers")
+def test_reencoding_recovers(claim):
+    """1 - excess_reencode / excess_sae on the first --reencode-seqs sequences, where the SAE's excess is > 0."""
+    claim.require_beyond_context()
+    m = claim.reencode_measurements()
+    claim.require_positive(excess(m, claim.hook, boot=claim.boot), "excess dCE_sae(O) - dCE_sae(I)")
+    claim.check(excess_removed_share(m, claim.hook, "reencode", claim.boot))
 
 
 @pytest.mark.claim("encoder-off-distribution")

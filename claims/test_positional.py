@@ -15,7 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saeclaims.instruments import Quantity, inside, ratio, recovery, share_of_tokens
+from saeclaims.instruments import (
+    Quantity,
+    control_excess,
+    control_recovery,
+    excess,
+    inside,
+    metric_recovery,
+    ratio,
+    recovery,
+    share_of_tokens,
+)
 from saeclaims.positional import decoded_positions, feature_split, frequent_tokens, top_k_variance_share
 from saeclaims.series import DecodedPositions, FeatureShares, WposRows
 from saeclaims.stats import exact, proportion_interval
@@ -27,16 +37,22 @@ GPT2_W_POS = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 GPT2_TRAINING_CONTEXT = 128  # gpt2-small-res-jb
 
 
+EXCESS = "excess dCE_sae(O) - dCE_sae(I)"
+
+
 def _recovery(claim, variant: str):
+    """A recovery is judged only where the excess it divides by is significantly positive."""
     claim.require_learned_positions()
     claim.require_beyond_context()
-    return recovery(claim.measurements(), claim.hook, variant, claim.boot)
+    m = claim.measurements()
+    claim.require_positive(excess(m, claim.hook, boot=claim.boot), EXCESS)
+    return recovery(m, claim.hook, variant, claim.boot)
 
 
-@pytest.mark.claim("adding-wpos-recovers-layer0")
+@pytest.mark.claim("adding-wpos-recovers")
 def test_adding_wpos_recovers(claim):
-    """Recovery of token_then_pos: (dCE_sae(O) - dCE_ttp(O)) / (dCE_sae(O) - dCE_sae(I))."""
-    claim.check(_recovery(claim, "token_then_pos"))
+    """Recovery of pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q the position the reconstruction carries."""
+    claim.check(_recovery(claim, "pos_repair_out"))
 
 
 @pytest.mark.claim("layer0-error-is-positional")
@@ -49,6 +65,40 @@ def test_layer0_error_is_positional(claim):
 def test_positional_error_not_most_later(claim):
     """Recovery of shift_pos at resid_pre L >= 1."""
     claim.check(_recovery(claim, "shift_pos"))
+
+
+@pytest.mark.claim("position-not-most-of-it-input")
+def test_position_not_most_of_it_input(claim):
+    """Recovery of shift_pos at every hook (input-side repair)."""
+    claim.check(_recovery(claim, "shift_pos"))
+
+
+@pytest.mark.claim("position-not-most-of-it-output")
+def test_position_not_most_of_it_output(claim):
+    """Recovery of pos_repair_out at every hook (output-side repair)."""
+    claim.check(_recovery(claim, "pos_repair_out"))
+
+
+@pytest.mark.claim("position-not-most-of-it-vs-control")
+def test_position_not_most_of_it_vs_control(claim):
+    """Recovery of shift_pos over the excess beyond the full-context control's position trend."""
+    claim.require_learned_positions()
+    claim.require_full_context_sae()
+    claim.require_beyond_context()
+    m = claim.measurements()
+    claim.require_positive(control_excess(m, claim.hook, claim.boot), "control-relative excess")
+    claim.check(control_recovery(m, claim.hook, "shift_pos", claim.boot))
+
+
+@pytest.mark.claim("positional-not-large-share-of-mse")
+def test_positional_not_large_share_of_mse(claim):
+    """Share of the beyond-context excess nMSE that shift_pos removes, at resid_pre L >= 1."""
+    claim.require_learned_positions()
+    claim.require_beyond_context()
+    m = claim.measurements()
+    claim.require_positive(excess(m, claim.hook, metric="nmse", boot=claim.boot),
+                           "excess nMSE_sae(O) - nMSE_sae(I)")
+    claim.check(metric_recovery(m, claim.hook, "shift_pos", "nmse", claim.boot))
 
 
 @pytest.mark.claim("token-only-goes-poorly")

@@ -1,22 +1,32 @@
-"""The follow-up's speculation (Chughtai & Lau, https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF):
-training the SAE on longer contexts would fix the beyond-context degradation.
+"""Claims against the control family: SAEs trained at the model's full context (Chughtai & Lau,
+https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF, speculate that this fixes the degradation).
 
-Instrument: the control family of SAEs trained at the model's full context, spliced by the same
-kernel in the same pass (variant `full_context_sae`); I and O are the short family's boundaries, so the
-ratio is directly comparable with `beyond-context-degrades`.
+Instrument: the control SAEs are spliced by the same kernel in the same pass (variant `full_context_sae`);
+I and O are the short family's boundaries. Loss falls with position for every SAE, so the control's own
+beyond/inside ratio is the position baseline the short SAE is judged against.
 """
 
 import pytest
 
-from saeclaims.instruments import beyond_over_inside
+from saeclaims.instruments import control_excess, control_fix_share, control_ratio
 
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.claim("full-context-training-fixes")
-def test_full_context_training_fixes(claim):
-    """mean dCE(O) / mean dCE(I) of the full-context SAE."""
+@pytest.mark.claim("beyond-context-degrades-vs-control")
+def test_beyond_context_degrades_vs_control(claim):
+    """(dCE_sae(O) / dCE_sae(I)) / (dCE_ctl(O) / dCE_ctl(I))."""
     claim.require_full_context_sae()
     claim.require_beyond_context()
-    iv = beyond_over_inside(claim.measurements(), claim.hook, "full_context_sae", "dce", claim.boot)
-    claim.check(iv, full_context_size=claim.subject.full_context_saes[claim.hook].cfg.metadata.context_size)
+    claim.check(control_ratio(claim.measurements(), claim.hook, claim.boot))
+
+
+@pytest.mark.claim("full-context-training-fixes")
+def test_full_context_training_fixes(claim):
+    """Share of the short SAE's control-relative excess that the full-context SAE removes."""
+    claim.require_full_context_sae()
+    claim.require_beyond_context()
+    m = claim.measurements()
+    claim.require_positive(control_excess(m, claim.hook, claim.boot), "control-relative excess")
+    claim.check(control_fix_share(m, claim.hook, claim.boot),
+                full_context_size=claim.subject.full_context_saes[claim.hook].cfg.metadata.context_size)

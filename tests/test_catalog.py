@@ -75,6 +75,6 @@ def test_user_scopes_join_the_vocabulary():
 
 def test_the_thread_claims_are_valid_and_distinct():
     cat = Catalog(THREAD_CLAIMS)
-    assert len(cat) == 16
+    assert len(cat) == 22
     assert cat.get("wpos-helix").references == ("gpt2-small (reference W_pos)",)
     assert cat.get("errors-worse-than-random").url.endswith("rZPiuFxESMxCDHe4B")  # Gurnee (2024)

@@ -1,6 +1,8 @@
 """The claim fixture's guards and verdict on tiny subjects, without a pytest session around it."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from saeclaims.fixture import NO_HOOK, ClaimFixture, ClaimUsageError
 from saeclaims.ledger import Ledger
@@ -29,8 +31,11 @@ class FakeSession:
     def ledger(self, name):
         return self._ledger
 
-    def record(self, ev):
+    def record(self, ev, replicates=None):
         self.store.evidence.append(ev)
+
+    def drift(self, ev, replicates):
+        return None
 
     def record_not_applicable(self, row):
         self.store.not_applicable.append(row)
@@ -116,3 +121,41 @@ def test_a_reference_row_has_no_loadable_subject():
     fx = ClaimFixture(CLAIMS["wpos-helix"], "gpt2-small (reference W_pos)", "model", s, reference=True)
     with pytest.raises(ClaimUsageError, match="reference data"):
         fx.subject  # noqa: B018
+
+
+# ---------------------------------------------------------------- gating: no ratio over an absent premise
+
+def _excess_fixture(dce_in: float, dce_out: float, noise: float = 0.01):
+    from saeclaims.instruments import excess
+    from tests.test_instruments import HOOKS, synthetic
+
+    m = synthetic({("sae", HOOKS[0]): dce_in, ("shift_pos", HOOKS[0]): dce_in},
+                  {("sae", HOOKS[0]): dce_out, ("shift_pos", HOOKS[0]): dce_in}, noise=noise)
+    fx, s = _fixture(tiny_subject(), "layer0-error-is-positional")
+    return fx, s, excess(m, HOOKS[0], boot=Bootstrap(0.99, 0, 500))
+
+
+@pytest.mark.parametrize(("dce_in", "dce_out", "applicable"), [
+    (0.3, 0.3, False),    # no excess: the interval spans 0
+    (0.3, 0.22, False),   # negative excess (loss falls beyond the context)
+    (0.3, 0.6, True),     # a clear excess: the recovery may be judged
+])
+def test_a_recovery_is_judged_only_over_a_positive_excess(dce_in, dce_out, applicable):
+    fx, s, ex = _excess_fixture(dce_in, dce_out)
+    if applicable:
+        fx.require_positive(ex, "excess")
+        assert not s.store.not_applicable
+        return
+    msg = _skipped(lambda: fx.require_positive(ex, "excess"))
+    assert "no excess to divide by" in msg and "interval is not wholly above 0" in msg
+    (row,) = s.store.not_applicable
+    assert row.premise["excess"].startswith(f"{ex.estimate:.4g} [") and not s.store.evidence
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0.05, 2.0), st.floats(-0.5, 0.0))
+def test_no_excess_never_gives_a_verdict(dce_in, delta):
+    """Whatever the level, an excess at or below 0 makes the claim not applicable, never a verdict."""
+    fx, s, ex = _excess_fixture(dce_in, dce_in + delta, noise=0.02)
+    _skipped(lambda: fx.require_positive(ex, "excess"))
+    assert len(s.store.not_applicable) == 1 and not s.store.evidence

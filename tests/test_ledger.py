@@ -11,10 +11,10 @@ CAT = Catalog(THREAD_CLAIMS)
 
 def test_default_is_holds_and_entries_override(tmp_path):
     (tmp_path / "organism.toml").write_text(
-        '[adding-wpos-recovers-layer0]\ndefault = "refuted"\n"blocks.0.hook_resid_pre" = "holds"\n')
+        '[adding-wpos-recovers]\ndefault = "refuted"\n"blocks.0.hook_resid_pre" = "holds"\n')
     led = load_ledger(tmp_path, "organism", CAT)
-    assert led.expected("adding-wpos-recovers-layer0", "blocks.1.hook_resid_pre") == "refuted"
-    assert led.expected("adding-wpos-recovers-layer0", "blocks.0.hook_resid_pre") == "holds"
+    assert led.expected("adding-wpos-recovers", "blocks.1.hook_resid_pre") == "refuted"
+    assert led.expected("adding-wpos-recovers", "blocks.0.hook_resid_pre") == "holds"
     assert led.expected("wpos-helix", "model") == "holds"
     assert load_ledger(tmp_path, "other", CAT).expected("wpos-helix", "model") == "holds"
 

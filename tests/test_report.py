@@ -17,7 +17,7 @@ from saeclaims.report import (
     write_report,
 )
 from saeclaims.stats import Evidence
-from saeclaims.store import EvidenceStore, NotApplicable, Outcome
+from saeclaims.store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
 from saeclaims.thread import THREAD_CLAIMS
 
 
@@ -26,8 +26,7 @@ def _ev(claim, hook, verdict, expected="holds", subject="organism"):
 
 
 def _header():
-    return ReportHeader({"organism": {"model": "m", "release": "r", "sae_ids": ["h"], "context_sizes": {"h": 64},
-                                      "n_ctx": 512, "n_seqs": 8, "seq_len": 512}},
+    return ReportHeader({"organism": SubjectRecord("organism", "m", "r", ["h"], {"h": 64}, 512, 8, 512)},
                         "cpu", "float32", 0, 0.95, 17, 12.3, "abc123", "3.11", {"torch": "x"})
 
 

@@ -88,7 +88,9 @@ class Claim:
     """One claim: the words, where they were said, and the statistic and threshold the words imply.
 
     `references` names fixed reference data sets the claim is also judged on (e.g. GPT-2 small's
-    released W_pos); each adds one row to the family of intervals.
+    released W_pos); each adds one row to the family of intervals. `tolerance` is the smallest change of
+    the statistic that matters in practice when a new release is compared with a baseline run (default: a
+    tenth of the threshold's magnitude, since a change that size can carry a verdict across it).
     """
 
     id: str
@@ -102,6 +104,8 @@ class Claim:
     why: str
     scope: str = "all"
     references: tuple[str, ...] = field(default_factory=tuple)
+    tolerance: float | None = None  # practical size of a change that counts as drift (--baseline)
+    tolerance_why: str = ""
 
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):
@@ -114,6 +118,18 @@ class Claim:
             raise ClaimError(f"claim {self.id}: scope {self.scope!r} matches no hooks; use one of "
                              f"{', '.join(SCOPES)} or register_scope(...) your own")
         object.__setattr__(self, "references", tuple(self.references))
+        if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ClaimError(f"claim {self.id}: tolerance {self.tolerance!r} must be a finite number >= 0")
+
+    @property
+    def drift_tolerance(self) -> float:
+        return self.tolerance if self.tolerance is not None else 0.1 * abs(self.threshold)
+
+    @property
+    def drift_tolerance_why(self) -> str:
+        if self.tolerance is not None:
+            return self.tolerance_why or "set with the claim"
+        return "a tenth of the threshold's magnitude (default): a change that size can carry a verdict across it"
 
     @property
     def scope_info(self) -> Scope:

@@ -290,3 +290,26 @@ def draw_all(out: Path, evidence: list[Evidence], series: list[Series],
         for subject in dict.fromkeys(r.subject for r in records):
             add(spec.owners, spec.draw(out, subject, [r for r in records if r.subject == subject]))
     return figs
+
+
+def drift_figure(out: Path, cmp, families: dict[str, str]) -> str:
+    """Differences current - baseline with their intervals, one panel per claim family."""
+    by_family: dict[str, list] = {}
+    for r in cmp.rows:
+        by_family.setdefault(families.get(r.claim, "other"), []).append(r)
+    fig, axes = _grid(max(1, len(by_family)))
+    for ax, (family, rows) in zip(axes, by_family.items()):
+        y = np.arange(len(rows))
+        d = np.array([r.difference for r in rows])
+        lo = np.array([r.low for r in rows])
+        hi = np.array([r.high for r in rows])
+        colors = ["C3" if r.drifted else "0.4" for r in rows]
+        ax.errorbar(d, y, xerr=[np.clip(d - lo, 0, None), np.clip(hi - d, 0, None)], fmt="none", ecolor="k", lw=0.7)
+        ax.scatter(d, y, c=colors, s=12, zorder=3)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{r.claim} @ {_short(r.hook)}" for r in rows], fontsize=5.5)
+        ax.set_xlabel("current - baseline (statistic's units)", fontsize=7)
+        ax.set_title(f"{family} (red: drifted)", fontsize=8)
+    fig.suptitle("Changes since baseline: difference and interval per row", fontsize=10)
+    return _save(fig, out, "changes_since_baseline.png")

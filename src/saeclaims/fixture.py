@@ -7,6 +7,7 @@ parametrised subject and hook, the bootstrap settings) and offers the applicabil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
@@ -26,8 +27,10 @@ class ClaimUsageError(RuntimeError):
 
 class ClaimFixture:
     def __init__(self, claim: Claim, subject_name: str, row: str, session: ClaimSession,
-                 reference: bool = False, nodeid: str = "") -> None:
+                 reference: bool = False, nodeid: str = "",
+                 record_property: Callable[[str, object], None] | None = None) -> None:
         self.nodeid = nodeid
+        self._record_property = record_property or (lambda name, value: None)
         self.claim = claim
         self.subject_name = subject_name
         self.row = row
@@ -71,6 +74,11 @@ class ClaimFixture:
             hooks = [self.hook]
         return self.workbench.measurements(hooks)
 
+    def reencode_measurements(self, hooks: list[str] | None = None):
+        """`sae` and `reencode` at this test's hook on the first --reencode-seqs sequences (re-encoding is
+        costly; the row's n_seqs says how many were used)."""
+        return self.workbench.reencode_measurements(hooks or [self.hook])
+
     def add_series(self, series: Series) -> None:
         """Data for the report's figures (see `series.py` and `figures.py`)."""
         self._session.store.add_series(series)
@@ -105,6 +113,15 @@ class ClaimFixture:
             self.not_applicable(f"--seq-len {self.subject.seq_len} leaves no position beyond the SAE's training "
                                 f"context {ctx}: raise it above {ctx + 1}")
 
+    def require_positive(self, premise: Interval, what: str) -> None:
+        """A ratio over `premise` (e.g. the excess a recovery divides by) is judged only where the premise's
+        own interval is wholly above 0; else the claim is not applicable, with the premise's estimate shown."""
+        __tracebackhide__ = True
+        if not premise.low > 0:
+            shown = f"{premise.estimate:.4g} [{premise.low:.4g}, {premise.high:.4g}]"
+            self.not_applicable(f"no {what} to divide by (its {premise.confidence:.2%} interval is not wholly "
+                                "above 0)", **{what: shown})
+
     def require_full_context_sae(self) -> None:
         __tracebackhide__ = True
         self.require_hook()
@@ -133,7 +150,16 @@ class ClaimFixture:
         )
         ev.agreement = ledger.agreement(ev.verdict, ev.expected, self._session.sample(self.subject_name))
         self.evidence = ev
-        self._session.record(ev)
+        self._session.record(ev, interval.replicates)
+        for name in ("statistic", "estimate", "ci_low", "ci_high", "confidence", "method", "direction", "threshold",
+                     "verdict", "expected", "n_seqs", "n_tokens"):
+            self._record_property(f"saeclaims.{name}", getattr(ev, name))  # into --junitxml
+        drift = self._session.drift(ev, interval.replicates)
+        if drift is not None:
+            self._record_property("saeclaims.drift", f"{drift.difference:+.6g} [{drift.low:.6g}, {drift.high:.6g}]"
+                                                     f" {drift.pairing}{' DRIFTED' if drift.drifted else ''}")
         if ev.agreement == "MISMATCH":
             pytest.fail(ev.one_line(), pytrace=False)
+        if drift is not None and drift.drifted and self._session.settings.fail_on_drift:
+            pytest.fail(drift.one_line(), pytrace=False)
         return ev

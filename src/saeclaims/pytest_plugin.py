@@ -30,6 +30,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sae-report", default=None, help="where to write REPORT.md (default: <rootdir>/REPORT.md)")
     g.addoption("--no-sae-report", action="store_true", help="do not write REPORT.md")
     g.addoption("--sae-ledger-dir", default=None, help="expected verdicts (default: claims/expected)")
+    g.addoption("--baseline", default=None, help="a previous report.json: report each row's drift with an interval")
+    g.addoption("--baseline-any-subject", action="store_true", help="compare with a baseline of another subject")
+    g.addoption("--fail-on-drift", action="store_true", help="fail the tests of rows that drifted from --baseline")
+    g.addoption("--reencode-seqs", type=int, default=16,
+                help="sequences the costly re-encoding claim is measured on (default 16)")
     g.addoption("--sae-progress", choices=("auto", "on", "off"), default="auto",
                 help="progress bars on the terminal past pytest's capture (auto: when stderr is a terminal)")
     parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the rootdir")
@@ -104,7 +109,8 @@ def claim(request, sae_subject: str, sae_hook: str) -> ClaimFixture:
     except ClaimError as exc:
         raise pytest.UsageError(str(exc)) from None
     fixture = ClaimFixture(c, sae_subject, sae_hook, session, reference=marker.kwargs.get("reference") is not None,
-                           nodeid=request.node.nodeid)
+                           nodeid=request.node.nodeid,
+                           record_property=lambda k, v: request.node.user_properties.append((k, v)))
     fixture.require_hook()
     if not fixture.reference:
         session.subject(sae_subject)  # loaded once per run; a failed load fails here, at setup, in one line

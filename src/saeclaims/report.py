@@ -6,7 +6,6 @@ interrupted run leaves the previous report intact.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -15,17 +14,20 @@ import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .catalog import Claim
 from .stats import Evidence
-from .store import EvidenceStore, NotApplicable, Outcome
+from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
 
 FIG_DIR = "report"
 
 
 @dataclass
 class ReportHeader:
-    subjects: dict
+    """What was run, where and how: enough to reproduce it and to know whether two runs are comparable."""
+
+    subjects: dict[str, SubjectRecord]
     device: str
     dtype: str
     seed: int
@@ -34,11 +36,13 @@ class ReportHeader:
     wall_s: float
     git_commit: str
     python: str
-    versions: dict = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, subjects: dict, device: str, dtype: str, seed: int, family_confidence: float,
-                family_size: int, wall_s: float, root: Path) -> ReportHeader:
+    def collect(cls, subjects: dict[str, SubjectRecord], device: str, dtype: str, seed: int,
+                family_confidence: float, family_size: int, wall_s: float, root: Path,
+                options: dict[str, Any] | None = None) -> ReportHeader:
         from .subjects import package_versions
 
         try:
@@ -52,7 +56,7 @@ class ReportHeader:
             commit = "unknown"
         return cls(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
                    family_confidence, family_size, wall_s, commit, platform.python_version(),
-                   package_versions())
+                   package_versions(), dict(options or {}))
 
 
 def _fmt(x: float) -> str:
@@ -116,9 +120,39 @@ def outcome_lines(outcomes: list[Outcome], not_applicable: list[NotApplicable]) 
     return lines + [""]
 
 
+def baseline_lines(cmp: Any, claims: list[Claim], figs: list[str]) -> list[str]:
+    """REPORT.md's "Changes since baseline": every compared row, drifted and flipped ones marked."""
+    tol = {c.id: c for c in claims}
+    drifted = [r for r in cmp.rows if r.drifted]
+    flipped = [r for r in cmp.rows if r.flipped]
+    out = ["## Changes since baseline", "",
+           f"Baseline `{cmp.path}`: {len(cmp.rows)} rows compared, **{len(drifted)} drifted**, {len(flipped)} "
+           f"verdicts flipped, {len(cmp.added)} added, {len(cmp.removed)} removed. A row drifted when the "
+           "interval of current - baseline excludes 0 and the difference exceeds the claim's tolerance; paired "
+           "rows resample the same sequences in both runs (same tokens and seed).", "",
+           "| claim | subject | hook | baseline | current | difference [CI] | pairing | tolerance | change |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in cmp.rows:
+        change = ", ".join(x for x in ("**drifted**" if r.drifted else "",
+                                       f"**flipped** {r.baseline_verdict} -> {r.current_verdict}" if r.flipped else "")
+                           if x) or "-"
+        out.append(f"| `{r.claim}` | {r.subject} | {r.hook} | {_fmt(r.baseline)} | {_fmt(r.current)} | "
+                   f"{r.difference:+.3g} [{_fmt(r.low)}, {_fmt(r.high)}] | {r.pairing} | {r.tolerance:g} | {change} |")
+    for label, keys in (("Added (not in the baseline)", cmp.added), ("Removed (not in this run)", cmp.removed),
+                        ("Not comparable", cmp.not_comparable)):
+        if keys:
+            out += ["", f"{label}: " + "; ".join(f"`{k}`" for k in keys) + "."]
+    reasons = sorted({f"`{r.claim}` {tol[r.claim].drift_tolerance:g}: {tol[r.claim].drift_tolerance_why}"
+                      for r in cmp.rows if r.claim in tol})
+    if reasons:
+        out += ["", "Tolerances: " + "; ".join(reasons) + "."]
+    out += [f"\n![changes since baseline]({FIG_DIR}/{f})" for f in figs]
+    return out + [""]
+
+
 def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicable: list[NotApplicable],
                     figures: dict[str, list[str]], claims: list[Claim], untested: list[str] = (),
-                    outcomes: list[Outcome] = ()) -> str:
+                    outcomes: list[Outcome] = (), baseline: Any = None) -> str:
     from .stats import bonferroni_confidence
 
     per_test = bonferroni_confidence(header.family_confidence, header.family_size)
@@ -127,12 +161,12 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
     out += ["## Summary", ""] + outcome_lines(list(outcomes), not_applicable) + summary_lines(evidence)
     out += ["## Run", "", "| | |", "|---|---|"]
     for name, s in header.subjects.items():
-        ctxs = sorted(set(s.get("context_sizes", {}).values()))
-        out.append(f"| subject `{name}` | model `{s.get('model')}`, SAEs `{s.get('release')}`: "
-                   f"{', '.join(s.get('sae_ids', []))}; training context {ctxs} of n_ctx {s.get('n_ctx')}; "
-                   f"{s.get('n_seqs')} sequences x {s.get('seq_len')} tokens |")
-        if s.get("full_context_sae_ids"):
-            out.append(f"| control family | full-context SAEs: {', '.join(s['full_context_sae_ids'])} |")
+        ctxs = sorted(set(s.context_sizes.values()))
+        out.append(f"| subject `{name}` | model `{s.model}`, SAEs `{s.release}`: "
+                   f"{', '.join(s.sae_ids)}; training context {ctxs} of n_ctx {s.n_ctx}; "
+                   f"{s.n_seqs} sequences x {s.seq_len} tokens (tokens sha256 {s.tokens_sha256[:12] or '?'}) |")
+        if s.full_context_sae_ids:
+            out.append(f"| control family | full-context SAEs: {', '.join(s.full_context_sae_ids)} |")
     out += [f"| device, dtype | {header.device}, {header.dtype} |",
             f"| seed | {header.seed} |",
             f"| versions | {', '.join(f'{k} {v}' for k, v in header.versions.items())}, python {header.python} |",
@@ -158,6 +192,8 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
         for n in not_applicable:
             premise = "; ".join(f"{k} {v}" for k, v in n.premise.items())
             out.append(f"- `{n.claim}` on {n.subject}/{n.hook}: {n.reason}" + (f" ({premise})" if premise else ""))
+    if baseline is not None:
+        out += ["", *baseline_lines(baseline, claims, figures.get("_baseline", []))]
     out += ["", "## Claims", ""]
     for claim in claims:
         evs = [e for e in evidence if e.claim == claim.id]
@@ -192,11 +228,24 @@ def write_report(path: Path, header: ReportHeader, store: EvidenceStore) -> None
         from .figures import draw_all
 
         figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable)
-        payload = {"header": asdict(header), "evidence": [asdict(e) for e in evidence],
-                   "not_applicable": [asdict(n) for n in store.not_applicable]}
-        (tmp_dir / "report.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
+        from .schema import SCHEMA_VERSION, ReportFile, dump
+
+        outcomes = sorted(store.outcomes.values(), key=lambda o: o.nodeid)
+        report = ReportFile(SCHEMA_VERSION, header, evidence, list(store.not_applicable), outcomes, store.baseline)
+        (tmp_dir / "report.json").write_text(dump(report))
+        if store.baseline is not None:
+            from .figures import drift_figure
+
+            figures["_baseline"] = [drift_figure(tmp_dir, store.baseline, {c.id: c.family for c in claims})]
+        if store.replicates:
+            import numpy as np
+
+            from .baseline import REPLICATES_FILE
+
+            np.savez_compressed(tmp_dir / REPLICATES_FILE,
+                                **{k: np.asarray(v, dtype=np.float32) for k, v in store.replicates.items()})
         md = render_markdown(header, evidence, store.not_applicable, figures, claims, store.untested_claims,
-                             sorted(store.outcomes.values(), key=lambda o: o.nodeid))
+                             outcomes, store.baseline)
         tmp_md.write_text(md)
         _swap_in(tmp_dir, tmp_md, path)
     finally:

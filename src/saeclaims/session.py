@@ -40,6 +40,10 @@ class RunSettings:
     ledger_dir_given: bool
     progress: str  # auto (a terminal, not -q), on, off
     verbosity: int = 0
+    baseline: Path | None = None
+    baseline_any_subject: bool = False
+    fail_on_drift: bool = False
+    reencode_seqs: int = 16
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
@@ -56,7 +60,15 @@ class RunSettings:
             report=Path(opt("sae_report") or root / "REPORT.md"), write_report=not opt("no_sae_report"),
             ledger_dir=Path(root / (ledger_opt or DEFAULT_LEDGER_DIR)), ledger_dir_given=bool(ledger_opt),
             progress=opt("sae_progress"), verbosity=opt("verbose"),
+            baseline=Path(opt("baseline")) if opt("baseline") else None,
+            baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
+            reencode_seqs=opt("reencode_seqs"),
         )
+
+    def as_options(self) -> dict:
+        """The run's options for report.json (paths as text)."""
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}
 
     def validate(self) -> None:
         """Bad options stop the run before collection, as pytest's own usage errors do (exit code 4)."""
@@ -79,6 +91,10 @@ class RunSettings:
             _check_writable(self.report)
         if self.text_file is not None and not self.text_file.is_file():
             raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
+        if self.reencode_seqs < 2:
+            raise pytest.UsageError(f"--reencode-seqs {self.reencode_seqs}: a cluster bootstrap needs at least 2")
+        if self.fail_on_drift and self.baseline is None:
+            raise pytest.UsageError("--fail-on-drift needs --baseline PATH (a previous report.json)")
 
     def progress_stream(self, is_worker: bool) -> TextIO | None:
         """Where progress bars go: the real terminal, past pytest's capture; nowhere in CI logs or -q."""
@@ -168,6 +184,16 @@ class ClaimSession:
         self._ledgers: dict[str, Ledger] = {}
         self.is_worker = hasattr(config, "workerinput")
         self.problems: list[str] = []
+        self.baseline = None
+        if self.settings.baseline is not None:
+            from .baseline import Baseline
+            from .schema import ReportFileError
+
+            try:
+                self.baseline = Baseline.load(self.settings.baseline, self.settings.subjects,
+                                              self.settings.baseline_any_subject)
+            except ReportFileError as exc:
+                raise pytest.UsageError(f"--baseline: {exc}") from None
         self.collected = False
         self.closing_line: str | None = None
 
@@ -312,6 +338,8 @@ class ClaimSession:
                 sae_ids=list(prov.pop("sae_ids", [])), context_sizes=dict(subj.context_sizes),
                 n_ctx=int(subj.model.cfg.n_ctx), n_seqs=int(subj.tokens.shape[0]), seq_len=subj.seq_len,
                 full_context_sae_ids=list(prov.pop("full_context_sae_ids", [])), device=str(self.device),
+                tokens_sha256=_tensor_sha256(subj.tokens),
+                sae_sha256={h: _module_sha256(sae) for h, sae in {**subj.full_context_saes, **subj.saes}.items()},
                 provenance=prov)
         return self._subjects[spec]
 
@@ -324,7 +352,7 @@ class ClaimSession:
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
                 record_series=self.store.add_series, progress=s.progress_stream(self.is_worker),
-                eager=not self.is_worker)
+                eager=not self.is_worker, reencode_seqs=s.reencode_seqs)
         return self._workbenches[spec]
 
     def ledger(self, spec: str) -> Ledger:
@@ -349,8 +377,33 @@ class ClaimSession:
 
     # ------------------------------------------------------------ evidence
 
-    def record(self, evidence: Evidence) -> None:
+    def record(self, evidence: Evidence, replicates=None) -> None:
         self.store.evidence.append(evidence)
+        if replicates is not None:
+            from .baseline import row_key
+
+            self.store.replicates[row_key(evidence.subject, evidence.claim, evidence.hook)] = [
+                float(x) for x in replicates]
+
+    def paired(self, spec: str) -> bool:
+        rec = self.store.subjects.get(spec)
+        s = self.settings
+        return bool(self.baseline and rec and self.baseline.paired_with(spec, rec.tokens_sha256, s.seed,
+                                                                           s.n_resamples))
+
+    def drift(self, evidence: Evidence, replicates) -> object | None:
+        """This row against the baseline run (None without a baseline or without the row there)."""
+        if self.baseline is None:
+            return None
+        from .baseline import compare, row_key
+
+        key = row_key(evidence.subject, evidence.claim, evidence.hook)
+        base = self.baseline.rows().get(key)
+        if base is None:
+            return None
+        return compare(base, evidence, self.baseline.replicates.get(key), replicates,
+                       self.catalog.get(evidence.claim), self.paired(evidence.subject), self.bootstrap.confidence,
+                       self.settings.seed)
 
     def record_not_applicable(self, row: NotApplicable) -> None:
         self.store.not_applicable.append(row)
@@ -395,11 +448,36 @@ class ClaimSession:
         # the devices the subjects were measured on (under xdist, the workers'), not this process's
         device = ", ".join(sorted({r.device for r in self.store.subjects.values() if r.device})) or "none"
         header = ReportHeader.collect(
-            subjects={k: asdict(v) for k, v in self.store.subjects.items()}, device=device, dtype=s.autocast,
+            subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
-            wall_s=time.time() - self.t0, root=Path(self.config.rootpath))
+            wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options())
+        if self.baseline is not None:
+            from .baseline import compare_runs
+            from .catalog import Claim
+
+            claims = {c["id"]: Claim(**{**c, "references": tuple(c.get("references", ()))}) for c in self.store.claims}
+            fam = bonferroni_confidence(s.family_confidence, max(1, self.store.family_size))
+            self.store.baseline = compare_runs(self.baseline, self.store.evidence, self.store.replicates, claims,
+                                               {k: self.paired(k) for k in self.store.subjects}, fam, s.seed)
         write_report(s.report, header, self.store)
         return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
+
+
+def _tensor_sha256(t) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _module_sha256(module) -> str:
+    """sha256 over an SAE's parameters in name order: the same weights give the same digest wherever loaded."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:

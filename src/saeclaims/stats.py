@@ -31,6 +31,9 @@ class Interval:
     n_seqs: int = 0
     n_tokens: int = 0
     method: str = "exact"
+    # the statistic on fixed resamples of sequences (seed-determined): two runs on the same tokens with the
+    # same seed resample the same sequences, so their replicates pair up for a drift interval
+    replicates: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def with_sample(self, n_seqs: int, n_tokens: int) -> Interval:
         return replace(self, n_seqs=int(n_seqs), n_tokens=int(n_tokens))
@@ -148,7 +151,23 @@ def cluster_bootstrap(
         used = m
         if math.isfinite(low) and math.isfinite(high):
             break
-    return Interval(estimate, low, high, confidence, n_seqs=n, method=f"cluster bootstrap ({used})")
+    return Interval(estimate, low, high, confidence, n_seqs=n, method=f"cluster bootstrap ({used})",
+                    replicates=paired_replicates(dict(zip(names, data)), statistic, n_resamples, seed))
+
+
+def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Which sequences each resample draws: a function of (n, n_resamples, seed) alone."""
+    return np.random.default_rng([seed, n]).integers(0, n, size=(n_resamples, n))
+
+
+def paired_replicates(parts: Mapping[str, np.ndarray], statistic: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+                      n_resamples: int, seed: int) -> np.ndarray:
+    """The statistic on the seed-determined resamples of `resample_indices` (float32, for storage)."""
+    first = next(iter(parts.values()))
+    idx = resample_indices(len(first), n_resamples, seed)
+    with np.errstate(all="ignore"):
+        reps = statistic({k: np.asarray(v, dtype=np.float64)[idx].sum(axis=1) for k, v in parts.items()})
+    return np.asarray(reps, dtype=np.float32).reshape(n_resamples)
 
 
 def proportion_interval(k: int, n: int, confidence: float) -> Interval:

@@ -46,6 +46,8 @@ class SubjectRecord:
     seq_len: int
     full_context_sae_ids: list[str] = field(default_factory=list)
     device: str = ""
+    tokens_sha256: str = ""
+    sae_sha256: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,6 +62,8 @@ class EvidenceStore:
     untested_claims: list[str] = field(default_factory=list)
     failed_subjects: dict[str, str] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # filled on the controller, from test reports
+    replicates: dict[str, list[float]] = field(default_factory=dict)  # row key -> paired bootstrap replicates
+    baseline: Any = None  # schema.BaselineComparison, when --baseline was given
 
     def add_series(self, s: Series) -> None:
         key = series_key(s)
@@ -76,7 +80,7 @@ class EvidenceStore:
             "series": [to_payload(s) for s in self.series],
             "subjects": {k: asdict(v) for k, v in self.subjects.items()},
             "family_size": self.family_size, "claims": self.claims, "untested_claims": self.untested_claims,
-            "failed_subjects": self.failed_subjects,
+            "failed_subjects": self.failed_subjects, "replicates": self.replicates,
         })
 
     def merge_json(self, text: str) -> None:
@@ -91,5 +95,6 @@ class EvidenceStore:
         known = {c["id"] for c in self.claims}
         self.claims += [c for c in other.get("claims", []) if c["id"] not in known]
         self.failed_subjects.update(other.get("failed_subjects", {}))
+        self.replicates.update(other.get("replicates", {}))
         # every xdist worker collects the whole suite, so any worker's list is the run's
         self.untested_claims = list(other.get("untested_claims", self.untested_claims))

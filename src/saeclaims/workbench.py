@@ -3,13 +3,15 @@ plus the small typed series (`series.py`) the report's figures are drawn from.""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
+from typing import TextIO
 
 import numpy as np
 import torch
 
-from .instruments import recovery
+from .instruments import excess, recovery
 from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import Measurements, measure
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
@@ -17,12 +19,13 @@ from .subjects import Subject, hook_order
 from .variants import CLAIM_VARIANTS
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+REPAIRS = ("token_then_pos", "shift_pos", "pos_repair_out", "reencode")  # the recovery figure's variants
 
 
 class Workbench:
     def __init__(self, subject: Subject, boot: Bootstrap = DEFAULT_BOOTSTRAP, batch_size: int = 16,
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
-                 progress: bool = True, eager: bool = True):
+                 progress: TextIO | None = None, eager: bool = True, reencode_seqs: int = 16):
         self.subject = subject
         self.boot = boot
         self.seed = boot.seed  # random-direction seed of the splice variants
@@ -32,6 +35,8 @@ class Workbench:
         self.progress = progress
         self.eager = eager  # measure every hook on first use (one clean pass serves all)
         self._m: Measurements | None = None
+        self.reencode_seqs = reencode_seqs
+        self._re: Measurements | None = None
 
     def measurements(self, hooks: list[str] | None = None) -> Measurements:
         """Measurements covering `hooks` (default: every hook); missing hooks are measured together."""
@@ -42,12 +47,27 @@ class Workbench:
             if self.eager and self._m is None:
                 missing = self.subject.hooks
             variants = CLAIM_VARIANTS + (("full_context_sae",) if self.subject.full_context_saes else ())
-            new = measure(self.subject, missing, variants, self.batch_size, self.seed,
-                          autocast_dtype=self.autocast, progress=self.progress)
+            # the bar goes to `progress` (the real terminal), past pytest's capture of sys.stderr
+            with contextlib.redirect_stderr(self.progress) if self.progress else contextlib.nullcontext():
+                new = measure(self.subject, missing, variants, self.batch_size, self.seed,
+                              autocast_dtype=self.autocast, progress=self.progress is not None)
             self._m = new if self._m is None else _merge(self._m, new)
             for h in missing:
                 self._record_series(h)
         return self._m
+
+    def reencode_measurements(self, hooks: list[str]) -> Measurements:
+        """`sae` and `reencode` on the first `reencode_seqs` sequences, in a call of their own, so the
+        costly sparse coding stays bounded and its statistics stay paired with the SAE's on sequences."""
+        have = set() if self._re is None else set(self._re.hooks)
+        missing = [h for h in hooks if h not in have]
+        if missing:
+            n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
+            with contextlib.redirect_stderr(self.progress) if self.progress else contextlib.nullcontext():
+                new = measure(self.subject, missing, ("sae", "reencode"), self.batch_size, self.seed,
+                              autocast_dtype=self.autocast, progress=self.progress is not None, n_seqs=n)
+            self._re = new if self._re is None else _merge(self._re, new)
+        return self._re
 
     def _record_series(self, hook: str) -> None:
         m = self._m
@@ -59,16 +79,16 @@ class Workbench:
         }, full))
         self.record_series(L0Curve(name, hook, ctx, _by_position(m.get("sae", hook, "l0"))))
         act = m.activation[hook]
-        self.record_series(HookNorms(name, hook, float(act["x_norm"][:, 1:].mean()),
+        self.record_series(HookNorms(name, hook, float(np.nanmean(act["x_norm"][:, 1:])),
                                      float(np.nanmean(act["wpos_share"][:, 1:])), self._wpos_norm()))
         if m.n_positions > ctx:
+            ex = excess(m, hook, boot=self.boot)
             rec = {}
-            for v in CLAIM_VARIANTS:
-                if v == "sae":
-                    continue
-                iv = recovery(m, hook, v, self.boot)
-                rec[v] = [iv.estimate, iv.low, iv.high]
-            self.record_series(Recoveries(name, hook, rec))
+            for v in REPAIRS:
+                if (v, hook) in m.metrics:
+                    iv = recovery(m, hook, v, self.boot)
+                    rec[v] = [iv.estimate, iv.low, iv.high]
+            self.record_series(Recoveries(name, hook, rec, [ex.estimate, ex.low, ex.high]))
 
     def _wpos_norm(self) -> float | None:
         """Mean ||W_pos[p]|| over positions 1..ctx-1 of the shortest context, for the norms figure."""

@@ -1,0 +1,193 @@
+"""report.json as a versioned, validated file: its typed form, the JSON Schema generated from those types
+(`report.schema.json` in the package is this generator's output, checked by a test), and loading.
+
+Bump SCHEMA_VERSION whenever a field changes meaning or is removed; `--baseline` refuses other versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .report import ReportHeader
+from .stats import Evidence
+from .store import NotApplicable, Outcome
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+
+
+class ReportFileError(ValueError):
+    """A file given as a report is not one, or is of another schema version; the message says which."""
+
+
+@dataclass
+class DriftRow:
+    """One evidence row compared with the baseline run."""
+
+    claim: str
+    subject: str
+    hook: str
+    baseline: float
+    current: float
+    difference: float
+    low: float
+    high: float
+    pairing: str  # paired (same tokens and seed: the same resampled sequences), unpaired, exact
+    tolerance: float
+    drifted: bool
+    baseline_verdict: str
+    current_verdict: str
+
+    @property
+    def flipped(self) -> bool:
+        return self.baseline_verdict != self.current_verdict
+
+    def one_line(self) -> str:
+        return (f"drift: {self.claim} @ {self.subject}/{self.hook}: baseline {self.baseline:.4g}, current "
+                f"{self.current:.4g}, difference {self.difference:+.4g} [{self.low:.4g}, {self.high:.4g}] "
+                f"({self.pairing}) beyond the tolerance {self.tolerance:g}")
+
+
+@dataclass
+class BaselineComparison:
+    """What changed against a previous report: compared rows, rows added or removed, and the baseline."""
+
+    path: str
+    rows: list[DriftRow] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    not_comparable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportFile:
+    schema_version: int
+    header: ReportHeader
+    evidence: list[Evidence]
+    not_applicable: list[NotApplicable] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    baseline: BaselineComparison | None = None
+
+
+# ---------------------------------------------------------------- JSON Schema from the types
+
+
+def _schema_of(tp: Any, defs: dict[str, dict]) -> dict:
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is dict or tp is object:
+        return {}
+    if tp is type(None):
+        return {"type": "null"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_schema_of(a, defs) for a in typing.get_args(tp)]}
+    if origin is list or origin is tuple:
+        args = typing.get_args(tp)
+        return {"type": "array", "items": _schema_of(args[0], defs) if args else {}}
+    if origin is dict:
+        args = typing.get_args(tp)
+        return {"type": "object", "additionalProperties": _schema_of(args[1], defs) if args else {}}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # placeholder against recursion
+            hints = typing.get_type_hints(tp)
+            fields = dataclasses.fields(tp)
+            required = [f.name for f in fields
+                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            defs[name] = {"type": "object", "description": (tp.__doc__ or name).strip().splitlines()[0],
+                          "properties": {f.name: _schema_of(hints[f.name], defs) for f in fields},
+                          "required": required, "additionalProperties": False}
+        return {"$ref": f"#/$defs/{name}"}
+    raise TypeError(f"no JSON Schema for type {tp!r}")
+
+
+def json_schema() -> dict:
+    """The JSON Schema of report.json, generated from ReportFile and the types it holds."""
+    defs: dict[str, dict] = {}
+    root = _schema_of(ReportFile, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "sae-claims report.json",
+            "$ref": root["$ref"], "$defs": defs,
+            "properties": {"schema_version": {"const": SCHEMA_VERSION}}}
+
+
+def validate(payload: dict) -> None:
+    """Raise ReportFileError naming the first place the payload departs from the schema."""
+    import jsonschema
+
+    version = payload.get("schema_version") if isinstance(payload, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ReportFileError(f"report schema version {version!r}, this saeclaims reads version {SCHEMA_VERSION}; "
+                              "regenerate the baseline with this version (pytest claims -m gpu)")
+    try:
+        jsonschema.validate(payload, json_schema())
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise ReportFileError(f"not a valid sae-claims report at {where}: {exc.message}") from None
+
+
+# ---------------------------------------------------------------- typed loading
+
+
+def _from(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                return _from(arg, value)
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_from(arg, v) for v in value]
+    if origin is dict:
+        arg = (typing.get_args(tp) or (str, Any))[1]
+        return {k: _from(arg, v) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _from(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.name in value})
+    if tp is float:
+        return float(value)
+    return value
+
+
+def load_report(path: Path) -> ReportFile:
+    """A report.json, validated, as typed objects."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportFileError(f"{path} is not a sae-claims report.json: {exc}") from None
+    if not isinstance(payload, dict) or "evidence" not in payload:
+        raise ReportFileError(f"{path} is not a sae-claims report.json (no evidence rows)")
+    validate(payload)
+    return _from(ReportFile, payload)
+
+
+def dump(report: ReportFile) -> str:
+    payload = dataclasses.asdict(report)
+    validate(payload)
+    return json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n"
+
+
+def main() -> int:
+    """`python -m saeclaims.schema > src/saeclaims/report.schema.json` regenerates the shipped schema."""
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
