@@ -1,5 +1,5 @@
-"""A worked regression scenario: the organism's release "updated" (one SAE's decoder perturbed by a seeded
-amount) is compared with the original run as baseline; only rows that read the changed SAE may drift, the
+"""A worked regression scenario: the organism's release "updated" (one SAE's decoder scaled and perturbed by
+a seeded amount) is compared with the original run as baseline; only rows that read the changed SAE may drift, the
 unchanged organism against its own report drifts nowhere, and --fail-on-drift turns drift into failures.
 
 Small runs (16 sequences x 256 tokens, a subset of claims) keep this inside the test command's budget.
@@ -35,8 +35,9 @@ def run(out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})})
 
 
-def perturbed_organism(tmp: Path, seed: int = 0, scale: float = 0.5) -> Path:
-    """A copy of the organism whose blocks.1 SAE decoder gets seeded noise of `scale` x its own norm."""
+def perturbed_organism(tmp: Path, seed: int = 0, scale: float = 0.5, noise_share: float = 0.1) -> Path:
+    """A copy of the organism whose blocks.1 SAE decoder is scaled by `scale` (a release whose decoder norms
+    were folded wrongly) plus seeded noise of `noise_share` x its own norm."""
     from safetensors.numpy import load_file, save_file
 
     root = tmp / "organism-updated"
@@ -44,7 +45,7 @@ def perturbed_organism(tmp: Path, seed: int = 0, scale: float = 0.5) -> Path:
     tensors = load_file(str(root / SAE))
     w = tensors["W_dec"].copy()
     noise = np.random.default_rng(seed).normal(size=w.shape).astype(w.dtype)
-    tensors["W_dec"] = w + scale * noise * (np.linalg.norm(w) / np.linalg.norm(noise))
+    tensors["W_dec"] = scale * w + noise_share * noise * (np.linalg.norm(w) / np.linalg.norm(noise))
     save_file(tensors, str(root / SAE))
     card = json.loads((root / "card.json").read_text())
     card["sha256"][SAE] = sha256_file(root / SAE)

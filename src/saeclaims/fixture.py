@@ -158,8 +158,9 @@ class ClaimFixture:
         if drift is not None:
             self._record_property("saeclaims.drift", f"{drift.difference:+.6g} [{drift.low:.6g}, {drift.high:.6g}]"
                                                      f" {drift.pairing}{' DRIFTED' if drift.drifted else ''}")
-        if ev.agreement == "MISMATCH":
-            pytest.fail(ev.one_line(), pytrace=False)
+        failures = [ev.one_line()] if ev.agreement == "MISMATCH" else []
         if drift is not None and drift.drifted and self._session.settings.fail_on_drift:
-            pytest.fail(drift.one_line(), pytrace=False)
+            failures.append(drift.one_line())
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
         return ev
