@@ -159,3 +159,17 @@ def test_no_excess_never_gives_a_verdict(dce_in, delta):
     fx, s, ex = _excess_fixture(dce_in, dce_in + delta, noise=0.02)
     _skipped(lambda: fx.require_positive(ex, "excess"))
     assert len(s.store.not_applicable) == 1 and not s.store.evidence
+
+
+def test_an_l0_statistic_on_a_topk_sae_is_not_applicable():
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    subject = tiny_subject()
+    cfg = TopKSAEConfig(d_in=16, d_sae=32, k=4)
+    cfg.metadata.hook_name, cfg.metadata.context_size = HOOK, 8
+    subject.saes[HOOK] = TopKSAE(cfg)
+    fx, s = _fixture(subject, "encoder-off-distribution")
+    assert "L0 is fixed by construction (topk, k = 4)" in _skipped(fx.require_free_l0)
+    assert s.store.not_applicable[0].premise == {"architecture": "topk", "k": 4}
+    standard, _ = _fixture(tiny_subject(), "encoder-off-distribution")
+    standard.require_free_l0()  # a ReLU SAE's L0 is free

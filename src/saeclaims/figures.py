@@ -7,6 +7,7 @@ report places it under those claims; `draw_all` knows no claim ids.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
         ax.set_title(r.hook, fontsize=9)
         ax.set_xlabel("position p")
         ax.set_ylabel("added loss dCE (nats / token)")
-        ax.legend(fontsize=5.5, loc="upper right")
+        ax.legend(fontsize=5.5, loc="best", framealpha=0.6)
     fig.suptitle(f"{subject}: loss added by splicing each variant, by position (8-position moving mean)",
                  fontsize=10)
     return _save(fig, out, f"dce_by_position-{_safe(subject)}.png")
@@ -197,7 +198,7 @@ def wpos_pca(out: Path, subject: str, records: list[WposRows]) -> str:
             setter(f"PC{k + 1} ({shares[k]:.1%})", fontsize=7)
         ax.set_title(f"{r.subject}: W_pos rows 1..{r.context_size - 1}\ntop 3 PCs explain {shares.sum():.1%} "
                      "(claim: >= 94.5%)", fontsize=8)
-        fig.colorbar(sc, ax=ax, shrink=0.6, label="position p")
+        fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.15, label="position p")
     return _save(fig, out, "wpos_pca.png")
 
 
@@ -246,7 +247,7 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     finite = np.concatenate([est, lo, hi, [evs[0].threshold]])
     finite = finite[np.isfinite(finite)]
     # values spanning orders of magnitude (9.95 next to 0.7) flatten on a linear axis
-    log = finite.size and finite.min() > 0 and finite.max() / finite.min() > 30
+    log = finite.size and finite.min() > 0 and finite.max() / finite.min() > 5
     colors = [VERDICT_COLOR.get(e.verdict, "0.55") for e in evs]
     x = np.arange(len(evs))
     ax.errorbar(x, est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)], fmt="none", ecolor="k", lw=0.8)
@@ -259,8 +260,7 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([r[0] for r in rows], fontsize=6.5)
     ax.set_xlim(-0.5, len(rows) - 0.5)
-    stat = evs[0].statistic
-    ax.set_ylabel(stat if len(stat) <= 40 else stat[:37] + "...", fontsize=7)
+    ax.set_ylabel("\n".join(textwrap.wrap(evs[0].statistic, 48)[:4]), fontsize=5.5)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOR.items()]
     handles.append(plt.Line2D([], [], ls=":", color="grey", label=f"threshold {evs[0].direction} {evs[0].threshold:g}"))
     ax.legend(handles=handles, fontsize=6.5, loc="best")

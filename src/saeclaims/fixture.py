@@ -122,6 +122,17 @@ class ClaimFixture:
             self.not_applicable(f"no {what} to divide by (its {premise.confidence:.2%} interval is not wholly "
                                 "above 0)", **{what: shown})
 
+    def require_free_l0(self) -> None:
+        """L0 statistics mean nothing for an SAE whose L0 is fixed by construction (TopK keeps k latents)."""
+        __tracebackhide__ = True
+        self.require_hook()
+        cfg = self.subject.saes[self.hook].cfg
+        arch = cfg.architecture() if hasattr(cfg, "architecture") else type(self.subject.saes[self.hook]).__name__
+        k = getattr(cfg, "k", None)
+        if k is not None and "topk" in str(arch).lower():
+            self.not_applicable(f"the SAE's L0 is fixed by construction ({arch}, k = {k}), so its L0 cannot "
+                                "rise beyond the context", architecture=str(arch), k=int(k))
+
     def require_full_context_sae(self) -> None:
         __tracebackhide__ = True
         self.require_hook()
