@@ -3,12 +3,12 @@ evidence store, the xdist payload and the report at the end. The pytest plugin o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
 
 import pytest
 
@@ -96,14 +96,12 @@ class RunSettings:
         if self.fail_on_drift and self.baseline is None:
             raise pytest.UsageError("--fail-on-drift needs --baseline PATH (a previous report.json)")
 
-    def progress_stream(self, is_worker: bool) -> TextIO | None:
-        """Where progress bars go: the real terminal, past pytest's capture; nowhere in CI logs or -q."""
-        err = sys.__stderr__
-        if self.progress == "off" or err is None or (is_worker and self.progress != "on"):
-            return None
-        if self.progress == "on" or (err.isatty() and self.verbosity >= 0):
-            return err
-        return None
+    def shows_progress(self, is_worker: bool, terminal: bool) -> bool:
+        """Progress bars on a terminal (not under -q, not in xdist workers, whose output nobody sees), or
+        anywhere with --sae-progress on (e.g. CI logs)."""
+        if self.progress == "off" or (is_worker and self.progress != "on"):
+            return False
+        return self.progress == "on" or (terminal and self.verbosity >= 0)
 
 
 def _check_device(name: str) -> None:
@@ -351,9 +349,22 @@ class ClaimSession:
             s = self.settings
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
-                record_series=self.store.add_series, progress=s.progress_stream(self.is_worker),
+                record_series=self.store.add_series,
+                progress=self._uncaptured if s.shows_progress(self.is_worker, self._on_terminal()) else None,
                 eager=not self.is_worker, reencode_seqs=s.reencode_seqs)
         return self._workbenches[spec]
+
+    def _on_terminal(self) -> bool:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        return bool(getattr(tr, "isatty", False))
+
+    @contextlib.contextmanager
+    def _uncaptured(self):
+        """Suspend pytest's capture (as its live logging and pdb do), so a bar reaches the terminal mid-test."""
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            sys.stderr.write("\n")  # off the test's progress line
+            yield
 
     def ledger(self, spec: str) -> Ledger:
         """The subject's expected verdicts, read and checked once per run."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
-from typing import TextIO
 
 import numpy as np
 import torch
@@ -25,7 +24,8 @@ REPAIRS = ("token_then_pos", "shift_pos", "pos_repair_out", "reencode")  # the r
 class Workbench:
     def __init__(self, subject: Subject, boot: Bootstrap = DEFAULT_BOOTSTRAP, batch_size: int = 16,
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
-                 progress: TextIO | None = None, eager: bool = True, reencode_seqs: int = 16):
+                 progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
+                 reencode_seqs: int = 16):
         self.subject = subject
         self.boot = boot
         self.seed = boot.seed  # random-direction seed of the splice variants
@@ -47,8 +47,8 @@ class Workbench:
             if self.eager and self._m is None:
                 missing = self.subject.hooks
             variants = CLAIM_VARIANTS + (("full_context_sae",) if self.subject.full_context_saes else ())
-            # the bar goes to `progress` (the real terminal), past pytest's capture of sys.stderr
-            with contextlib.redirect_stderr(self.progress) if self.progress else contextlib.nullcontext():
+            # `progress` suspends pytest's capture, so the bar reaches the terminal
+            with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None)
             self._m = new if self._m is None else _merge(self._m, new)
@@ -63,7 +63,7 @@ class Workbench:
         missing = [h for h in hooks if h not in have]
         if missing:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
-            with contextlib.redirect_stderr(self.progress) if self.progress else contextlib.nullcontext():
+            with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, ("sae", "reencode"), self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None, n_seqs=n)
             self._re = new if self._re is None else _merge(self._re, new)
