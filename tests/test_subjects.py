@@ -212,3 +212,28 @@ def test_release_path_fails_fast_and_clearly_without_the_hub(monkeypatch, tmp_pa
         load_subject("gpt2-small-res-jb:blocks.0.hook_resid_pre", n_seqs=2, seq_len=16)
     msg = str(err.value)
     assert "gpt2-small" in msg and "HF_HOME" in msg and "HF_HUB_OFFLINE" in msg and "huggingface-cli" in msg
+
+
+def test_an_evaluation_set_of_bos_alone_is_refused():
+    from saeclaims.subjects import SubjectError, validate_subject
+    from tests.conftest import tiny_subject
+
+    s = tiny_subject()
+    s.tokens[:] = 0  # BOS everywhere: a tokenizer that returned nothing
+    with pytest.raises(SubjectError, match=r"every evaluation token in positions \[1, 8\) is BOS"):
+        validate_subject(s)
+    s = tiny_subject()
+    s.tokens[:, 8:] = 0
+    with pytest.raises(SubjectError, match="every evaluation token beyond position 8 is BOS"):
+        validate_subject(s)
+
+
+def test_documents_get_one_bos_even_from_a_tokenizer_that_adds_its_own():
+    from saeclaims.subjects import tokens_from_texts
+
+    class Prepends:
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [0] + [ord(c) % 50 + 1 for c in text]}
+
+    toks = tokens_from_texts(["abcdef", "ghijkl"], Prepends(), 1, 12, bos=0)
+    assert toks[0].tolist().count(0) == 2  # one BOS per document, never two in a row

@@ -132,14 +132,19 @@ class _hub_errors:
 
 
 def tokens_from_texts(texts: Iterable[str], tokenizer: Any, n_seqs: int, seq_len: int, bos: int) -> torch.Tensor:
-    """Concatenate documents (EOS between them) into windows of seq_len that begin with BOS."""
+    """Concatenate documents (BOS between them, as sae_lens does) into windows of seq_len that begin with
+    BOS; the tokenizer's own special tokens are left out, so no window starts with two BOS tokens."""
     from ..organism.layout import windows
 
     ids: list[int] = []
     need = n_seqs * (seq_len - 1) + 1
     for text in texts:
-        ids.append(bos)
-        ids.extend(tokenizer(text)["input_ids"])
+        piece = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if piece and piece[0] == bos:  # a tokenizer that prepends BOS regardless: one BOS per document
+            piece = piece[1:]
+        if ids:  # between documents; each window gets its own leading BOS from `windows`
+            ids.append(bos)
+        ids.extend(piece)
         if len(ids) >= need:
             break
     if len(ids) < need:

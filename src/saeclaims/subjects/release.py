@@ -42,12 +42,12 @@ def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int 
     if unknown:
         raise SubjectError(f"release {release} has no SAE id {unknown[0]!r}; ids: {list(lookup.saes_map)[:6]}…")
     kwargs = dict((lookup.config_overrides or {}).get("model_from_pretrained_kwargs", {}))
-    model = load_hooked_model(lookup.model, device=device, **kwargs)
     saes = {}
-    for sae_id in ids:
+    for sae_id in ids:  # the SAEs first: a missing one fails before the (much larger) model is loaded
         with _hub_errors(f"SAE {release}/{sae_id}"), offline_unless_reachable():
             sae = SAE.from_pretrained(release, sae_id, device=device)
         saes[sae.cfg.metadata.hook_name] = sae
+    model = load_hooked_model(lookup.model, device=device, **kwargs)
     tokens = _eval_tokens(model, n_seqs, seq_len, text_file, dataset)
     subject = Subject(
         name=spec, model=model, saes=saes, tokens=tokens.to(device),

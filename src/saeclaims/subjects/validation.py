@@ -42,6 +42,7 @@ def validate_subject(subject: Subject) -> None:
                            f"model's n_ctx {model.cfg.n_ctx}; lower --seq-len")
     if not subject.saes:
         raise SubjectError(f"subject {subject.name}: no SAEs")
+    _check_tokens(subject)
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise SubjectError(f"subject {subject.name}: model parameter {name} holds NaN or inf")
@@ -50,3 +51,18 @@ def validate_subject(subject: Subject) -> None:
             validate_sae(sae, model, hook)
             if sae.cfg.metadata.hook_name != hook:
                 raise SubjectError(f"SAE registered at {hook} reads {sae.cfg.metadata.hook_name}")
+
+
+def _check_tokens(subject: Subject) -> None:
+    """Every claim reads non-BOS tokens inside the context, and the context claims beyond it: an evaluation
+    set of BOS alone (a tokenizer that returned nothing) is refused here, before any test."""
+    bos = subject.bos_token_id
+    ctx = min(c for c in subject.context_sizes.values()) if subject.context_sizes else subject.seq_len
+    real = subject.tokens != bos
+    inside = int(real[:, 1:ctx].sum())
+    if inside == 0:
+        raise SubjectError(f"subject {subject.name}: every evaluation token in positions [1, {ctx}) is BOS "
+                           f"(id {bos}); the tokenizer returned nothing: check the tokenizer and the text")
+    if subject.seq_len > ctx and int(real[:, ctx:].sum()) == 0:
+        raise SubjectError(f"subject {subject.name}: every evaluation token beyond position {ctx} is BOS "
+                           f"(id {bos}); give longer documents or a lower --seq-len")
