@@ -237,3 +237,15 @@ def test_documents_get_one_bos_even_from_a_tokenizer_that_adds_its_own():
 
     toks = tokens_from_texts(["abcdef", "ghijkl"], Prepends(), 1, 12, bos=0)
     assert toks[0].tolist().count(0) == 2  # one BOS per document, never two in a row
+
+
+def test_a_transcoder_is_refused_with_the_reason():
+    from sae_lens.saes.transcoder import Transcoder, TranscoderConfig
+
+    from saeclaims.subjects import SubjectError, validate_sae
+    from tests.conftest import tiny_model
+
+    cfg = TranscoderConfig(d_in=16, d_sae=32, d_out=16, apply_b_dec_to_input=False)
+    cfg.metadata.hook_name, cfg.metadata.context_size = "blocks.0.hook_resid_pre", 8
+    with pytest.raises(SubjectError, match="is a transcoder .*its output is not a reconstruction of its input"):
+        validate_sae(Transcoder(cfg), tiny_model(), "tc")

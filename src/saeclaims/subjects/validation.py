@@ -15,6 +15,11 @@ from .core import Subject, SubjectError, hook_order
 
 def validate_sae(sae: Any, model: Any, label: str) -> None:
     """The SAE reads a residual hook of this model, has the model's width, finite weights and a context size."""
+    arch = sae.cfg.architecture() if hasattr(sae.cfg, "architecture") else type(sae).__name__
+    if "transcoder" in str(arch).lower() or getattr(sae.cfg, "d_out", None) is not None:
+        raise SubjectError(f"SAE {label} is a transcoder ({arch}): its output is not a reconstruction of its "
+                           "input, so splicing it in place of the activation tests none of these claims; leave "
+                           "it out of the subject")
     hook = sae.cfg.metadata.hook_name
     if hook not in model.hook_dict:
         raise SubjectError(f"SAE {label}: hook {hook!r} is not in model {model.cfg.model_name} "
