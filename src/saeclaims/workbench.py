@@ -15,7 +15,7 @@ from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import Measurements, measure
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
 from .subjects import Subject, hook_order
-from .variants import CLAIM_VARIANTS
+from .variants import CLAIM_VARIANTS, NEEDS_WPOS
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 REPAIRS = ("token_then_pos", "shift_pos", "pos_repair_out", "reencode")  # the recovery figure's variants
@@ -46,7 +46,7 @@ class Workbench:
         if missing:
             if self.eager and self._m is None:
                 missing = self.subject.hooks
-            variants = CLAIM_VARIANTS + (("full_context_sae",) if self.subject.full_context_saes else ())
+            variants = self.variants()
             # `progress` suspends pytest's capture, so the bar reaches the terminal
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
@@ -55,6 +55,12 @@ class Workbench:
             for h in missing:
                 self._record_series(h)
         return self._m
+
+    def variants(self) -> tuple[str, ...]:
+        """The variants measured: W_pos variants only on models with learned absolute positions (the claims
+        that need them are not applicable elsewhere), the control only when there is one."""
+        out = tuple(v for v in CLAIM_VARIANTS if self.subject.has_learned_positions or v not in NEEDS_WPOS)
+        return out + (("full_context_sae",) if self.subject.full_context_saes else ())
 
     def reencode_measurements(self, hooks: list[str]) -> Measurements:
         """`sae` and `reencode` on the first `reencode_seqs` sequences, in a call of their own, so the
@@ -76,11 +82,12 @@ class Workbench:
             else None
         self.record_series(PositionCurves(name, hook, ctx, {
             v: _by_position(m.get(v, hook, "dce")) for v in ("sae", "token_then_pos", "shift_pos", "random_error")
+            if (v, hook) in m.metrics
         }, full))
         self.record_series(L0Curve(name, hook, ctx, _by_position(m.get("sae", hook, "l0"))))
         act = m.activation[hook]
-        self.record_series(HookNorms(name, hook, float(np.nanmean(act["x_norm"][:, 1:])),
-                                     float(np.nanmean(act["wpos_share"][:, 1:])), self._wpos_norm()))
+        self.record_series(HookNorms(name, hook, _finite_mean(act["x_norm"][:, 1:]),
+                                     _finite_mean(act["wpos_share"][:, 1:]), self._wpos_norm()))
         if m.n_positions > ctx:
             ex = excess(m, hook, boot=self.boot)
             rec = {}
@@ -97,6 +104,12 @@ class Workbench:
         ctx = min(self.subject.context_sizes.values())
         w = self.subject.model.W_pos.detach()[1:ctx].float()
         return float(w.norm(dim=1).mean())
+
+
+def _finite_mean(arr: np.ndarray) -> float:
+    """Mean over defined tokens (BOS is NaN); NaN where nothing is defined (W_pos share of a rotary model)."""
+    finite = np.isfinite(arr)
+    return float(arr[finite].mean()) if finite.any() else float("nan")
 
 
 def _by_position(arr: np.ndarray) -> list[float]:
