@@ -7,130 +7,16 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from .catalog import CATALOG, Catalog, Claim
 from .ledger import Ledger, LedgerError, Sample, ledger_file, load_ledger
+from .settings import RunSettings
 from .stats import Bootstrap, Evidence, bonferroni_confidence
 from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
-
-DEFAULT_LEDGER_DIR = "claims/expected"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """The run's options, validated once before anything is measured."""
-
-    subjects: tuple[str, ...]
-    device: str | None
-    n_seqs: int | None
-    seq_len: int | None
-    seed: int
-    family_confidence: float
-    n_resamples: int
-    batch_size: int
-    autocast: str
-    text_file: Path | None
-    report: Path
-    write_report: bool
-    ledger_dir: Path
-    ledger_dir_given: bool
-    progress: str  # auto (a terminal, not -q), on, off
-    verbosity: int = 0
-    baseline: Path | None = None
-    baseline_any_subject: bool = False
-    fail_on_drift: bool = False
-    reencode_seqs: int = 16
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> RunSettings:
-        opt = config.getoption
-        root = Path(config.rootpath)
-        ledger_opt = opt("sae_ledger_dir") or config.getini("sae_ledger_dir")
-        subjects = opt("sae_subject") or config.getini("sae_subject") or ["organism"]
-        text = opt("text_file")
-        return cls(
-            subjects=tuple(dict.fromkeys(subjects)), device=opt("sae_device"), n_seqs=opt("n_seqs"),
-            seq_len=opt("seq_len"), seed=opt("sae_seed"), family_confidence=opt("family_confidence"),
-            n_resamples=opt("n_resamples"), batch_size=opt("sae_batch_size"), autocast=opt("autocast"),
-            text_file=Path(text) if text else None,
-            report=Path(opt("sae_report") or root / "REPORT.md"), write_report=not opt("no_sae_report"),
-            ledger_dir=Path(root / (ledger_opt or DEFAULT_LEDGER_DIR)), ledger_dir_given=bool(ledger_opt),
-            progress=opt("sae_progress"), verbosity=opt("verbose"),
-            baseline=Path(opt("baseline")) if opt("baseline") else None,
-            baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
-            reencode_seqs=opt("reencode_seqs"),
-        )
-
-    def as_options(self) -> dict:
-        """The run's options for report.json (paths as text)."""
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items()}
-
-    def validate(self) -> None:
-        """Bad options stop the run before collection, as pytest's own usage errors do (exit code 4)."""
-        if self.n_seqs is not None and self.n_seqs < 2:
-            raise pytest.UsageError(f"--n-seqs {self.n_seqs}: a cluster bootstrap needs at least 2 sequences")
-        if self.seq_len is not None and self.seq_len < 2:
-            raise pytest.UsageError(f"--seq-len {self.seq_len}: sequences need at least 2 tokens")
-        if not 0 < self.family_confidence < 1:
-            raise pytest.UsageError(f"--family-confidence {self.family_confidence} must be in (0, 1)")
-        if self.n_resamples < 100:
-            raise pytest.UsageError(f"--n-resamples {self.n_resamples}: use at least 100 bootstrap resamples")
-        if self.batch_size < 1:
-            raise pytest.UsageError(f"--sae-batch-size {self.batch_size} must be >= 1")
-        if self.ledger_dir_given and not self.ledger_dir.is_dir():
-            raise pytest.UsageError(f"ledger directory {self.ledger_dir} does not exist; create it or fix "
-                                    "--sae-ledger-dir / the sae_ledger_dir ini option")
-        if self.device is not None:
-            _check_device(self.device)
-        if self.write_report:
-            _check_writable(self.report)
-        if self.text_file is not None and not self.text_file.is_file():
-            raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
-        if self.reencode_seqs < 2:
-            raise pytest.UsageError(f"--reencode-seqs {self.reencode_seqs}: a cluster bootstrap needs at least 2")
-        if self.fail_on_drift and self.baseline is None:
-            raise pytest.UsageError("--fail-on-drift needs --baseline PATH (a previous report.json)")
-
-    def shows_progress(self, is_worker: bool, terminal: bool) -> bool:
-        """Progress bars on a terminal (not under -q, not in xdist workers, whose output nobody sees), or
-        anywhere with --sae-progress on (e.g. CI logs)."""
-        if self.progress == "off" or (is_worker and self.progress != "on"):
-            return False
-        return self.progress == "on" or (terminal and self.verbosity >= 0)
-
-
-def _check_device(name: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise pytest.UsageError(f"--sae-device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise pytest.UsageError(f"--sae-device {name}: no CUDA device is available here "
-                                    "(torch.cuda.is_available() is False); leave the option out to run on the CPU")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise pytest.UsageError(f"--sae-device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
-    elif dev.type != "cpu" and not (dev.type == "mps" and torch.backends.mps.is_available()):
-        raise pytest.UsageError(f"--sae-device {name}: device type {dev.type!r} is not available here; use cpu or cuda")
-
-
-def _check_writable(report: Path) -> None:
-    if report.is_dir():
-        raise pytest.UsageError(f"--sae-report {report} is a directory; give the markdown file's path")
-    probe = report.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or (
-            report.exists() and not os.access(report, os.W_OK)):
-        raise pytest.UsageError(f"--sae-report {report}: {probe} is not writable; choose another path or "
-                                "pass --no-sae-report")
 
 
 @dataclass(frozen=True)
