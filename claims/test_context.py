@@ -41,7 +41,8 @@ def test_in_context_performs_well(claim):
 def _layer_contrast(claim, region: str, first_minus_last: bool):
     """The contrast of absolute dCE_sae between the first and the last resid_pre hook, with the adjacent
     pairs' contrasts (estimate and interval) in the row's extra."""
-    hooks = [h for h in claim.subject.hooks if h.endswith("hook_resid_pre")]
+    s = claim.subject
+    hooks = claim.one_sae_per_hook([i for i in s.sae_ids if s.hook_of(i).endswith("hook_resid_pre")])
     if len(hooks) < 2:
         claim.not_applicable(f"a contrast between layers needs 2 resid_pre hooks, the subject has {len(hooks)}")
     if region == "outside":

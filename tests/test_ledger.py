@@ -76,3 +76,16 @@ def test_a_malformed_drafted_table(tmp_path):
     (tmp_path / "organism.toml").write_text('[_drafted]\nn_seqs = "many"\nseq_len = 512\n')
     with pytest.raises(LedgerError, match=r"\[_drafted\] needs integer n_seqs and seq_len"):
         load_ledger(tmp_path, "organism", CAT)
+
+
+def test_hook_name_keys_stand_for_the_one_sae_that_reads_the_hook(tmp_path):
+    hooks = {"a": "blocks.0.hook_resid_pre", "b": "blocks.0.hook_resid_pre", "c": "blocks.1.hook_mlp_out"}
+    (tmp_path / "s.toml").write_text('[beyond-context-degrades]\n"blocks.1.hook_mlp_out" = "refuted"\n')
+    led = load_ledger(tmp_path, "s", CAT)
+    led.check_rows({"beyond-context-degrades": ["a", "b", "c"]}, hooks.__getitem__)
+    assert led.expected("beyond-context-degrades", "c") == "refuted"
+    assert led.expected("beyond-context-degrades", "a") == "holds"
+    (tmp_path / "s.toml").write_text('[beyond-context-degrades]\n"blocks.0.hook_resid_pre" = "refuted"\n')
+    led = load_ledger(tmp_path, "s", CAT)
+    with pytest.raises(LedgerError, match=r"names hook 'blocks.0.hook_resid_pre', which 2 SAEs read \(a, b\)"):
+        led.check_rows({"beyond-context-degrades": ["a", "b", "c"]}, hooks.__getitem__)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saeclaims.naive import naive_losses
@@ -94,19 +94,56 @@ def test_tidy_table_has_one_row_per_variant_hook_sequence_position():
 
 def test_measuring_a_hook_without_sae_is_an_error():
     subj = tiny_subject(n_seqs=2, seq_len=10, hooks=["blocks.0.hook_resid_pre"])
-    with pytest.raises(SubjectError, match="no SAE at hook blocks.1.hook_resid_pre"):
+    with pytest.raises(SubjectError, match="no SAE 'blocks.1.hook_resid_pre'"):
         measure(subj, hooks=["blocks.1.hook_resid_pre"], progress=False)
 
 
-def test_positional_variant_on_a_model_without_learned_positions_is_an_error():
-    from saeclaims.variants import VariantError
+def test_positional_variants_are_left_out_where_w_pos_is_no_summand():
+    """W_pos variants are measured only at residual hooks of learned-position models; elsewhere they are
+    left out (the claims reading them are not applicable there), never a crash."""
     from tests.conftest import tiny_model
 
     subj = tiny_subject(n_seqs=2, seq_len=10)
     subj.model = tiny_model(positional="rotary")
-    for variant in ("token_then_pos", "pos_repair_out"):
-        with pytest.raises(VariantError, match="learned absolute W_pos"):
-            measure(subj, variants=(variant,), progress=False)
+    m = measure(subj, variants=("sae", "token_then_pos", "pos_repair_out", "shift_pos"), progress=False)
+    assert {v for v, _ in m.metrics} == {"sae"}
+    subj = tiny_subject(n_seqs=2, seq_len=10, hooks=["blocks.0.hook_mlp_out", "blocks.1.hook_resid_mid"])
+    m = measure(subj, variants=("sae", "token_then_pos", "pos_repair_out", "shift_pos"), progress=False)
+    assert set(m.metrics) == {("sae", "blocks.0.hook_mlp_out")} | {
+        (v, "blocks.1.hook_resid_mid") for v in ("sae", "token_then_pos", "pos_repair_out", "shift_pos")}
+
+
+HOOK_KINDS = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 1000), layer=st.integers(0, 1))
+def test_every_hook_kind_stacked_equals_separate_hooked_forwards(seed, layer):
+    """attn.hook_z, attn_out, resid_mid, mlp_out start from the block's cached residual input with the
+    hooked activation replaced; every variant equals one run_with_hooks forward at the hook (atol 1e-5)."""
+    hooks = [f"blocks.{layer}.{k}" for k in HOOK_KINDS]
+    subj = tiny_subject(n_layers=2, ctx=6, n_seqs=3, seq_len=14, seed=seed, hooks=hooks)
+    m = measure(subj, variants=VARIANTS, batch_size=2, max_stack=4, seed=seed, progress=False)
+    naive = naive_losses(subj, subj.tokens, subj.hooks, VARIANTS, in_context_stats(subj, subj.hooks), seed)
+    assert set(naive) == set(m.metrics)
+    for (v, hook), ref in naive.items():
+        np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0, err_msg=f"{v} {hook}")
+        np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0, err_msg=f"{v} {hook}")
+
+
+def test_two_saes_on_one_hook_are_measured_separately_by_id():
+    from tests.conftest import tiny_sae
+
+    hook = "blocks.1.hook_attn_out"
+    subj = tiny_subject(n_seqs=2, seq_len=12, hooks=[hook])
+    subj.saes = {"small": tiny_sae(16, 32, hook, 8, seed=1), "other": tiny_sae(16, 32, hook, 8, seed=2)}
+    subj.context_sizes = {"small": 8, "other": 8}
+    assert subj.sae_ids == ["other", "small"] and subj.ids_at(hook) == ["other", "small"]
+    m = measure(subj, variants=("sae",), progress=False)
+    assert m.hooks == ["other", "small"]
+    assert not np.allclose(m.get("sae", "small", "dce"), m.get("sae", "other", "dce"))
+    one = measure(subj, hooks=["small"], variants=("sae",), progress=False)
+    np.testing.assert_allclose(one.get("sae", "small", "dce"), m.get("sae", "small", "dce"), atol=1e-6)
 
 
 def test_activation_statistics_leave_out_bos_tokens():

@@ -29,11 +29,47 @@ needs_organism = pytest.mark.skipif(not (ORGANISM / "card.json").exists(), reaso
 
 
 def test_hook_order_and_start_layer():
-    assert hook_order("blocks.3.hook_resid_pre") == (3, 0)
-    assert start_layer("blocks.3.hook_resid_pre") == 3
-    assert start_layer("blocks.3.hook_resid_post") == 4
-    with pytest.raises(SubjectError, match="not a residual-stream hook"):
-        hook_order("blocks.0.hook_mlp_out")
+    from saeclaims.subjects.core import is_residual, replaced_inside_block
+
+    kinds = ["hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"]
+    assert [hook_order(f"blocks.3.{k}") for k in kinds] == [(3, r) for r in range(6)]
+    assert [start_layer(f"blocks.3.{k}") for k in kinds] == [3, 3, 3, 3, 3, 4]
+    assert [replaced_inside_block(f"blocks.3.{k}") for k in kinds] == [False, True, True, True, True, False]
+    assert [is_residual(f"blocks.3.{k}") for k in kinds] == [True, False, False, True, False, True]
+    for bad in ("blocks.0.attn.hook_q", "blocks.0.ln2.hook_normalized", "hook_embed", "blocks.x.hook_resid_pre"):
+        with pytest.raises(SubjectError, match="not one sae_lens SAEs are trained on"):
+            hook_order(bad)
+
+
+def test_release_ids_name_their_hooks_without_downloading():
+    from saeclaims.subjects import describe_subject
+    from saeclaims.subjects.core import hook_in_id
+
+    assert hook_in_id("blocks.8.hook_resid_pre_768") == "blocks.8.hook_resid_pre"
+    assert hook_in_id("blocks.0.hook_z") == "blocks.0.attn.hook_z"
+    assert hook_in_id("blocks.2.attn.hook_z") == "blocks.2.attn.hook_z"
+    assert hook_in_id("layer_5/width_16k/average_l0_68") is None
+    info = describe_subject("gpt2-small-res-jb-feature-splitting")
+    assert len(info.hooks) == 8 and {info.hook_of(i) for i in info.hooks} == {"blocks.8.hook_resid_pre"}
+    info = describe_subject("gpt2-small-hook-z-kk:blocks.3.hook_z,blocks.1.hook_z")
+    assert info.hooks == ["blocks.1.hook_z", "blocks.3.hook_z"]
+    assert info.hook_of("blocks.3.hook_z") == "blocks.3.attn.hook_z"
+    info = describe_subject("gpt2-small-mlp-out-v5-32k:blocks.0.hook_mlp_out")
+    assert info.hooks == ["blocks.0.hook_mlp_out"]
+
+
+def test_scopes_select_by_the_hook_each_sae_reads():
+    from saeclaims.catalog import SCOPES
+    from saeclaims.subjects import SubjectInfo
+
+    info = SubjectInfo("x", ["b.small", "a.big", "blocks.1.hook_resid_pre", "mlp"],
+                       hook_names={"b.small": "blocks.0.hook_resid_pre", "a.big": "blocks.0.hook_resid_pre",
+                                   "mlp": "blocks.0.hook_mlp_out"})
+    assert info.hooks == ["a.big", "b.small", "mlp", "blocks.1.hook_resid_pre"]
+    assert SCOPES["resid_pre"].rows(info) == ["a.big", "b.small", "blocks.1.hook_resid_pre"]
+    assert SCOPES["resid_pre0"].rows(info) == ["a.big", "b.small"]
+    assert SCOPES["later_resid_pre"].rows(info) == ["blocks.1.hook_resid_pre"]
+    assert SCOPES["all"].rows(info) == info.hooks
 
 
 @needs_organism
@@ -107,7 +143,7 @@ def test_hook_not_in_model_is_an_error_not_a_log_line():
 def test_d_in_mismatch():
     s = tiny_subject()
     s.saes["blocks.0.hook_resid_pre"] = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
-    with pytest.raises(SubjectError, match="d_in 8 != model d_model 16"):
+    with pytest.raises(SubjectError, match="d_in 8 != the width 16 of blocks.0.hook_resid_pre"):
         validate_subject(s)
 
 
@@ -249,3 +285,27 @@ def test_a_transcoder_is_refused_with_the_reason():
     cfg.metadata.hook_name, cfg.metadata.context_size = "blocks.0.hook_resid_pre", 8
     with pytest.raises(SubjectError, match="is a transcoder .*its output is not a reconstruction of its input"):
         validate_sae(Transcoder(cfg), tiny_model(), "tc")
+
+
+@needs_organism
+def test_a_transformerlens_native_folder_loads_as_the_organism_does(tmp_path):
+    """`local:DIR` may name a TransformerLens-native model (model_config.json + model.safetensors +
+    tokenizer.json): it loads as saved, with no weight processing, so its logits are the organism's."""
+    folder = tmp_path / "native"
+    folder.mkdir()
+    for name in ("model_config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(ORGANISM / name, folder / name)
+    s = load_organism(n_seqs=3, seq_len=96)
+    # sae_lens records center_writing_weights with every SAE; it does not apply to a processed state dict
+    model = load_hooked_model(str(folder), center_writing_weights=False)
+    with torch.no_grad():
+        assert torch.equal(model(s.tokens), s.model(s.tokens))
+    assert model.cfg.normalization_type == s.model.cfg.normalization_type == "LNPre"
+    assert model.tokenizer.bos_token_id == s.model.tokenizer.bos_token_id == 0
+    assert model.cfg.tokenizer_prepends_bos is False
+    with pytest.raises(SubjectError, match="TransformerLens-native model.*cannot apply"):
+        load_hooked_model(str(folder), trust_remote_code=True)
+    (folder / "model.safetensors").unlink()
+    shutil.copy(ORGANISM / "model_config.json", folder / "model.safetensors")
+    with pytest.raises(SubjectError, match="model.safetensors"):
+        load_hooked_model(str(folder))

@@ -6,7 +6,7 @@ claim's words ("most" is more than half, "an order of magnitude" a factor of 10)
 recorded in the ledger, never fixed by moving its threshold.
 
 Scopes are one vocabulary shared by the catalogue, the marker and the report: a scope either selects
-SAE hooks (one test and one row per hook) or names a single row per subject ("model").
+SAEs (one test and one row per SAE id, usually its hook name) or names a single row per subject ("model").
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ class ClaimError(ValueError):
 
 
 class HookListing(Protocol):
-    """What a scope reads of a subject without loading it (see `subjects.describe_subject`)."""
+    """What a scope reads of a subject without loading it (see `subjects.describe_subject`): the SAE ids
+    (`hooks`; equal to hook names unless several SAEs read one hook), the ids with a control, and the hook
+    each id reads."""
 
     hooks: list[str]
     full_context_hooks: list[str]
+
+    def hook_of(self, sae_id: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,17 @@ class Scope:
         return self.select is not None
 
 
-def _layer(hook: str) -> int | None:
-    m = re.match(r"^blocks\.(\d+)\.", hook)
+def _hook(info: HookListing, sae_id: str) -> str:
+    return info.hook_of(sae_id) if hasattr(info, "hook_of") else sae_id
+
+
+def _layer(info: HookListing, sae_id: str) -> int | None:
+    m = re.match(r"^blocks\.(\d+)\.", _hook(info, sae_id))
     return int(m.group(1)) if m else None
 
 
 def _resid_pre(info: HookListing) -> list[str]:
-    return [h for h in info.hooks if h.endswith("hook_resid_pre")]
+    return [i for i in info.hooks if _hook(info, i).endswith("hook_resid_pre")]
 
 
 SCOPES: dict[str, Scope] = {}
@@ -72,11 +80,12 @@ def register_scope(scope: Scope) -> Scope:
 
 
 for _s in (
-    Scope("all", "per hook", lambda i: list(i.hooks)),
-    Scope("resid_pre", "per resid_pre hook", _resid_pre),
-    Scope("resid_pre0", "resid_pre 0", lambda i: [h for h in _resid_pre(i) if _layer(h) == 0]),
-    Scope("later_resid_pre", "resid_pre L >= 1", lambda i: [h for h in _resid_pre(i) if (_layer(h) or 0) >= 1]),
-    Scope("full_context", "per hook with a full-context SAE", lambda i: list(i.full_context_hooks)),
+    Scope("all", "per SAE", lambda i: list(i.hooks)),
+    Scope("resid_pre", "per resid_pre SAE", _resid_pre),
+    Scope("resid_pre0", "resid_pre 0", lambda i: [h for h in _resid_pre(i) if _layer(i, h) == 0]),
+    Scope("later_resid_pre", "resid_pre L >= 1",
+          lambda i: [h for h in _resid_pre(i) if (_layer(i, h) or 0) >= 1]),
+    Scope("full_context", "per SAE with a full-context SAE", lambda i: list(i.full_context_hooks)),
     Scope("across_resid_pre", "across resid_pre hooks", None, "resid_pre"),
     Scope("model", "the model", None, "model"),
 ):

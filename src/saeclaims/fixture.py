@@ -17,6 +17,7 @@ from .series import Series
 from .session import ClaimSession
 from .stats import Bootstrap, Evidence, Interval, verdict
 from .store import NotApplicable
+from .subjects.core import is_residual
 
 NO_HOOK = "no-hook"
 
@@ -49,8 +50,18 @@ class ClaimFixture:
 
     @property
     def hook(self) -> str:
-        """The SAE hook of a per-hook claim (the row label, e.g. 'model', for single-row scopes)."""
+        """The row: the SAE id of a per-SAE claim (the hook name for most releases; 'model' and the like for
+        single-row scopes). Measurements and instruments are keyed by it."""
         return self.row
+
+    @property
+    def sae_id(self) -> str:
+        return self.row
+
+    @property
+    def hook_point(self) -> str:
+        """The hook the row's SAE reads (e.g. blocks.1.hook_mlp_out), as opposed to its id."""
+        return self.subject.hook_of(self.row)
 
     @property
     def subject(self):
@@ -98,10 +109,29 @@ class ClaimFixture:
             self.not_applicable(f"the subject has no SAE at this claim's hooks ({self.claim.scope_info.description})")
 
     def require_learned_positions(self) -> None:
+        """W_pos instruments need learned absolute positions and, per SAE, a residual-stream hook (where
+        W_pos[p] is a summand of the activation)."""
         __tracebackhide__ = True
         if not self.subject.has_learned_positions:
             self.not_applicable(f"the model's positions are {self.subject.model.cfg.positional_embedding_type}, "
                                 "not a learned absolute W_pos")
+        if self.claim.scope_info.per_hook and self.row != NO_HOOK and not is_residual(self.hook_point):
+            self.not_applicable(f"W_pos[p] is a summand of the residual stream only; this SAE reads "
+                                f"{self.hook_point}", hook=self.hook_point)
+
+    def one_sae_per_hook(self, ids: list[str]) -> list[str]:
+        """`ids` with one SAE per hook, for statistics across layers; several SAEs at one hook make the
+        comparison ambiguous, and the claim is then not applicable, naming them."""
+        __tracebackhide__ = True
+        by_hook: dict[str, list[str]] = {}
+        for i in ids:
+            by_hook.setdefault(self.subject.hook_of(i), []).append(i)
+        shared = {h: v for h, v in by_hook.items() if len(v) > 1}
+        if shared:
+            h, v = next(iter(shared.items()))
+            self.not_applicable(f"several SAEs read {h} ({', '.join(v)}): a comparison across layers needs one "
+                                "SAE per hook; select one with RELEASE:id,id", hook=h, sae_ids=", ".join(v))
+        return ids
 
     def require_beyond_context(self, hook: str | None = None) -> None:
         """Positions beyond the SAE's training context must exist at the run's --seq-len."""

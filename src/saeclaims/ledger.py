@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,16 +71,33 @@ class Ledger:
             return "differs"
         return "MISMATCH"
 
-    def check_rows(self, rows: dict[str, list[str]]) -> None:
+    def check_rows(self, rows: dict[str, list[str]], hook_of: Callable[[str], str] | None = None) -> None:
         """Every key must name a row the claim has on this subject (or be `default`), so a typo in a
-        hook name cannot silently leave a verdict unchecked."""
+        hook name cannot silently leave a verdict unchecked. Rows are SAE ids; a hook name stands for the
+        one SAE that reads it (rewritten to its id here), and is an error when several SAEs read it."""
         for claim, table in self.entries.items():
             known = rows.get(claim, [])
+            for key in list(table):
+                if key == "default" or key in known or hook_of is None:
+                    continue
+                readers = [r for r in known if _safe_hook(hook_of, r) == key]
+                if len(readers) > 1:
+                    raise LedgerError(f"ledger {self.path}: [{claim}] names hook {key!r}, which {len(readers)} SAEs "
+                                      f"read ({', '.join(readers)}); key the verdicts by SAE id instead")
+                if len(readers) == 1 and readers[0] not in table:
+                    table[readers[0]] = table.pop(key)
             for key in table:
                 if key != "default" and key not in known:
                     raise LedgerError(f"ledger {self.path}: [{claim}] names {key!r}, which is not a row of this "
                                       f"claim on subject {self.subject} (rows: {', '.join(known) or 'none'}); "
                                       "fix the key or remove it")
+
+
+def _safe_hook(hook_of: Callable[[str], str], row: str) -> str | None:
+    try:
+        return hook_of(row)
+    except (KeyError, ValueError):
+        return None
 
 
 def ledger_file(directory: Path, subject: str) -> Path:

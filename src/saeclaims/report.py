@@ -66,11 +66,12 @@ def _fmt(x: float) -> str:
 
 
 def _order(ev: dict, ids: list[str]) -> tuple:
-    from .subjects import RESID_HOOK, hook_order
+    from .subjects.core import hook_in_id, hook_order
 
-    h = ev["hook"]
+    h = ev["hook"]  # an SAE id: ordered by the hook it names, then by id
+    named = hook_in_id(h)
     return (ev["subject"], ids.index(ev["claim"]) if ev["claim"] in ids else 99,
-            hook_order(h) if RESID_HOOK.match(h) else (-1, 0))
+            hook_order(named) if named else (-1, 0), h)
 
 
 def summary_lines(evidence: list[Evidence]) -> list[str]:

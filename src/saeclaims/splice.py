@@ -1,8 +1,13 @@
 """Batched splicing kernels: one clean pass, then only the layers after each hook, variants stacked.
 
 The obvious way (sae_lens's evals) runs one full hooked forward per variant per hook. Here the clean
-pass caches every hook at once; for each hook the spliced activations of all variants are stacked
+pass caches every hook at once; for each SAE the spliced activations of all variants are stacked
 along the batch and fed to TransformerLens with `start_at_layer`, so the prefix is never recomputed.
+Residual hooks (resid_pre, resid_post) are the input of a block: the stack is that input. Hooks inside a
+block (attn.hook_z, hook_attn_out, hook_resid_mid, hook_mlp_out) start from the block's cached clean
+residual input, stacked once per variant, and a forward hook replaces the hooked activation with the
+stack. hook_z activations [.., heads, d_head] are flattened for the SAE, as sae_lens's hook_z SAEs are.
+Measurements are keyed by SAE id (several SAEs may read one hook).
 Log-probabilities are formed a chunk of token rows at a time, so memory never holds
 variants x batch x positions x vocabulary.
 """
@@ -18,7 +23,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .subjects import Subject, SubjectError, hook_order, start_layer
-from .variants import CLAIM_VARIANTS, EXTRA_METRICS, VariantContext, apply_variant_ex, check_variant
+from .subjects.core import is_residual, replaced_inside_block
+from .variants import (
+    CLAIM_VARIANTS,
+    EXTRA_METRICS,
+    NEEDS_WPOS,
+    VariantContext,
+    apply_variant_ex,
+    check_variant,
+)
 
 RECON_METRICS = ("sq_err", "nmse", "l0", "cos")
 LOSS_METRICS = ("ce", "dce", "kl")
@@ -85,11 +98,22 @@ def w_pos_of(model) -> torch.Tensor | None:
     return model.W_pos.detach()
 
 
+def flat(act: torch.Tensor) -> torch.Tensor:
+    """[B, T, d] as the SAE reads it: hook_z's [B, T, heads, d_head] flattened over heads."""
+    return act.flatten(-2) if act.ndim == 4 else act
+
+
+def block_input(hook: str) -> str:
+    """The residual stream entering the hook's block: where a spliced run inside that block starts."""
+    return f"blocks.{hook_order(hook)[0]}.hook_resid_pre"
+
+
 @torch.no_grad()
 def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | None = None) -> dict[str, HookStats]:
-    """Mean and spread of activations over positions [1, ctx) of the whole evaluation set."""
+    """Mean and spread of activations over positions [1, ctx) of the whole evaluation set, per SAE id."""
     model = subject.model
-    stop = max(hook_order(h)[0] for h in hooks) + 1
+    points = {k: subject.hook_of(k) for k in hooks}
+    stop = max(hook_order(h)[0] for h in points.values()) + 1
     sums = {h: 0.0 for h in hooks}
     sq = {h: 0.0 for h in hooks}
     l0 = {h: 0.0 for h in hooks}
@@ -97,17 +121,18 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     batch_size = batch_size or stack_rows(model, subject.seq_len, subject.tokens.device)
     for i in range(0, len(subject.tokens), batch_size):
         toks = subject.tokens[i : i + batch_size]
-        cache = _clean_cache(model, toks, list(hooks), stop)
+        cache = _clean_cache(model, toks, sorted(set(points.values())), stop)
         for h in hooks:
             ctx = subject.context_sizes[h]
+            act = flat(cache[points[h]])
             use = (toks[:, 1:ctx] != subject.bos_token_id)[..., None].double()  # BOS is never patched
-            x = cache[h][:, 1:ctx].double() * use
+            x = act[:, 1:ctx].double() * use
             sums[h] = sums[h] + x.sum((0, 1))
             sq[h] += float(x.pow(2).sum())
             counts[h] += int(use.sum())
             sae = subject.saes.get(h)
             if sae is not None:
-                active = (sae.encode(cache[h][:, 1:ctx]) > 0).sum(-1).double()
+                active = (sae.encode(act[:, 1:ctx]) > 0).sum(-1).double()
                 l0[h] += float((active * use[..., 0]).sum())
     out = {}
     for h in hooks:
@@ -117,13 +142,15 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     return out
 
 
-def variant_context(subject: Subject, hook: str, stats: HookStats | None, device: torch.device | None = None,
+def variant_context(subject: Subject, key: str, stats: HookStats | None, device: torch.device | None = None,
                     seed: int = 0, first_row: int = 0) -> VariantContext:
-    """What the variants read at `hook` for a batch whose row b is sequence first_row + b."""
+    """What the variants read for SAE `key` in a batch whose row b is sequence first_row + b. W_pos is
+    offered only at residual hooks (where it is a summand of the activation)."""
     mean = None if stats is None else stats.mean if device is None else stats.mean.to(device)
-    return VariantContext(sae=subject.saes.get(hook), w_pos=w_pos_of(subject.model), mean=mean,
-                          ctx=subject.context_sizes[hook], seed=seed, first_row=first_row,
-                          full_sae=subject.full_context_saes.get(hook), hook=hook,
+    hook = subject.hook_of(key)
+    return VariantContext(sae=subject.saes.get(key), w_pos=w_pos_of(subject.model) if is_residual(hook) else None,
+                          mean=mean, ctx=subject.context_sizes[key], seed=seed, first_row=first_row,
+                          full_sae=subject.full_context_saes.get(key), hook=hook,
                           sae_l0=None if stats is None else stats.sae_l0)
 
 
@@ -208,8 +235,39 @@ def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | No
     return max(1, budget_bytes // per_row)
 
 
-def variants_at(subject: Subject, hook: str, variants: Sequence[str]) -> list[str]:
-    return [v for v in variants if v != "full_context_sae" or hook in subject.full_context_saes]
+def variants_at(subject: Subject, key: str, variants: Sequence[str]) -> list[str]:
+    """The variants that apply to SAE `key`: the control only where there is one; W_pos variants only at
+    residual hooks of models with learned absolute positions (claims reading them are not applicable
+    elsewhere, and say why)."""
+    wpos = subject.has_learned_positions and is_residual(subject.hook_of(key))
+    return [v for v in variants if (v != "full_context_sae" or key in subject.full_context_saes)
+            and (v not in NEEDS_WPOS or wpos)]
+
+
+def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | None, rows: int,
+                n_variants: int) -> torch.Tensor:
+    """Final residuals [V*B, T, d] of runs from the hook onwards with the hooked activation replaced by `stack`.
+
+    resid_in [B, T, d] is the block's clean residual input (hooks inside a block); the run starts there,
+    once per variant, and a forward hook substitutes each chunk's rows of the stack."""
+    n = model.cfg.n_layers
+    start = start_layer(hook)
+    if not replaced_inside_block(hook):
+        if start >= n:
+            return stack
+        return torch.cat([model(stack[i : i + rows], start_at_layer=start, stop_at_layer=n)
+                          for i in range(0, stack.shape[0], rows)])
+    resid = resid_in.repeat(n_variants, 1, 1)  # row v*B + b: variant v, sequence b (as the stack)
+    outs = []
+    for i in range(0, stack.shape[0], rows):
+        part = stack[i : i + rows]
+
+        def replace(act, hook=None, part=part):
+            return part.reshape(act.shape).to(act.dtype)
+
+        with model.hooks(fwd_hooks=[(hook, replace)]):
+            outs.append(model(resid[i : i + rows], start_at_layer=start, stop_at_layer=n))
+    return torch.cat(outs)
 
 
 @torch.no_grad()
@@ -225,17 +283,21 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     model = subject.model
     final = final_resid_hook(model)
     rows = max_stack or stack_rows(model, toks.shape[1], toks.device)
+    points = {k: subject.hook_of(k) for k in hooks}
+    names_needed = set(points.values()) | {final} | {block_input(h) for h in points.values()
+                                                     if replaced_inside_block(h)}
     with _autocast(toks.device, autocast_dtype):
         cache = {}
         for i in range(0, toks.shape[0], rows):
-            part = _clean_cache(model, toks[i : i + rows], sorted(set(hooks) | {final}), None)
+            part = _clean_cache(model, toks[i : i + rows], sorted(names_needed), None)
             for k, v in part.items():
                 cache.setdefault(k, []).append(v)
         cache = {k: torch.cat(v) for k, v in cache.items()}
     keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
     finals, recon, order = [], {}, []
     for h in hooks:
-        x = cache[h]
+        hook = points[h]
+        x = flat(cache[hook])
         vctx = variant_context(subject, h, stats[h], x.device, seed, first_row)
         names = variants_at(subject, h, variants)
         spliced = []
@@ -245,11 +307,10 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
             recon[(name, h)] = {**_recon_metrics(x, xs, l0, stats[h].variance), **extras}
             order.append((name, h))
         stack = torch.cat(spliced)  # [V*B, T, d]
+        resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
         with _autocast(toks.device, autocast_dtype):
-            outs = [model(stack[i : i + rows], start_at_layer=start_layer(h), stop_at_layer=model.cfg.n_layers)
-                    if start_layer(h) < model.cfg.n_layers else stack[i : i + rows]
-                    for i in range(0, stack.shape[0], rows)]
-        finals.append(torch.cat(outs).float().reshape(len(names), *x.shape)[:, :, :-1])
+            out = _suffix_run(model, hook, stack, resid_in, rows, len(names))
+        finals.append(out.float().reshape(len(names), x.shape[0], x.shape[1], -1)[:, :, :-1])
     clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
                                       chunk_bytes)
     metrics = {}
@@ -257,7 +318,7 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
         m = {k: v[:, :-1] for k, v in recon[key].items()}
         m.update(ce=ce[i], dce=ce[i] - clean_ce, kl=kl[i])
         metrics[key] = m
-    return clean_ce, metrics, {h: cache[h] for h in hooks}
+    return clean_ce, metrics, {h: flat(cache[points[h]]) for h in hooks}
 
 
 class _autocast:
@@ -290,8 +351,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     hooks = list(hooks) if hooks is not None else subject.hooks
     missing = [h for h in hooks if h not in subject.saes]
     if missing:
-        raise SubjectError(f"no SAE at hook {missing[0]} in subject {subject.name}; hooks with SAEs: "
-                           f"{subject.hooks}")
+        raise SubjectError(f"no SAE {missing[0]!r} in subject {subject.name}; its SAE ids: {subject.hooks}")
     w_pos = w_pos_of(subject.model)
     for h in hooks:
         for v in variants_at(subject, h, variants):
@@ -324,7 +384,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
         for h, x in xs.items():
             xn = x.float().pow(2).sum(-1)
             res.activation[h]["x_norm"][sl] = xn.sqrt().masked_fill(bos, float("nan")).cpu().numpy()
-            if w_pos_sq is not None:
+            if w_pos_sq is not None and is_residual(subject.hook_of(h)):
                 res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).masked_fill(bos, float("nan")).cpu().numpy()
             else:
                 res.activation[h]["wpos_share"][sl] = np.nan

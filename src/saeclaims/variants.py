@@ -28,7 +28,7 @@ VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "rand
 NEEDS_WPOS = frozenset({"token_then_pos", "shift_pos", "pos_repair_out"})
 NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae", "pos_repair_out",
                        "reencode"})
-NEEDS_RESID = frozenset({"pos_repair_out"})  # W_pos[p] is a summand of the residual stream only
+NEEDS_RESID = NEEDS_WPOS  # W_pos[p] is a summand of the residual stream only
 CLAIM_VARIANTS = ("zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out")
 EXTRA_METRICS: dict[str, tuple[str, ...]] = {"reencode": ("unconverged",)}
 RESID_HOOK = re.compile(r"(^|\.)hook_resid_(pre|mid|post)$")
@@ -182,6 +182,11 @@ FUNCTIONS: dict[str, Callable] = {
 def check_variant(name: str, ctx: VariantContext) -> None:
     if name not in FUNCTIONS:
         raise VariantError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    if name in NEEDS_RESID:
+        hook = ctx.hook_name
+        if hook is None or not RESID_HOOK.search(hook):
+            raise VariantError(f"variant {name} needs a residual-stream hook (hook_resid_pre/mid/post), where "
+                               f"W_pos[p] is a summand of the activation; got {hook!r}")
     if name in NEEDS_WPOS and ctx.w_pos is None:
         raise VariantError(f"variant {name} needs a learned absolute W_pos; this model has none "
                            "(rotary or no positional embedding)")
@@ -189,11 +194,6 @@ def check_variant(name: str, ctx: VariantContext) -> None:
         raise VariantError(f"variant {name} needs an SAE at this hook")
     if name == "full_context_sae" and ctx.full_sae is None:
         raise VariantError("variant full_context_sae needs a full-context SAE at this hook")
-    if name in NEEDS_RESID:
-        hook = ctx.hook_name
-        if hook is None or not RESID_HOOK.search(hook):
-            raise VariantError(f"variant {name} needs a residual-stream hook (hook_resid_pre/mid/post), where "
-                               f"W_pos[p] is a summand of the activation; got {hook!r}")
 
 
 def apply_variant_ex(name: str, x: torch.Tensor, ctx: VariantContext, keep: torch.Tensor | None = None

@@ -14,7 +14,7 @@ from .instruments import excess, recovery
 from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import Measurements, measure
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
-from .subjects import Subject, hook_order
+from .subjects import Subject
 from .variants import CLAIM_VARIANTS, NEEDS_WPOS
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,7 +51,7 @@ class Workbench:
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None)
-            self._m = new if self._m is None else _merge(self._m, new)
+            self._m = new if self._m is None else _merge(self._m, new, self.subject.sae_ids)
             for h in missing:
                 self._record_series(h)
         return self._m
@@ -72,7 +72,7 @@ class Workbench:
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, ("sae", "reencode"), self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None, n_seqs=n)
-            self._re = new if self._re is None else _merge(self._re, new)
+            self._re = new if self._re is None else _merge(self._re, new, self.subject.sae_ids)
         return self._re
 
     def _record_series(self, hook: str) -> None:
@@ -121,8 +121,8 @@ def _by_position(arr: np.ndarray) -> list[float]:
         return [float(v) for v in np.nanmean(arr, axis=0)]
 
 
-def _merge(a: Measurements, b: Measurements) -> Measurements:
-    hooks = sorted(set(a.hooks) | set(b.hooks), key=hook_order)
+def _merge(a: Measurements, b: Measurements, order: list[str]) -> Measurements:
+    hooks = [h for h in order if h in set(a.hooks) | set(b.hooks)]
     return Measurements(subject=a.subject, hooks=hooks, variants=a.variants,
                         context_sizes={**a.context_sizes, **b.context_sizes}, clean_ce=a.clean_ce,
                         metrics={**a.metrics, **b.metrics}, activation={**a.activation, **b.activation})

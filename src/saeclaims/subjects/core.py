@@ -1,4 +1,4 @@
-"""What a test subject is: the model, its residual-stream SAEs and the tokens they are judged on.
+"""What a test subject is: the model, its SAEs (keyed by SAE id) and the tokens they are judged on.
 
 Every other module of the package builds or inspects a `Subject`; nothing here touches the disk or
 the hub, so the claims can import it cheaply.
@@ -13,7 +13,13 @@ from typing import Any
 
 import torch
 
-RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+# Every hook sae_lens SAEs are trained on, in forward order within a block.
+HOOK_KINDS = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+RESIDUAL_KINDS = frozenset({"hook_resid_pre", "hook_resid_mid", "hook_resid_post"})
+HOOK = re.compile(r"^blocks\.(\d+)\.(" + "|".join(re.escape(k) for k in HOOK_KINDS) + r")$")
+RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
+_HOOK_IN_ID = re.compile(r"blocks\.(\d+)\.(attn\.hook_z|hook_z|hook_resid_pre|hook_resid_mid|hook_resid_post|"
+                         r"hook_attn_out|hook_mlp_out)")
 
 
 class SubjectError(ValueError):
@@ -26,17 +32,38 @@ class HubUnavailableError(SubjectError):
 
 @dataclass
 class Subject:
+    """`saes` is keyed by SAE id: the release's id, or the folder name of a local SAE; for most releases the
+    id is the hook name. Several SAEs may read one hook. `full_context_saes` (the control family) is keyed by
+    the id of the SAE it controls. Every row of the report, ledger key and test id is an SAE id."""
+
     name: str
     model: Any  # transformer_lens.HookedTransformer
-    saes: dict[str, Any]  # hook name -> sae_lens SAE (the release under test)
+    saes: dict[str, Any]  # SAE id -> sae_lens SAE (or an object with encode/decode and cfg.metadata)
     tokens: torch.Tensor  # [n_seqs, seq_len], BOS first
-    context_sizes: dict[str, int]
+    context_sizes: dict[str, int]  # SAE id -> training context
     full_context_saes: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def sae_ids(self) -> list[str]:
+        """SAE ids in forward order of their hooks (then by id)."""
+        return sorted(self.saes, key=lambda i: (*hook_order(self.hook_of(i)), i))
+
+    @property
     def hooks(self) -> list[str]:
-        return sorted(self.saes, key=hook_order)
+        """The SAE ids (the name predates several SAEs per hook; equal to hook names for most releases)."""
+        return self.sae_ids
+
+    def hook_of(self, sae_id: str) -> str:
+        """The hook point the SAE reads (sae_lens's cfg.metadata.hook_name)."""
+        sae = self.saes[sae_id] if sae_id in self.saes else self.full_context_saes.get(sae_id)
+        if sae is None:
+            raise SubjectError(f"subject {self.name} has no SAE {sae_id!r}; SAE ids: {', '.join(self.saes)}")
+        return sae_hook_name(sae)
+
+    def ids_at(self, hook: str) -> list[str]:
+        """The SAE ids that read `hook`."""
+        return [i for i in self.sae_ids if self.hook_of(i) == hook]
 
     @property
     def seq_len(self) -> int:
@@ -61,20 +88,57 @@ class Subject:
         return self
 
 
-def hook_order(hook: str) -> tuple[int, int]:
-    """Position of a residual hook in the forward pass: resid_pre L < resid_post L."""
-    m = RESID_HOOK.match(hook)
+def sae_hook_name(sae: Any) -> str:
+    """The hook an SAE (or an object following its protocol) reads."""
+    meta = getattr(getattr(sae, "cfg", None), "metadata", None)
+    hook = getattr(meta, "hook_name", None)
+    if not hook:
+        raise SubjectError(f"SAE {type(sae).__name__} names no hook: it needs cfg.metadata.hook_name "
+                           "(see README, 'SAEs that are not sae_lens objects')")
+    return str(hook)
+
+
+def hook_kind(hook: str) -> str:
+    """`hook_resid_pre`, `attn.hook_z`, `hook_attn_out`, `hook_resid_mid`, `hook_mlp_out` or `hook_resid_post`."""
+    m = HOOK.match(hook)
     if not m:
-        raise SubjectError(
-            f"hook {hook!r} is not a residual-stream hook; supported: blocks.L.hook_resid_pre / _post"
-        )
-    return int(m.group(1)), 0 if m.group(2) == "pre" else 1
+        raise SubjectError(f"hook {hook!r} is not one sae_lens SAEs are trained on; supported: "
+                           + ", ".join(f"blocks.L.{k}" for k in HOOK_KINDS))
+    return m.group(2)
+
+
+def is_residual(hook: str) -> bool:
+    """Residual-stream hooks, where W_pos[p] is a summand of the activation (on learned-position models)."""
+    return hook_kind(hook) in RESIDUAL_KINDS
+
+
+def hook_order(hook: str) -> tuple[int, int]:
+    """Position of a hook in the forward pass: (layer, rank of the hook within the block)."""
+    kind = hook_kind(hook)
+    return int(HOOK.match(hook).group(1)), HOOK_KINDS.index(kind)
 
 
 def start_layer(hook: str) -> int:
-    """The block a residual hook feeds: TransformerLens's `start_at_layer` for splicing there."""
-    layer, post = hook_order(hook)
-    return layer + post
+    """The first block a spliced run executes (TransformerLens's `start_at_layer`): the block the residual
+    feeds for resid_pre/resid_post; the hook's own block for hooks inside a block, whose residual input is
+    cached and whose hooked activation is replaced during the run."""
+    layer, rank = hook_order(hook)
+    return layer + 1 if hook_kind(hook) == "hook_resid_post" else layer
+
+
+def replaced_inside_block(hook: str) -> bool:
+    """Whether splicing at the hook replaces an activation inside the block (a forward hook), not its input."""
+    return hook_kind(hook) not in ("hook_resid_pre", "hook_resid_post")
+
+
+def hook_in_id(sae_id: str) -> str | None:
+    """The hook a release's SAE id names (e.g. `blocks.8.hook_resid_pre_768`, `blocks.0.hook_z`), so hooks
+    are known at collection without downloading; loading checks it against the SAE's own cfg."""
+    m = _HOOK_IN_ID.search(sae_id)
+    if not m:
+        return None
+    kind = "attn.hook_z" if m.group(2) in ("hook_z", "attn.hook_z") else m.group(2)
+    return f"blocks.{m.group(1)}.{kind}"
 
 
 def package_versions() -> dict[str, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..organism.layout import CARD_FILE
-from .core import RESID_HOOK, SubjectError, hook_order
+from .core import SubjectError, hook_in_id, hook_kind, hook_order
 from .local import PREFIX as LOCAL_PREFIX
 from .organism import organism_dir
 from .release import parse_release_spec
@@ -20,17 +20,27 @@ from .release import parse_release_spec
 
 @dataclass
 class SubjectInfo:
+    """A subject's SAE ids (`hooks`, in forward order), the hook each reads, and the ids with a control."""
+
     spec: str
     hooks: list[str]
     full_context_hooks: list[str] = field(default_factory=list)
+    hook_names: dict[str, str] = field(default_factory=dict)  # SAE id -> hook (absent: the id is the hook)
+
+    def hook_of(self, sae_id: str) -> str:
+        return self.hook_names.get(sae_id, sae_id)
+
+    def __post_init__(self) -> None:
+        self.hooks = _ordered(self.hooks, self.hook_of)
+        self.full_context_hooks = _ordered(self.full_context_hooks, self.hook_of)
 
 
-def _scan_sae_dirs(root: Path) -> list[tuple[str, int]]:
-    """(hook_name, context_size) of every SAE cfg.json below root."""
+def _scan_sae_dirs(root: Path) -> list[tuple[str, str, int]]:
+    """(id = folder name, hook_name, context_size) of every SAE cfg.json below root."""
     out = []
     for cfg_path in sorted(root.rglob("cfg.json")):
         meta = json.loads(cfg_path.read_text()).get("metadata", {})
-        out.append((meta.get("hook_name"), meta.get("context_size")))
+        out.append((cfg_path.parent.name, meta.get("hook_name"), meta.get("context_size")))
     return out
 
 
@@ -43,24 +53,31 @@ def describe_organism(spec: str = "organism") -> SubjectInfo:
     card = json.loads(card_path.read_text())
     short = card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]
     found = _scan_sae_dirs(root / "saes")
-    return SubjectInfo(spec, _ordered(h for h, c in found if c == short),
-                       _ordered(h for h, c in found if c != short))
+    return SubjectInfo(spec, [h for _, h, c in found if c == short], [h for _, h, c in found if c != short])
 
 
 def describe_local(spec: str) -> SubjectInfo:
-    """SAEs below DIR; those at subject.json's full_context_size form the full-context family."""
+    """SAEs below DIR, keyed by folder name; those at subject.json's full_context_size form the control
+    family, keyed (as `load_local` keys them) by the id of the SAE they control."""
     root = Path(spec.removeprefix(LOCAL_PREFIX))
     if not root.is_dir():
         raise SubjectError(f"local subject folder {root} does not exist")
     meta_path = root / "subject.json"
     full_ctx = json.loads(meta_path.read_text()).get("full_context_size") if meta_path.exists() else None
     found = _scan_sae_dirs(root)
-    return SubjectInfo(spec, _ordered(h for h, c in found if not (full_ctx and c == full_ctx)),
-                       _ordered(h for h, c in found if full_ctx and c == full_ctx))
+    short = [(i, h) for i, h, c in found if not (full_ctx and c == full_ctx)]
+    names = dict(short)
+    full = []
+    for i, h, c in found:
+        if full_ctx and c == full_ctx:
+            same = [j for j, hj in short if hj == h]
+            full.append(i if i in names else same[0] if len(same) == 1 else i)
+    return SubjectInfo(spec, list(names), [f for f in full if f in names], hook_names=names)
 
 
 def describe_release(spec: str) -> SubjectInfo:
-    """A release's hooks from sae_lens's directory, without downloading anything."""
+    """A release's SAE ids from sae_lens's directory and the hook each reads: named in the id for most
+    releases; otherwise read from the SAE's config (a small download, or the hub cache)."""
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     release, ids = parse_release_spec(spec)
@@ -68,22 +85,37 @@ def describe_release(spec: str) -> SubjectInfo:
     if release not in directory:
         raise SubjectError(f"unknown subject or sae_lens release {release!r}")
     ids = ids or list(directory[release].saes_map)
-    # Releases in this family name each SAE by its hook; others resolve at load time.
-    return SubjectInfo(spec, _ordered(i for i in ids if RESID_HOOK.match(i)))
+    names = {}
+    for i in ids:
+        if i not in directory[release].saes_map:
+            raise SubjectError(f"release {release} has no SAE id {i!r}; ids: {list(directory[release].saes_map)[:6]}…")
+        names[i] = hook_in_id(i) or _hook_from_config(release, i)
+    return SubjectInfo(spec, ids, hook_names=names)
 
 
-def _ordered(hooks: Iterable[str | None]) -> list[str]:
-    return sorted({h for h in hooks if h and RESID_HOOK.match(h)}, key=hook_order)
+def _hook_from_config(release: str, sae_id: str) -> str:
+    from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
+
+    from .loading import _hub_errors, offline_unless_reachable
+
+    with _hub_errors(f"the config of SAE {release}/{sae_id}"), offline_unless_reachable():
+        cfg = load_sae_config_from_huggingface(release, sae_id)
+    hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+    if not hook:
+        raise SubjectError(f"SAE {release}/{sae_id}: its config names no hook_name")
+    return str(hook)
+
+
+def _ordered(ids: Iterable[str | None], hook_of=lambda i: i) -> list[str]:
+    """Unique ids in forward order of their hooks; an unsupported hook is an error naming it."""
+    out = {i for i in ids if i}
+    for i in out:
+        hook_kind(hook_of(i))
+    return sorted(out, key=lambda i: (*hook_order(hook_of(i)), i))
 
 
 def hooks_in_scope(info: SubjectInfo, scope: str) -> list[str]:
-    """The hooks a claim with this scope is parametrised over."""
-    pre = [h for h in info.hooks if h.endswith("hook_resid_pre")]
-    return {
-        "all": info.hooks,
-        "resid_pre": pre,
-        "resid_pre0": [h for h in pre if hook_order(h)[0] == 0],
-        "later_resid_pre": [h for h in pre if hook_order(h)[0] >= 1],
-        "full_context": info.full_context_hooks,
-        "subject": [],
-    }[scope]
+    """The SAE ids a claim with this scope is parametrised over (see catalog.SCOPES)."""
+    from ..catalog import SCOPES
+
+    return SCOPES[scope].rows(info) if scope in SCOPES else []

@@ -41,9 +41,17 @@ def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = 
     model = load_hooked_model(model_ref, device=device, **kwargs)
     full_ctx = meta.get("full_context_size")
     saes, full = {}, {}
-    for sae in loaded:
-        target = full if full_ctx and sae.cfg.metadata.context_size == full_ctx else saes
-        target[sae.cfg.metadata.hook_name] = sae
+    for d, sae in zip(sae_dirs, loaded):
+        is_full = bool(full_ctx and sae.cfg.metadata.context_size == full_ctx)
+        target = full if is_full else saes
+        if d.name in target:
+            raise SubjectError(f"two SAEs below {root} have the id {d.name!r} (the folder name); rename one folder")
+        target[d.name] = sae
+    # a control is keyed by the id of the SAE it controls: same folder name, else the one SAE at its hook
+    for cid in [c for c in full if c not in saes]:
+        same_hook = [i for i, s in saes.items() if s.cfg.metadata.hook_name == full[cid].cfg.metadata.hook_name]
+        if len(same_hook) == 1:
+            full[same_hook[0]] = full.pop(cid)
     if (root / "eval_tokens.npy").exists():
         tokens = _select_tokens(np.load(root / "eval_tokens.npy"), n_seqs, seq_len, str(root))
     else:

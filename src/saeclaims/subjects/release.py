@@ -38,6 +38,9 @@ def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int 
                            f"'local:DIR' or a release such as {near or ['gpt2-small-res-jb']}")
     lookup = directory[release]
     ids = ids or list(lookup.saes_map)
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise SubjectError(f"SAE id {dup[0]!r} is named twice in --sae-subject {spec}; name each SAE once")
     unknown = [i for i in ids if i not in lookup.saes_map]
     if unknown:
         raise SubjectError(f"release {release} has no SAE id {unknown[0]!r}; ids: {list(lookup.saes_map)[:6]}…")
@@ -46,7 +49,7 @@ def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int 
     for sae_id in ids:  # the SAEs first: a missing one fails before the (much larger) model is loaded
         with _hub_errors(f"SAE {release}/{sae_id}"), offline_unless_reachable():
             sae = SAE.from_pretrained(release, sae_id, device=device)
-        saes[sae.cfg.metadata.hook_name] = sae
+        saes[sae_id] = sae  # keyed by SAE id: several SAEs may read one hook
     model = load_hooked_model(lookup.model, device=device, **kwargs)
     tokens = _eval_tokens(model, n_seqs, seq_len, text_file, dataset)
     subject = Subject(

@@ -10,30 +10,48 @@ from typing import Any
 
 import torch
 
-from .core import Subject, SubjectError, hook_order
+from .core import Subject, SubjectError, hook_in_id, hook_kind, sae_hook_name
+
+
+def hook_width(model: Any, hook: str) -> int:
+    """The width of the activation an SAE at `hook` reads (hook_z flattened over heads, as sae_lens does)."""
+    if hook_kind(hook) == "attn.hook_z":
+        return int(model.cfg.n_heads * model.cfg.d_head)
+    return int(model.cfg.d_model)
 
 
 def validate_sae(sae: Any, model: Any, label: str) -> None:
-    """The SAE reads a residual hook of this model, has the model's width, finite weights and a context size."""
+    """The SAE reconstructs an activation of this model at a hook sae_lens trains on, has the hook's width,
+    finite weights and a context size. Objects other than sae_lens SAEs qualify when they follow its
+    protocol: `encode(x)`, `decode(codes)` and `cfg.d_in`, `cfg.metadata.hook_name`, `cfg.metadata.context_size`."""
+    missing = [a for a in ("encode", "decode") if not callable(getattr(sae, a, None))]
+    if missing or getattr(getattr(sae, "cfg", None), "metadata", None) is None:
+        raise SubjectError(f"SAE {label} ({type(sae).__name__}) does not follow the SAE protocol: it needs "
+                           "encode(x), decode(codes), cfg.d_in and cfg.metadata.hook_name/context_size "
+                           "(see README, 'SAEs that are not sae_lens objects')")
     arch = sae.cfg.architecture() if hasattr(sae.cfg, "architecture") else type(sae).__name__
     if "transcoder" in str(arch).lower() or getattr(sae.cfg, "d_out", None) is not None:
         raise SubjectError(f"SAE {label} is a transcoder ({arch}): its output is not a reconstruction of its "
                            "input, so splicing it in place of the activation tests none of these claims; leave "
                            "it out of the subject")
-    hook = sae.cfg.metadata.hook_name
+    hook = sae_hook_name(sae)
+    hook_kind(hook)
     if hook not in model.hook_dict:
         raise SubjectError(f"SAE {label}: hook {hook!r} is not in model {model.cfg.model_name} "
                            f"(e.g. {next(iter(model.hook_dict))!r}); check the SAE's hook_name")
-    hook_order(hook)
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise SubjectError(f"SAE {label}: d_in {sae.cfg.d_in} != model d_model {model.cfg.d_model}; "
+    width = hook_width(model, hook)
+    if sae.cfg.d_in != width:
+        raise SubjectError(f"SAE {label}: d_in {sae.cfg.d_in} != the width {width} of {hook} in this model; "
                            "the SAE was trained on another model")
-    for name, p in sae.named_parameters():
-        if not torch.isfinite(p).all():
-            raise SubjectError(f"SAE {label}: parameter {name} holds NaN or inf; the file is corrupt")
-    ctx = sae.cfg.metadata.context_size
+    if hasattr(sae, "named_parameters"):
+        for name, p in sae.named_parameters():
+            if not torch.isfinite(p).all():
+                raise SubjectError(f"SAE {label}: parameter {name} holds NaN or inf; the file is corrupt")
+    ctx = getattr(sae.cfg.metadata, "context_size", None)
     if ctx is None or ctx < 2:
         raise SubjectError(f"SAE {label}: metadata.context_size is {ctx!r}; set it in the SAE's cfg.json")
+    if hook_kind(hook) == "attn.hook_z" and getattr(sae, "hook_z_reshaping_mode", False):
+        sae.turn_off_forward_pass_hook_z_reshaping()  # the kernels hand every SAE flat [.., heads * d_head]
 
 
 def validate_subject(subject: Subject) -> None:
@@ -52,10 +70,16 @@ def validate_subject(subject: Subject) -> None:
         if not torch.isfinite(p).all():
             raise SubjectError(f"subject {subject.name}: model parameter {name} holds NaN or inf")
     for family in (subject.saes, subject.full_context_saes):
-        for hook, sae in family.items():
-            validate_sae(sae, model, hook)
-            if sae.cfg.metadata.hook_name != hook:
-                raise SubjectError(f"SAE registered at {hook} reads {sae.cfg.metadata.hook_name}")
+        for sae_id, sae in family.items():
+            validate_sae(sae, model, sae_id)
+            named = hook_in_id(sae_id)
+            if named is not None and named != sae_hook_name(sae):
+                raise SubjectError(f"SAE {sae_id} reads {sae_hook_name(sae)}, but its id names {named}: the id "
+                                   "and the SAE's cfg.metadata.hook_name must agree")
+    for sae_id, full in subject.full_context_saes.items():
+        if sae_id in subject.saes and sae_hook_name(full) != sae_hook_name(subject.saes[sae_id]):
+            raise SubjectError(f"control SAE {sae_id} reads {sae_hook_name(full)}, the SAE it controls reads "
+                               f"{sae_hook_name(subject.saes[sae_id])}")
 
 
 def _check_tokens(subject: Subject) -> None:
