@@ -173,3 +173,23 @@ def test_an_l0_statistic_on_a_topk_sae_is_not_applicable():
     assert s.store.not_applicable[0].premise == {"architecture": "topk", "k": 4}
     standard, _ = _fixture(tiny_subject(), "encoder-off-distribution")
     standard.require_free_l0()  # a ReLU SAE's L0 is free
+
+
+def test_w_pos_claims_are_not_applicable_at_non_residual_hooks():
+    subject = tiny_subject(hooks=["blocks.0.hook_mlp_out", "blocks.1.hook_resid_mid", "blocks.0.attn.hook_z"])
+    for hook in ("blocks.0.hook_mlp_out", "blocks.0.attn.hook_z"):
+        fx, s = _fixture(subject, "position-not-most-of-it-input", hook)
+        assert f"summand of the residual stream only; this SAE reads {hook}" in _skipped(fx.require_learned_positions)
+        assert s.store.not_applicable[0].premise == {"hook": hook}
+    fx, _ = _fixture(subject, "position-not-most-of-it-input", "blocks.1.hook_resid_mid")
+    fx.require_learned_positions()  # residual: nothing happens
+
+
+def test_a_comparison_across_layers_refuses_two_saes_at_one_hook():
+    subject = tiny_subject(hooks=[HOOK])
+    subject.saes = {"a": tiny_sae(16, 32, HOOK, 8, 1), "b": tiny_sae(16, 32, HOOK, 8, 2),
+                    "blocks.1.hook_resid_pre": tiny_sae(16, 32, "blocks.1.hook_resid_pre", 8, 3)}
+    fx, s = _fixture(subject, "later-layers-worse-in-context", "resid_pre")
+    msg = _skipped(lambda: fx.one_sae_per_hook(subject.sae_ids))
+    assert f"several SAEs read {HOOK} (a, b)" in msg
+    assert fx.one_sae_per_hook(["a", "blocks.1.hook_resid_pre"]) == ["a", "blocks.1.hook_resid_pre"]

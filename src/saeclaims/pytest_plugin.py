@@ -35,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--fail-on-drift", action="store_true", help="fail the tests of rows that drifted from --baseline")
     g.addoption("--reencode-seqs", type=int, default=16,
                 help="sequences the costly re-encoding claim is measured on (default 16)")
+    g.addoption("--accept-published-mismatch", action="store_true",
+                help="judge a sae_lens release although its SAEs' in-context L0 or explained variance differ from "
+                     "the published values (shown at the top of REPORT.md)")
     g.addoption("--sae-progress", choices=("auto", "on", "off"), default="auto",
                 help="progress bars on the terminal past pytest's capture (auto: when stderr is a terminal)")
     parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the rootdir")

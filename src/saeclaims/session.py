@@ -4,16 +4,18 @@ evidence store, the xdist payload and the report at the end. The pytest plugin o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
 from .catalog import CATALOG, Catalog, Claim
 from .ledger import Ledger, LedgerError, Sample, ledger_file, load_ledger
+from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
 from .settings import RunSettings
 from .stats import Bootstrap, Evidence, bonferroni_confidence
 from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
@@ -66,6 +68,7 @@ class ClaimSession:
         self._failed: dict[str, str] = {}
         self._workbenches: dict[str, object] = {}
         self._ledgers: dict[str, Ledger] = {}
+        self.published: list[PublishedCheck] = []  # the preflight rows of release subjects loaded here
         self.is_worker = hasattr(config, "workerinput")
         self.problems: list[str] = []
         self.baseline = None
@@ -179,6 +182,8 @@ class ClaimSession:
             try:
                 subject = self.subject(spec)
             except Exception as exc:
+                if isinstance(exc, PublishedMismatchError):
+                    raise pytest.UsageError(self._failed[spec]) from None
                 raise pytest.UsageError(f"--sae-subject {spec} could not be loaded: {self._failed[spec]}") from exc
             ctxs = sorted(set(subject.context_sizes.values()))
             if subject.seq_len <= min(ctxs) + 1:
@@ -209,8 +214,10 @@ class ClaimSession:
             try:
                 subj = load_subject(spec, device=str(self.device), n_seqs=s.n_seqs, seq_len=s.seq_len,
                                     text_file=s.text_file)
+                self._preflight(spec, subj)
             except Exception as exc:
-                self._failed[spec] = _one_line(exc)
+                # a published-statistics mismatch keeps its whole message (one line per SAE and statistic)
+                self._failed[spec] = str(exc) if isinstance(exc, PublishedMismatchError) else _one_line(exc)
                 self.store.failed_subjects[spec] = self._failed[spec]
                 if self.collected and not self.is_worker:
                     raise
@@ -226,6 +233,23 @@ class ClaimSession:
                 sae_sha256={h: _module_sha256(sae) for h, sae in {**subj.full_context_saes, **subj.saes}.items()},
                 provenance=prov)
         return self._subjects[spec]
+
+    # ---- published-statistics preflight (issue 11 item 6; saeclaims.preflight)
+
+    def _preflight(self, spec: str, subj) -> None:
+        """A sae_lens release's in-context L0 and explained variance against the published values, before any
+        claim is judged; a mismatch stops the run unless --accept-published-mismatch."""
+        checks = check_published(subj, name=spec)
+        if any(c.status == MISMATCH for c in checks) and not self.settings.accept_published_mismatch:
+            raise PublishedMismatchError(mismatch_message(spec, checks))
+        self._add_published(checks)
+
+    def _add_published(self, checks: list[PublishedCheck]) -> None:
+        """Keep each (subject, SAE, statistic) once: under xdist every worker that loads a subject checks it."""
+        seen = {(c.subject, c.sae_id, c.statistic) for c in self.published}
+        self.published += [c for c in checks if (c.subject, c.sae_id, c.statistic) not in seen]
+
+    # ---- end of the preflight
 
     def workbench(self, spec: str):
         """Splice measurements for a subject, computed lazily per hook and shared by all its claims."""
@@ -258,7 +282,9 @@ class ClaimSession:
             try:
                 led = load_ledger(self.settings.ledger_dir, spec, self.catalog)
                 if spec in self._infos:
-                    led.check_rows({c.id: self.rows(c, spec) for c in self.catalog})
+                    info = self._infos[spec]
+                    led.check_rows({c.id: self.rows(c, spec) for c in self.catalog},
+                                   getattr(info, "hook_of", None) if info is not None else None)
             except LedgerError as exc:
                 raise pytest.UsageError(str(exc)) from None
             self._ledgers[spec] = led
@@ -319,10 +345,13 @@ class ClaimSession:
     # ------------------------------------------------------------ end of run
 
     def worker_payload(self) -> str:
-        return self.store.to_json()
+        payload = json.loads(self.store.to_json())
+        payload["published"] = [asdict(c) for c in self.published]  # the preflight's rows (see _preflight)
+        return json.dumps(payload)
 
     def merge_worker_payload(self, text: str) -> None:
         self.store.merge_json(text)
+        self._add_published([PublishedCheck(**c) for c in json.loads(text).get("published", [])])
 
     def finish(self, exitstatus: int) -> str | None:
         """Write the report when the run produced one; returns a line for the terminal."""
@@ -347,7 +376,8 @@ class ClaimSession:
         header = ReportHeader.collect(
             subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
-            wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options())
+            wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options(),
+            published=[c for c in self.published if c.subject in self.store.subjects])
         if self.baseline is not None:
             from .baseline import compare_runs
             from .catalog import Claim

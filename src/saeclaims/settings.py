@@ -35,6 +35,7 @@ class RunSettings:
     baseline_any_subject: bool = False
     fail_on_drift: bool = False
     reencode_seqs: int = 16
+    accept_published_mismatch: bool = False  # run on although a release's SAEs measure unlike sae_lens publishes
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
@@ -53,7 +54,7 @@ class RunSettings:
             progress=opt("sae_progress"), verbosity=opt("verbose"),
             baseline=Path(opt("baseline")) if opt("baseline") else None,
             baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
-            reencode_seqs=opt("reencode_seqs"),
+            reencode_seqs=opt("reencode_seqs"), accept_published_mismatch=opt("accept_published_mismatch"),
         )
 
     def as_options(self) -> dict:
