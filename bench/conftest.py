@@ -52,6 +52,16 @@ def pytest_terminal_summary(terminalreporter, config):
             bound = b.extra_info.get("flop_bound", float("nan"))
             rows.append(f"{group:55s} naive {n.stats.min * 1e3:9.1f} ms  batched {b.stats.min * 1e3:9.1f} ms  "
                         f"ratio {ratio:5.2f}  FLOP bound {bound:5.2f}  ({ratio / bound:.0%} of bound)")
+            for way, bench in sorted(ways.items()):
+                info = bench.extra_info
+                if "flop_per_s" in info:
+                    rows.append(f"    {way:14s} {info['flop_per_s'] / 1e9:8.1f} GFLOP/s  "
+                                f"{info['matmul_share']:6.1%} of the torch.mm probe  "
+                                f"{info['tokens_per_s']:9.0f} tokens/s")
+            if "batched_eager" in ways:
+                e = ways["batched_eager"]
+                rows.append(f"    fused attention: batched_eager / batched {e.stats.min / b.stats.min:5.2f}  "
+                            f"(prefix-reuse FLOP bound {b.extra_info.get('prefix_bound', float('nan')):5.2f})")
     if rows:
         terminalreporter.write_sep("-", "naive / batched, same run (min times)")
         for r in rows:

@@ -1,5 +1,10 @@
 """Batched splice kernels against the naive way (sae_lens's evals: a full hooked forward per
-variant per hook), side by side in one run. Timings are recorded, never asserted."""
+variant per hook), side by side in one run. Timings are recorded, never asserted.
+
+The batched way runs fused attention (attention.py); `batched_eager` (the whole-workload benchmarks
+only) is the same kernels on TransformerLens's eager attention, for the fused path's share of the gain.
+FLOPs count what each way executes (flops.workload_flops: causal attention and the shared SAE pass for
+the batched kernels); `prefix_bound` is the bound from prefix reuse alone (both ways counted alike)."""
 
 from __future__ import annotations
 
@@ -30,26 +35,38 @@ def run_batched(subject: Subject, hooks, variants, stats):
     sync(subject.tokens.device)
 
 
+def run_batched_eager(subject: Subject, hooks, variants, stats):
+    for _ in splice_batch(subject, subject.tokens, hooks, variants, stats, fused_attention=False):
+        pass
+    sync(subject.tokens.device)
+
+
 def run_naive(subject: Subject, hooks, variants, stats):
     naive_losses(subject, subject.tokens, hooks, variants, stats)
     sync(subject.tokens.device)
 
 
-WAYS = {"batched": run_batched, "naive": run_naive}
+WAYS = {"batched": run_batched, "naive": run_naive, "batched_eager": run_batched_eager}
+ATTENTION = {"batched": "causal", "batched_eager": "square", "naive": "square"}
 
 
 def _record(benchmark, subject, hooks, variants, way, matmul_flops):
     n_tok = subject.tokens.numel()
-    f = workload_flops(Shape.of(subject), hooks, variants, n_tok)
+    shape = Shape.of(subject)
+    points = [subject.hook_of(h) for h in hooks]  # SAE ids -> hook names
+    f = workload_flops(shape, points, variants, n_tok, attention=ATTENTION[way], shared_sae=True)
+    executed = f["naive"] if way == "naive" else f["batched"]
     stats = in_context_stats(subject, hooks)
     WAYS[way](subject, hooks, variants, stats)  # warm-up outside the timed region
-    benchmark.extra_info.update(way=way, flop_bound=f["bound"], flops=f[way], tokens=n_tok,
-                                hooks=list(hooks), variants=list(variants))
+    bound = workload_flops(shape, points, variants, n_tok, attention="causal", shared_sae=True)["bound"]
+    benchmark.extra_info.update(way=way, flop_bound=bound,
+                                prefix_bound=workload_flops(shape, points, variants, n_tok)["bound"],
+                                flops=executed, tokens=n_tok, hooks=list(hooks), variants=list(variants))
     benchmark.pedantic(WAYS[way], args=(subject, hooks, variants, stats), rounds=3, iterations=1)
     if benchmark.stats is not None:
         t = benchmark.stats.stats.min
-        benchmark.extra_info.update(tokens_per_s=n_tok / t, flop_per_s=f[way] / t,
-                                    matmul_share=f[way] / t / matmul_flops)
+        benchmark.extra_info.update(tokens_per_s=n_tok / t, flop_per_s=executed / t,
+                                    matmul_share=executed / t / matmul_flops)
 
 
 @pytest.mark.parametrize("way", ["batched", "naive"])
@@ -62,7 +79,7 @@ def test_kernel(benchmark, organism, depth, variants, way, matmul_flops):
     _record(benchmark, organism, [hook], VARIANT_SETS[variants], way, matmul_flops)
 
 
-@pytest.mark.parametrize("way", ["batched", "naive"])
+@pytest.mark.parametrize("way", ["batched", "naive", "batched_eager"])
 def test_claim_workload(benchmark, device, way, matmul_flops):
     """The whole claim workload on the organism: every hook x every variant, 512-token sequences."""
     subject = load_organism(device=str(device), n_seqs=N_SEQS, seq_len=512)
@@ -90,7 +107,7 @@ def gpt2_shaped(device, request):
     return Subject("gpt2-shaped", model, saes, tokens, {h: 128 for h in hooks})
 
 
-@pytest.mark.parametrize("way", ["batched", "naive"])
+@pytest.mark.parametrize("way", ["batched", "naive", "batched_eager"])
 def test_gpt2_shaped_workload(benchmark, gpt2_shaped, way, matmul_flops):
     benchmark.group = "workload gpt2-shaped T1024 13 hooks x all variants"
     _record(benchmark, gpt2_shaped, gpt2_shaped.hooks, CLAIM_VARIANTS, way, matmul_flops)

@@ -18,6 +18,8 @@ from saeclaims.instruments import (
     contrast,
     excess,
     excess_removed_share,
+    inside,
+    mean_of,
     outside,
     ratio,
 )
@@ -25,11 +27,20 @@ from saeclaims.instruments import (
 pytestmark = pytest.mark.gpu
 
 
+def require_positive_denominator(claim, m, q: Quantity, what: str) -> None:
+    """A ratio is judged only where its denominator is significantly positive (an SAE that adds no loss in
+    context, e.g. at an attention output, has no 'degradation factor'); else not applicable, shown."""
+    claim.require_positive(mean_of(m, q, claim.boot), what)
+
+
 @pytest.mark.claim("beyond-context-degrades")
 def test_beyond_context_degrades(claim):
-    """mean dCE_sae over O divided by mean dCE_sae over I."""
+    """mean dCE_sae over O divided by mean dCE_sae over I (> 0)."""
     claim.require_beyond_context()
-    claim.check(beyond_over_inside(claim.measurements(), claim.hook, "sae", "dce", claim.boot))
+    m = claim.measurements()
+    i = inside(m, claim.hook)
+    require_positive_denominator(claim, m, Quantity("sae", claim.hook, "dce", *i), "mean dCE_sae(I)")
+    claim.check(beyond_over_inside(m, claim.hook, "sae", "dce", claim.boot))
 
 
 @pytest.mark.claim("in-context-performs-well")
@@ -74,8 +85,11 @@ def test_beyond_context_worst_early(claim):
 def test_reencoding_recovers(claim):
     """1 - excess_reencode / excess_sae on the first --reencode-seqs sequences, where the SAE's excess is > 0."""
     claim.require_beyond_context()
+    # the premise on every sequence first (cheap: the shared splice), so no excess costs no sparse coding
+    claim.require_positive(excess(claim.measurements(), claim.hook, boot=claim.boot), "excess dCE_sae(O) - dCE_sae(I)")
     m = claim.reencode_measurements()
-    claim.require_positive(excess(m, claim.hook, boot=claim.boot), "excess dCE_sae(O) - dCE_sae(I)")
+    claim.require_positive(excess(m, claim.hook, boot=claim.boot),
+                           f"excess dCE_sae(O) - dCE_sae(I) on the first {m.n_seqs} sequences")
     claim.check(excess_removed_share(m, claim.hook, "reencode", claim.boot))
 
 
@@ -93,5 +107,6 @@ def test_errors_worse_than_random(claim):
     claim.require_beyond_context()
     m = claim.measurements()
     o = outside(m, claim.hook)
+    require_positive_denominator(claim, m, Quantity("random_error", claim.hook, "dce", *o), "mean dCE_random_error(O)")
     claim.check(ratio(m, Quantity("sae", claim.hook, "dce", *o), Quantity("random_error", claim.hook, "dce", *o),
                       claim.boot))

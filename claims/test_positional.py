@@ -21,6 +21,7 @@ from saeclaims.instruments import (
     control_recovery,
     excess,
     inside,
+    mean_of,
     metric_recovery,
     ratio,
     recovery,
@@ -107,6 +108,7 @@ def test_token_only_goes_poorly(claim):
     claim.require_learned_positions()
     m = claim.measurements()
     i = inside(m, claim.hook)
+    claim.require_positive(mean_of(m, Quantity("sae", claim.hook, "dce", *i), claim.boot), "mean dCE_sae(I)")
     claim.check(ratio(m, Quantity("token_then_pos", claim.hook, "dce", *i), Quantity("sae", claim.hook, "dce", *i),
                       claim.boot))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +74,25 @@ def tiny_subject(n_layers: int = 2, d_model: int = 16, n_ctx: int = 32, ctx: int
 @pytest.fixture
 def subject_factory():
     return tiny_subject
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MIXED_DIR = FIXTURES / "mixed"  # `local:fixtures/mixed`: standard/JumpReLU/TopK SAEs on five hook kinds
+ROTARY_DIR = FIXTURES / "rotary"  # `local:fixtures/rotary`: a tiny rotary model, SAEs at context 32 of 256
+
+
+@pytest.fixture(scope="session")
+def rotary_subject_dir() -> Path:
+    """The tiny rotary subject, a `local:` folder. Shipped rather than built per session: training the
+    model takes about two minutes on one core (`python -m saeclaims.organism rotary` rebuilds it)."""
+    if not (ROTARY_DIR / "card.json").exists():
+        pytest.skip("fixtures/rotary is not built: python -m saeclaims.organism rotary")
+    return ROTARY_DIR
+
+
+@pytest.fixture(scope="session")
+def mixed_subject_dir() -> Path:
+    """The mixed subject (`local:` folder over the organism's model); see saeclaims.organism.mixed."""
+    if not (MIXED_DIR / "card.json").exists():
+        pytest.skip("fixtures/mixed is not built: python -m saeclaims.organism mixed")
+    return MIXED_DIR

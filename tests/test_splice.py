@@ -1,5 +1,7 @@
 """Splicing kernels against the obvious way (one hooked forward per variant) on tiny random models."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,216 @@ def test_activation_statistics_leave_out_bos_tokens():
         iv = mean_of(m, Quantity("sae", hook, stat, 1, None))
         assert iv.estimate == pytest.approx(np.nanmean(arr[:, 1:]), rel=1e-6)
         assert iv.estimate != pytest.approx(np.mean(np.nan_to_num(arr[:, 1:])), rel=1e-3)
+
+
+def _full_length_stats(subj, keys):
+    """in_context_stats as first written: a clean pass over whole sequences, every hook cached."""
+    from saeclaims.splice import flat
+
+    points = {k: subj.hook_of(k) for k in keys}
+    _, cache = subj.model.run_with_cache(subj.tokens, names_filter=lambda n: n in points.values())
+    out = {}
+    for k, hook in points.items():
+        ctx = subj.context_sizes[k]
+        act = flat(cache[hook])
+        use = (subj.tokens[:, 1:ctx] != subj.bos_token_id)[..., None].double()
+        x = act[:, 1:ctx].double() * use
+        n = use.sum()
+        mu = x.sum((0, 1)) / n
+        active = (subj.saes[k].encode(act[:, 1:ctx]) > 0).sum(-1).double()
+        out[k] = (mu, float(x.pow(2).sum() / n - mu.pow(2).sum()), float((active * use[..., 0]).sum() / n))
+    return out
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 1000), ctx=st.lists(st.integers(2, 12), min_size=3, max_size=3), fused=st.booleans())
+def test_in_context_stats_read_only_the_context(seed, ctx, fused):
+    """The statistics pass runs on the first max(ctx) tokens only (a causal model's activations there do not
+    depend on later ones): the same mean, normaliser and L0 as a pass over whole sequences, per SAE id, at
+    residual and in-block hooks (hook_z flattened), with contexts that differ between SAEs."""
+    hooks = ["blocks.0.attn.hook_z", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"]
+    subj = tiny_subject(n_seqs=4, seq_len=20, seed=seed, hooks=hooks)
+    subj.context_sizes = dict(zip(hooks, ctx))
+    subj.tokens[1, min(ctx) // 2 + 1] = 0  # a document boundary inside the context
+    from saeclaims import splice
+
+    widths = []
+    orig = splice._clean_cache
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(splice, "_clean_cache", lambda m, toks, *a: widths.append(toks.shape[1]) or orig(m, toks, *a))
+        ref = _full_length_stats(subj, subj.hooks)
+        got = in_context_stats(subj, subj.hooks, fused_attention=fused)
+    assert widths and set(widths) == {max(ctx)}
+    for h, (mu, var, l0) in ref.items():
+        np.testing.assert_allclose(got[h].mean.numpy(), mu.float().numpy(), atol=2e-6, rtol=0)
+        assert got[h].variance == pytest.approx(var, rel=1e-5)
+        assert got[h].sae_l0 == pytest.approx(l0, rel=1e-6)
+
+
+def test_in_context_stats_read_whole_sequences_of_a_model_that_looks_ahead(monkeypatch):
+    from saeclaims import splice
+
+    subj = tiny_subject(n_seqs=2, seq_len=12, ctx=4)
+    subj.model.cfg.attention_dir = "bidirectional"
+    widths = []
+    orig = splice._clean_cache
+    monkeypatch.setattr(splice, "_clean_cache", lambda m, toks, *a: widths.append(toks.shape[1]) or orig(m, toks, *a))
+    in_context_stats(subj, subj.hooks)
+    assert set(widths) == {12}
+
+
+def _spy_fused(monkeypatch):
+    """Record every fused_attention context the kernels open (its FusedAttention record)."""
+    from saeclaims import splice
+
+    states = []
+    orig = splice._fused
+
+    @contextlib.contextmanager
+    def spy(model, enabled=True):
+        with orig(model, enabled) as state:
+            states.append((enabled, state))
+            yield state
+
+    monkeypatch.setattr(splice, "_fused", spy)
+    return states
+
+
+@settings(max_examples=5)
+@given(seed=st.integers(0, 1000), layer=st.integers(0, 1))
+def test_fused_attention_every_hook_kind_equals_eager_and_naive(seed, layer):
+    """With fused attention on (the default), every hook kind's variants equal one run_with_hooks forward
+    (TransformerLens's eager attention) and the clean pass equals the eager model's; every forward ran fused,
+    hook_z's replacement included (no call fell back, none refused); fused_attention=False opens no fused
+    context and agrees too."""
+    hooks = [f"blocks.{layer}.{k}" for k in HOOK_KINDS]
+    subj = tiny_subject(n_layers=2, ctx=6, n_seqs=3, seq_len=14, seed=seed, hooks=hooks)
+    with pytest.MonkeyPatch.context() as mp:
+        states = _spy_fused(mp)
+        m = measure(subj, variants=VARIANTS, batch_size=2, max_stack=4, seed=seed, progress=False)
+    assert states and all(enabled for enabled, _ in states)
+    assert all(s.layers == [0, 1] and not s.refused and not s.fallbacks for _, s in states)
+    assert sum(s.calls for _, s in states) > 0
+    with pytest.MonkeyPatch.context() as mp:
+        states = _spy_fused(mp)
+        eager = measure(subj, variants=VARIANTS, batch_size=2, max_stack=4, seed=seed, progress=False,
+                        fused_attention=False)
+    assert all(not enabled and s.calls == 0 for enabled, s in states)
+    with torch.no_grad():
+        lp = torch.log_softmax(subj.model(subj.tokens).float(), -1)[:, :-1]
+    clean = -lp.gather(-1, subj.tokens[:, 1:, None])[..., 0].numpy()
+    np.testing.assert_allclose(m.clean_ce, clean, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(eager.clean_ce, clean, atol=1e-5, rtol=0)
+    naive = naive_losses(subj, subj.tokens, subj.hooks, VARIANTS, in_context_stats(subj, subj.hooks,
+                                                                                   fused_attention=False), seed)
+    assert set(naive) == set(m.metrics) == set(eager.metrics)
+    for (v, hook), ref in naive.items():
+        for metric in ("ce", "kl"):
+            np.testing.assert_allclose(m.get(v, hook, metric), ref[metric].numpy(), atol=1e-5, rtol=0,
+                                       err_msg=f"{v} {hook} {metric}")
+            np.testing.assert_allclose(eager.get(v, hook, metric), ref[metric].numpy(), atol=1e-5, rtol=0,
+                                       err_msg=f"eager {v} {hook} {metric}")
+        for metric in ("sq_err", "l0"):
+            np.testing.assert_allclose(m.get(v, hook, metric), eager.get(v, hook, metric), atol=1e-5, rtol=1e-5,
+                                       err_msg=f"{v} {hook} {metric}")
+
+
+def test_a_model_the_fused_path_refuses_is_measured_on_transformer_lens_attention():
+    subj = tiny_subject(n_seqs=2, seq_len=12)
+    subj.model.blocks[1].attn.attn_type = "local"  # any refusal: that block keeps TransformerLens's forward
+    subj.model.cfg.window_size = 4
+    with pytest.MonkeyPatch.context() as mp:
+        states = _spy_fused(mp)
+        m = measure(subj, variants=("sae", "zero"), progress=False)
+    assert states and all(s.layers == [0] and 1 in s.refused for _, s in states)
+    eager = measure(subj, variants=("sae", "zero"), progress=False, fused_attention=False)
+    for key in eager.metrics:
+        np.testing.assert_allclose(m.metrics[key]["ce"], eager.metrics[key]["ce"], atol=1e-5, rtol=0)
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 1000), kinds=st.sampled_from([("hook_resid_pre", "hook_resid_post"),
+                                                         ("attn.hook_z", "hook_mlp_out")]))
+def test_variants_share_one_sae_pass_per_sae(seed, kinds):
+    """sae, random_error and pos_repair_out all encode x itself: one encode per SAE and chunk serves them
+    all, with bit-identical results (every metric, every variant) to each variant encoding alone."""
+    from saeclaims import splice
+
+    hooks = [f"blocks.1.{k}" for k in kinds]
+    subj = tiny_subject(n_seqs=3, seq_len=16, seed=seed, hooks=hooks)
+    variants = ("sae", "random_error", "pos_repair_out", "token_then_pos", "reencode")
+    calls = []
+    for sae in subj.saes.values():
+        orig = sae.encode
+        sae.encode = lambda x, orig=orig: calls.append(1) or orig(x)
+    shared = measure(subj, variants=variants, progress=False, seed=seed)
+    n_shared = len(calls)
+    calls.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(splice._SharedRoundtrip, "applies", staticmethod(lambda sae: False))
+        alone = measure(subj, variants=variants, progress=False, seed=seed)
+    sharing = sum(subj.hook_of(k).endswith("resid_pre") or subj.hook_of(k).endswith("resid_post") for k in hooks)
+    # random_error (and pos_repair_out, at residual hooks) no longer re-encode x; one chunk per batch here
+    assert len(calls) - n_shared == len(hooks) + sharing
+    assert set(shared.metrics) == set(alone.metrics)
+    for key in alone.metrics:
+        for metric, arr in alone.metrics[key].items():
+            np.testing.assert_array_equal(shared.metrics[key][metric], arr, err_msg=f"{key} {metric}")
+
+
+def test_shared_roundtrip_only_without_runtime_normalisation():
+    from saeclaims.splice import _SharedRoundtrip
+    from tests.conftest import tiny_sae
+
+    sae = tiny_sae(16, 32, "blocks.0.hook_resid_pre", 8)
+    assert _SharedRoundtrip.applies(sae)
+    sae.cfg.normalize_activations = "layer_norm"
+    assert not _SharedRoundtrip.applies(sae)
+    sae.cfg.normalize_activations = "none"
+    x = torch.randn(2, 5, 16)
+    shared = _SharedRoundtrip(sae, x)
+    codes = shared.encode(x)
+    assert shared.encode(x) is codes and shared.decode(codes) is shared.decode(codes)
+    assert shared.encode(x.clone()) is not codes and shared.decode(codes.clone()) is not shared.decode(codes)
+    assert shared.W_dec is sae.W_dec
+
+
+def test_splicing_a_few_sequences_at_a_time_changes_nothing(monkeypatch):
+    from saeclaims import splice
+
+    subj = tiny_subject(n_seqs=5, seq_len=16, hooks=["blocks.0.hook_resid_pre", "blocks.1.attn.hook_z"])
+    variants = ("zero", "mean", "sae", "shift_pos", "random_error", "pos_repair_out", "reencode")
+    whole = measure(subj, variants=variants, batch_size=5, progress=False)
+    monkeypatch.setattr(splice, "sae_rows", lambda *a, **k: 2)
+    split = measure(subj, variants=variants, batch_size=5, progress=False)
+    for key in whole.metrics:
+        for metric, arr in whole.metrics[key].items():
+            np.testing.assert_allclose(split.metrics[key][metric], arr, atol=1e-6, rtol=0, err_msg=f"{key} {metric}")
+
+
+def test_fused_stack_rows_are_linear_in_sequence_length():
+    from saeclaims.splice import stack_rows
+
+    model = tiny_subject(n_seqs=1, seq_len=8).model
+    cpu = torch.device("cpu")
+    budget = 2**30
+    assert stack_rows(model, 512, cpu, budget, fused=True) == 2 * stack_rows(model, 1024, cpu, budget, fused=True)
+    assert stack_rows(model, 512, cpu, budget) == 4 * stack_rows(model, 1024, cpu, budget)
+    model.blocks[0].attn.attn_type = "local"  # a block that keeps the eager path forms the T x T scores
+    assert stack_rows(model, 512, cpu, budget, fused=True) == stack_rows(model, 512, cpu, budget)
+
+
+def test_flop_counts_follow_what_the_kernels_execute():
+    from saeclaims.flops import Shape, attention_share, layer_flops, sae_passes, workload_flops
+
+    s = Shape(n_layers=4, d_model=128, d_mlp=512, d_vocab=4096, seq_len=512, d_sae=2048)
+    assert layer_flops(s) == 2 * (4 * 128**2 + 2 * 128 * 512 + 2 * 512 * 128)  # the full T x T square
+    assert layer_flops(s, "causal") < layer_flops(s)
+    assert 0 < attention_share(s, "causal") < attention_share(s) < 1
+    variants = ("zero", "sae", "random_error", "pos_repair_out", "token_then_pos")
+    assert sae_passes(variants) == 4 and sae_passes(variants, shared_sae=True) == 2
+    hooks = ["blocks.0.hook_resid_pre", "blocks.3.hook_resid_post"]
+    plain = workload_flops(s, hooks, variants, 100)
+    fused = workload_flops(s, hooks, variants, 100, attention="causal", shared_sae=True)
+    assert fused["naive"] == plain["naive"] and fused["batched"] < plain["batched"]
+    assert fused["bound"] > plain["bound"] > 1

@@ -309,3 +309,52 @@ def test_a_transformerlens_native_folder_loads_as_the_organism_does(tmp_path):
     shutil.copy(ORGANISM / "model_config.json", folder / "model.safetensors")
     with pytest.raises(SubjectError, match="model.safetensors"):
         load_hooked_model(str(folder))
+
+
+class _ProtocolSAE:
+    """Not a sae_lens object: encode/decode and a cfg with sae_lens's metadata fields, nothing else."""
+
+    def __init__(self, d_in: int, hook: str, ctx: int):
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(d_in=d_in, metadata=SimpleNamespace(hook_name=hook, context_size=ctx))
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.randn(d_in, 2 * d_in, generator=g) / d_in**0.5
+
+    def encode(self, x):
+        return torch.relu(x @ self.w)
+
+    def decode(self, codes):
+        return codes @ self.w.T / 2
+
+
+def test_an_object_following_the_sae_protocol_is_measured():
+    from saeclaims.splice import measure
+    from saeclaims.subjects import validate_subject
+
+    s = tiny_subject(n_seqs=2, seq_len=12, hooks=["blocks.0.hook_mlp_out"])
+    s.saes = {"mine": _ProtocolSAE(16, "blocks.0.hook_mlp_out", 8)}
+    s.context_sizes = {"mine": 8}
+    validate_subject(s)
+    m = measure(s, variants=("sae", "zero"), progress=False)
+    assert np.isfinite(m.get("sae", "mine", "dce")).all()
+    del _ProtocolSAE.decode
+    try:
+        with pytest.raises(SubjectError, match="does not follow the SAE protocol: it needs encode"):
+            validate_subject(s)
+    finally:
+        _ProtocolSAE.decode = lambda self, codes: codes @ self.w.T / 2
+
+
+def test_an_sae_at_a_hook_the_model_lacks_or_under_a_wrong_id_is_refused():
+    from saeclaims.subjects import validate_subject
+
+    s = tiny_subject(n_seqs=2, seq_len=12, hooks=["blocks.0.hook_resid_pre"])
+    s.saes = {"x": tiny_sae(16, 32, "blocks.5.hook_mlp_out", 8)}
+    s.context_sizes = {"x": 8}
+    with pytest.raises(SubjectError, match="hook 'blocks.5.hook_mlp_out' is not in model"):
+        validate_subject(s)
+    s.saes = {"blocks.1.hook_resid_pre": tiny_sae(16, 32, "blocks.0.hook_resid_pre", 8)}
+    s.context_sizes = {"blocks.1.hook_resid_pre": 8}
+    with pytest.raises(SubjectError, match="reads blocks.0.hook_resid_pre, but its id names blocks.1.hook_resid_pre"):
+        validate_subject(s)

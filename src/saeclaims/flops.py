@@ -1,9 +1,12 @@
 """Floating-point operation counts for the splice workload, batched and naive.
 
-Matrix products only (2 FLOPs per multiply-add); attention scores are counted over the full T x T
-square that TransformerLens computes before masking. The ratio naive/batched is the speed-up that
-prefix reuse allows; the unembedding is paid by every variant, so it stays well under the number of
-variants.
+Matrix products only (2 FLOPs per multiply-add). Attention scores and pattern-times-values are counted
+over the full T x T square that TransformerLens's eager attention computes before masking, or, for the
+fused path (attention.py: SDPA with is_causal, which skips the masked blocks), over the (T + 1) / 2 keys
+a query sees on average. The ratio naive/batched is the speed-up that prefix reuse allows (and, with
+`attention="causal"` and `shared_sae=True`, what the batched kernels actually execute: causal attention
+and one SAE pass shared by the variants that encode x itself); the unembedding is paid by every variant,
+so it stays well under the number of variants.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from dataclasses import dataclass
 
 from .subjects import start_layer
 from .variants import NEEDS_SAE
+
+# Variants whose SAE input is the hook's activation itself: the batched kernels encode it once per hook
+# (splice._SharedRoundtrip).
+SHARED_SAE_INPUT = frozenset({"sae", "random_error", "pos_repair_out"})
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,18 @@ class Shape:
         return cls(c.n_layers, c.d_model, c.d_mlp, c.d_vocab, subject.seq_len, d_sae)
 
 
-def layer_flops(s: Shape) -> float:
-    """One transformer block, per token."""
+def layer_flops(s: Shape, attention: str = "square") -> float:
+    """One transformer block, per token: q, k, v, o projections, the MLP, and attention over the full
+    square ("square", TransformerLens's eager path) or the causal triangle ("causal", fused SDPA)."""
     d, t = s.d_model, s.seq_len
-    return 2 * (4 * d * d + 2 * d * s.d_mlp + 2 * t * d)
+    keys = {"square": t, "causal": (t + 1) / 2}[attention]
+    return 2 * (4 * d * d + 2 * d * s.d_mlp + 2 * keys * d)
+
+
+def attention_share(s: Shape, attention: str = "square") -> float:
+    """The share of a block's FLOPs that grows with T (scores and pattern-times-values)."""
+    keys = {"square": s.seq_len, "causal": (s.seq_len + 1) / 2}[attention]
+    return 2 * 2 * keys * s.d_model / layer_flops(s, attention)
 
 
 def unembed_flops(s: Shape) -> float:
@@ -45,14 +60,27 @@ def sae_flops(s: Shape) -> float:
     return 2 * 2 * s.d_model * s.d_sae
 
 
-def workload_flops(s: Shape, hooks: Sequence[str], variants: Sequence[str], n_tokens: int) -> dict[str, float]:
-    """FLOPs of the whole workload both ways, for n_tokens tokens."""
-    n_sae = sum(v in NEEDS_SAE for v in variants)
-    saes = len(hooks) * n_sae * sae_flops(s)
+def sae_passes(variants: Sequence[str], shared_sae: bool = False) -> int:
+    """SAE encode/decode round trips per hook: one per SAE variant, or with the batched kernels' sharing
+    one for all of SHARED_SAE_INPUT together."""
+    n = sum(v in NEEDS_SAE for v in variants)
+    if shared_sae:
+        n -= max(0, sum(v in SHARED_SAE_INPUT for v in variants) - 1)
+    return n
+
+
+def workload_flops(s: Shape, hooks: Sequence[str], variants: Sequence[str], n_tokens: int,
+                   attention: str = "square", shared_sae: bool = False) -> dict[str, float]:
+    """FLOPs of the whole workload both ways, for n_tokens tokens; `hooks` are hook names (one per SAE:
+    Subject.hook_of). The naive way is always TransformerLens's eager attention with one SAE pass per
+    variant; `attention` and `shared_sae` describe the batched way. A hook inside a block counts that whole
+    block (its suffix run starts at the block's input)."""
+    naive_saes = len(hooks) * sae_passes(variants) * sae_flops(s)
     full = s.n_layers * layer_flops(s) + unembed_flops(s)
-    naive = len(hooks) * (1 + len(variants)) * full + saes
-    batched = s.n_layers * layer_flops(s) + saes
+    naive = len(hooks) * (1 + len(variants)) * full + naive_saes
+    layer = layer_flops(s, attention)
+    batched = s.n_layers * layer + len(hooks) * sae_passes(variants, shared_sae) * sae_flops(s)
     for h in hooks:
-        batched += len(variants) * (s.n_layers - start_layer(h)) * layer_flops(s)
+        batched += len(variants) * (s.n_layers - start_layer(h)) * layer
         batched += (1 + len(variants)) * unembed_flops(s)
     return {"naive": naive * n_tokens, "batched": batched * n_tokens, "bound": naive / batched}

@@ -10,6 +10,12 @@ stack. hook_z activations [.., heads, d_head] are flattened for the SAE, as sae_
 Measurements are keyed by SAE id (several SAEs may read one hook).
 Log-probabilities are formed a chunk of token rows at a time, so memory never holds
 variants x batch x positions x vocabulary.
+
+Attention runs fused (`attention.fused_attention`: SDPA, no [batch, heads, T, T] scores) in every forward
+here: the clean passes and the suffix runs. The hook points these forwards use (residual and block
+outputs, and hook_z, which the fused forward passes through) fire as in TransformerLens; a hook on the
+scores or pattern makes that call run TransformerLens's attention, and configurations the fused path cannot
+reproduce keep it throughout. `fused_attention=False` keeps TransformerLens's eager attention everywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .attention import fusable
+from .attention import fused_attention as _fused
 from .subjects import Subject, SubjectError, hook_order, start_layer
 from .subjects.core import is_residual, replaced_inside_block
 from .variants import (
@@ -108,20 +116,37 @@ def block_input(hook: str) -> str:
     return f"blocks.{hook_order(hook)[0]}.hook_resid_pre"
 
 
+def attends_backwards_only(model) -> bool:
+    """Whether every block attends only backwards, so activations at a position never read later tokens."""
+    return all((getattr(b.attn, "_attention_dir_override", None) or model.cfg.attention_dir) == "causal"
+               for b in model.blocks)
+
+
 @torch.no_grad()
-def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | None = None) -> dict[str, HookStats]:
-    """Mean and spread of activations over positions [1, ctx) of the whole evaluation set, per SAE id."""
+def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | None = None,
+                     fused_attention: bool = True) -> dict[str, HookStats]:
+    """Mean and spread of activations over positions [1, ctx) of the whole evaluation set, per SAE id.
+
+    Only positions below the largest context are read, and a causal model's activations there do not
+    depend on later tokens, so the pass runs on the first max(ctx) tokens of each sequence (and stops after
+    the deepest hook's block): a fraction ctx/T of a clean pass, not a second one.
+    """
     model = subject.model
     points = {k: subject.hook_of(k) for k in hooks}
     stop = max(hook_order(h)[0] for h in points.values()) + 1
+    width = subject.seq_len
+    if attends_backwards_only(model):
+        width = min(width, max(subject.context_sizes[h] for h in hooks))
     sums = {h: 0.0 for h in hooks}
     sq = {h: 0.0 for h in hooks}
     l0 = {h: 0.0 for h in hooks}
     counts = {h: 0 for h in hooks}
-    batch_size = batch_size or stack_rows(model, subject.seq_len, subject.tokens.device)
+    batch_size = batch_size or min(stack_rows(model, width, subject.tokens.device, fused=fused_attention),
+                                   sae_rows(subject, hooks, width, subject.tokens.device))
     for i in range(0, len(subject.tokens), batch_size):
-        toks = subject.tokens[i : i + batch_size]
-        cache = _clean_cache(model, toks, sorted(set(points.values())), stop)
+        toks = subject.tokens[i : i + batch_size, :width]
+        with _fused(model, fused_attention):
+            cache = _clean_cache(model, toks, sorted(set(points.values())), stop)
         for h in hooks:
             ctx = subject.context_sizes[h]
             act = flat(cache[points[h]])
@@ -223,15 +248,23 @@ def _recon_metrics(x: torch.Tensor, spliced: torch.Tensor, l0: torch.Tensor, var
     return {"sq_err": err, "nmse": err / variance, "l0": l0.float(), "cos": cos}
 
 
-def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | None = None) -> int:
-    """Sequences per forward so that one layer's attention scores stay within a budget.
+def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | None = None,
+               fused: bool = False) -> int:
+    """Sequences per forward so that one layer's largest activation stays within a budget: the attention
+    scores [heads, T, T] per sequence on TransformerLens's eager path; with fused attention (when every
+    block runs fused: attention.fusable) the widest of the MLP's hidden layer, q/k/v and the residual,
+    [T, width] per sequence, linear in T.
 
     On CPU, allocations past glibc's mmap threshold are returned to the OS after every use and paid
     again in page faults; keeping them small roughly halves wall time there. GPUs get a large budget.
     """
     if budget_bytes is None:
         budget_bytes = 2**30 if device.type == "cuda" else 8 * 2**20
-    per_row = 4 * model.cfg.n_heads * seq_len * seq_len
+    c = model.cfg
+    if fused and fusable(model):
+        per_row = 4 * seq_len * max(c.d_mlp or 0, 3 * c.n_heads * c.d_head, c.d_model)
+    else:
+        per_row = 4 * c.n_heads * seq_len * seq_len
     return max(1, budget_bytes // per_row)
 
 
@@ -242,6 +275,86 @@ def variants_at(subject: Subject, key: str, variants: Sequence[str]) -> list[str
     wpos = subject.has_learned_positions and is_residual(subject.hook_of(key))
     return [v for v in variants if (v != "full_context_sae" or key in subject.full_context_saes)
             and (v not in NEEDS_WPOS or wpos)]
+
+
+def sae_rows(subject: Subject, keys: Sequence[str], seq_len: int, device: torch.device,
+             budget_bytes: int | None = None) -> int:
+    """Sequences at a time through the SAEs `keys` (and their controls), so that the codes [rows, T, d_sae]
+    stay within a budget (on CPU, under glibc's largest mmap threshold: reused, not faulted in again)."""
+    if budget_bytes is None:
+        budget_bytes = 2**30 if device.type == "cuda" else 8 * 2**20
+    saes = [s for k in keys for s in (subject.saes.get(k), subject.full_context_saes.get(k)) if s is not None]
+    d = subject.model.cfg.d_model  # an SAE without cfg.d_sae (the protocol does not require it): d_model
+    widths = [d] + [int(getattr(sae.cfg, "d_sae", None) or d) for sae in saes]
+    return max(1, budget_bytes // (4 * seq_len * max(widths)))
+
+
+class _SharedRoundtrip:
+    """The SAE of one SAE id, for the variants of one chunk of a batch: `encode(x)` of the hook's activation
+    `x` itself (sae, random_error and pos_repair_out all start from SAE(x)) and `decode` of those very codes
+    run once and are handed to every variant that asks again; any other input goes straight to the SAE, so
+    every variant gets exactly what it would alone. Used only for SAEs without run-time input
+    normalisation, whose decode could otherwise depend on the last encode. Everything else is the SAE's
+    (attribute access falls through)."""
+
+    def __init__(self, sae, x: torch.Tensor):
+        self._sae, self._x = sae, x
+        self._codes: torch.Tensor | None = None
+        self._decoded: torch.Tensor | None = None
+
+    @staticmethod
+    def applies(sae) -> bool:
+        return getattr(getattr(sae, "cfg", None), "normalize_activations", "none") in (None, "none")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x is not self._x:
+            return self._sae.encode(x)
+        if self._codes is None:
+            self._codes = self._sae.encode(x)
+        return self._codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        if self._codes is None or codes is not self._codes:
+            return self._sae.decode(codes)
+        if self._decoded is None:
+            self._decoded = self._sae.decode(codes)
+        return self._decoded
+
+    def __getattr__(self, name):
+        return getattr(self._sae, name)
+
+
+# Variants that bound their own memory (reencode solves a chunk of tokens at a time) and pay a fixed cost
+# per call: spliced over the whole batch at once.
+WHOLE_BATCH = frozenset({"reencode"})
+
+
+def _splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Tensor, names: Sequence[str],
+                     stats: HookStats, seed: int, first_row: int) -> tuple[torch.Tensor, dict]:
+    """Every variant of SAE `key` for a batch x [B, T, d], a few sequences at a time (`sae_rows`;
+    WHOLE_BATCH variants at once): the stacked spliced activations [V*B, T, d] (variant-major) and each
+    variant's reconstruction metrics. Row b keeps its sequence index first_row + b, so nothing depends
+    on the split. Within a chunk the variants that start from SAE(x) share one SAE pass (_SharedRoundtrip)."""
+    b = x.shape[0]
+    step = sae_rows(subject, [key], x.shape[1], x.device)
+    stack = torch.empty((len(names) * b, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    parts: dict[str, list[dict]] = {name: [] for name in names}
+    split = [(v, name) for v, name in enumerate(names) if name not in WHOLE_BATCH]
+    whole = [(v, name) for v, name in enumerate(names) if name in WHOLE_BATCH]
+    chunks = [(i, step, split) for i in range(0, b, step)] if split else []
+    if whole:
+        chunks.append((0, b, whole))
+    for i, rows, todo in chunks:
+        xi = x[i : i + rows]
+        vctx = variant_context(subject, key, stats, x.device, seed, first_row + i)
+        if vctx.sae is not None and _SharedRoundtrip.applies(vctx.sae):
+            vctx.sae = _SharedRoundtrip(vctx.sae, xi)
+        for v, name in todo:
+            xs, l0, extras = apply_variant_ex(name, xi, vctx, keep[i : i + rows])
+            stack[v * b + i : v * b + i + xi.shape[0]] = xs
+            parts[name].append({**_recon_metrics(xi, xs, l0, stats.variance), **extras})
+    recon = {(name, key): {k: torch.cat([p[k] for p in ps]) for k in ps[0]} for name, ps in parts.items()}
+    return stack, recon
 
 
 def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | None, rows: int,
@@ -274,19 +387,21 @@ def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | 
 def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
                  stats: dict[str, HookStats], seed: int = 0, first_row: int = 0,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, fused_attention: bool = True):
     """All hooks x variants for one batch of sequences.
 
     Returns (clean_ce [B, T-1], {(variant, hook): metrics}, {hook: x}). The log-softmax loop runs once
-    over every hook's variants, so the clean log-probabilities of a chunk are formed once.
+    over every hook's variants, so the clean log-probabilities of a chunk are formed once. Variants
+    that start from SAE(x) share one SAE pass per SAE id (`_SharedRoundtrip`). fused_attention: the clean
+    and suffix forwards' attention by SDPA (attention.py), else TransformerLens's eager attention.
     """
     model = subject.model
     final = final_resid_hook(model)
-    rows = max_stack or stack_rows(model, toks.shape[1], toks.device)
+    rows = max_stack or stack_rows(model, toks.shape[1], toks.device, fused=fused_attention)
     points = {k: subject.hook_of(k) for k in hooks}
     names_needed = set(points.values()) | {final} | {block_input(h) for h in points.values()
                                                      if replaced_inside_block(h)}
-    with _autocast(toks.device, autocast_dtype):
+    with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
         cache = {}
         for i in range(0, toks.shape[0], rows):
             part = _clean_cache(model, toks[i : i + rows], sorted(names_needed), None)
@@ -298,18 +413,14 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     for h in hooks:
         hook = points[h]
         x = flat(cache[hook])
-        vctx = variant_context(subject, h, stats[h], x.device, seed, first_row)
         names = variants_at(subject, h, variants)
-        spliced = []
-        for name in names:
-            xs, l0, extras = apply_variant_ex(name, x, vctx, keep)
-            spliced.append(xs)
-            recon[(name, h)] = {**_recon_metrics(x, xs, l0, stats[h].variance), **extras}
-            order.append((name, h))
-        stack = torch.cat(spliced)  # [V*B, T, d]
+        stack, recon_h = _splice_variants(subject, h, x, keep, names, stats[h], seed, first_row)  # [V*B, T, d]
+        recon.update(recon_h)
+        order += [(name, h) for name in names]
         resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
-        with _autocast(toks.device, autocast_dtype):
+        with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
             out = _suffix_run(model, hook, stack, resid_in, rows, len(names))
+        del stack
         finals.append(out.float().reshape(len(names), x.shape[0], x.shape[1], -1)[:, :, :-1])
     clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
                                       chunk_bytes)
@@ -337,7 +448,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
             variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
             chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
-            n_seqs: int | None = None) -> Measurements:
+            n_seqs: int | None = None, fused_attention: bool = True) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements.
 
     n_seqs: measure only the first n_seqs sequences (e.g. an expensive variant such as `reencode`,
@@ -347,6 +458,10 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
 
     Activation statistics (`x_norm`, `wpos_share`, per token [n, T]) are NaN at BOS tokens, which
     are never patched and so never part of a claim.
+
+    fused_attention: attention by SDPA in the statistics pass, the clean passes and the suffix runs
+    (attention.py; configurations it cannot reproduce keep TransformerLens's attention by themselves);
+    False: TransformerLens's eager attention throughout.
     """
     hooks = list(hooks) if hooks is not None else subject.hooks
     missing = [h for h in hooks if h not in subject.saes]
@@ -356,7 +471,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     for h in hooks:
         for v in variants_at(subject, h, variants):
             check_variant(v, variant_context(subject, h, None))
-    stats = in_context_stats(subject, hooks)
+    stats = in_context_stats(subject, hooks, fused_attention=fused_attention)
     tokens = subject.tokens if n_seqs is None else subject.tokens[:n_seqs]
     n, t = tokens.shape
     if n < 1:
@@ -375,7 +490,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
         toks = tokens[i : i + batch_size]
         sl = slice(i, i + toks.shape[0])
         clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, seed, i, chunk_bytes,
-                                             max_stack, autocast_dtype)
+                                             max_stack, autocast_dtype, fused_attention)
         res.clean_ce[sl] = clean_ce.cpu().numpy()
         for key, m in metrics.items():
             for k, arr in m.items():

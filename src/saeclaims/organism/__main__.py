@@ -1,4 +1,10 @@
-"""`python -m saeclaims.organism build --corpus DIR --out DIR [--seed N] [--smoke]`."""
+"""`python -m saeclaims.organism build|mixed|rotary ...`: rebuild the shipped subjects.
+
+build:  the organism (`--corpus DIR --out DIR [--seed N] [--smoke]`).
+mixed:  fixtures/mixed, SAEs of several architectures and hooks on the organism's model
+        (`--organism DIR --corpus DIR --out DIR [--seed N]`).
+rotary: fixtures/rotary, a tiny rotary model with short-context SAEs (`--out DIR [--seed N] [--smoke]`).
+"""
 
 from __future__ import annotations
 
@@ -17,13 +23,29 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=Path("fixtures/organism"))
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
+    m = sub.add_parser("mixed", help="SAEs of several architectures and hooks on the organism's model")
+    m.add_argument("--organism", type=Path, default=Path("fixtures/organism"))
+    m.add_argument("--corpus", type=Path, default=Path("../shared/corpus/gutenberg"))
+    m.add_argument("--out", type=Path, default=Path("fixtures/mixed"))
+    m.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("rotary", help="a tiny rotary model with SAEs at a context shorter than its own")
+    r.add_argument("--out", type=Path, default=Path("fixtures/rotary"))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     args = p.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if args.cmd == "build":
+        handlers.append(logging.FileHandler(args.out / "build.log"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
+    if args.cmd == "mixed":
+        return _mixed(p, args)
+    if args.cmd == "rotary":
+        return _rotary(args)
 
     from .build import BuildSpec, build, smoke_spec
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(args.out / "build.log")]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
     if not args.corpus.is_dir():
         p.error(f"corpus folder {args.corpus} does not exist")
     spec = smoke_spec(args.seed) if args.smoke else BuildSpec(seed=args.seed)
@@ -33,6 +55,32 @@ def main(argv: list[str] | None = None) -> int:
                        for k, v in card["saes"].items()}
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _mixed(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .mixed import MixedSpec, build_mixed
+
+    if not args.corpus.is_dir():
+        p.error(f"corpus folder {args.corpus} does not exist")
+    if not (args.organism / "card.json").is_file():
+        p.error(f"{args.organism} holds no organism (card.json)")
+    card = build_mixed(args.out, args.organism, args.corpus, MixedSpec(seed=args.seed))
+    print(json.dumps({"build_s": card["build_s"], "saes": _summary(card["saes"])}, indent=2))
+    return 0
+
+
+def _rotary(args: argparse.Namespace) -> int:
+    from .rotary import RotarySpec, build_rotary, smoke_rotary_spec
+
+    card = build_rotary(args.out, smoke_rotary_spec(args.seed) if args.smoke else RotarySpec(seed=args.seed))
+    print(json.dumps({"build_s": card["build_s"], "eval_loss_by_position": card["eval_loss_by_position"],
+                      "saes": _summary(card["saes"])}, indent=2))
+    return 0
+
+
+def _summary(saes: dict) -> dict:
+    return {k: {part: {"l0": round(v[part]["l0"], 2), "ev": round(v[part]["explained_variance"], 3)}
+                for part in ("in_context", "beyond_context") if part in v} for k, v in saes.items()}
 
 
 if __name__ == "__main__":

@@ -18,16 +18,95 @@ import torch
 
 from .core import HubUnavailableError, SubjectError
 
+TL_CONFIG = "model_config.json"  # a TransformerLens-native folder: HookedTransformerConfig fields
+TL_WEIGHTS = "model.safetensors"  # ... and the state dict HookedTransformer.state_dict() gives
+TL_TOKENIZER = "tokenizer.json"  # ... and optionally a `tokenizers` file
+# Weight processing that `from_pretrained` applies; a native state dict was processed before it was saved.
+_PROCESSING_KWARGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases",
+                      "refactor_factored_attn_matrices")
+
+
+def is_tl_native(path: Path) -> bool:
+    """A folder holding a TransformerLens config and state dict (the organism's format)."""
+    return (path / TL_CONFIG).is_file() and (path / TL_WEIGHTS).is_file()
+
+
+def load_tl_native(path: Path, device: str = "cpu", dtype: str | torch.dtype | None = None):
+    """A HookedTransformer from `model_config.json` + `model.safetensors` (+ optional `tokenizer.json`).
+
+    The state dict is loaded strictly and unprocessed: it is TransformerLens's own, so re-running
+    `from_pretrained`'s processing would change it (and cannot fold a LayerNorm that was already folded).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    path = Path(path)
+    for name in (TL_CONFIG, TL_WEIGHTS):
+        if not (path / name).is_file():
+            raise SubjectError(f"{path} is not a TransformerLens-native model folder: {name} is missing")
+    fields = json.loads((path / TL_CONFIG).read_text())
+    if dtype is not None:
+        fields["dtype"] = dtype
+    if isinstance(fields.get("dtype"), str):  # JSON holds "float32" or "torch.float32"
+        name = fields["dtype"].removeprefix("torch.")
+        if not isinstance(getattr(torch, name, None), torch.dtype):
+            raise SubjectError(f"{path / TL_CONFIG}: dtype {fields['dtype']!r} is not a torch dtype")
+        fields["dtype"] = getattr(torch, name)
+    try:
+        cfg = HookedTransformerConfig(**{**fields, "device": "cpu"})
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise SubjectError(f"{path / TL_CONFIG}: not a HookedTransformerConfig ({exc})") from exc
+    model = HookedTransformer(cfg, move_to_device=False)
+    try:
+        model.load_state_dict(load_file(str(path / TL_WEIGHTS)))
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        raise SubjectError(f"{path / TL_WEIGHTS} does not fit {path / TL_CONFIG}: {exc}") from exc
+    if (path / TL_TOKENIZER).is_file():
+        # set_tokenizer insists on a hub name to reload from; a local file is attached directly.
+        model.tokenizer = tokenizer_from_file(path / TL_TOKENIZER)
+        model.cfg.tokenizer_prepends_bos = _prepends_bos(model.tokenizer)
+    return (model if device == "cpu" else model.to(device)).eval()
+
+
+def tokenizer_from_file(path: Path, bos_token: str | None = None):
+    """A transformers tokenizer from a bare `tokenizers` file; BOS (also EOS and PAD) is `bos_token`,
+    else the file's only special token, so windows and tokens_from_texts agree on it."""
+    from transformers import PreTrainedTokenizerFast
+
+    if bos_token is None:
+        specials = [t["content"] for t in json.loads(Path(path).read_text()).get("added_tokens", [])
+                    if t.get("special")]
+        bos_token = specials[0] if len(specials) == 1 else None
+    named = {} if bos_token is None else {"bos_token": bos_token, "eos_token": bos_token, "pad_token": bos_token}
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), **named)
+
+
+def _prepends_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer adds BOS itself (TransformerLens then does not add a second one)."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a")["input_ids"]
+    return bos is not None and bool(ids) and ids[0] == bos
+
 
 def load_hooked_model(name_or_path: str, device: str = "cpu", **from_pretrained_kwargs: Any):
-    """A HookedTransformer from an official name (hub) or a local HF checkpoint folder.
+    """A HookedTransformer from an official name (hub), a local HF checkpoint folder or a
+    TransformerLens-native folder (`model_config.json` + `model.safetensors`, as the organism ships).
 
-    TransformerLens's `from_pretrained` only accepts official names; for a local folder the same
-    steps run without the name lookup, with the same weight processing.
+    TransformerLens's `from_pretrained` only accepts official names; for a local HF folder the same
+    steps run without the name lookup, with the same weight processing. A native folder is loaded as
+    saved: weight-processing flags (sae_lens records `center_writing_weights` with every SAE) do not
+    apply to it and are ignored; `dtype` is honoured; anything else is an error.
     """
     from transformer_lens import HookedTransformer
 
     path = Path(name_or_path)
+    if is_tl_native(path) and not (path / "config.json").exists():
+        extra = {k: v for k, v in from_pretrained_kwargs.items() if k not in (*_PROCESSING_KWARGS, "dtype")}
+        if extra:
+            raise SubjectError(f"{path} is a TransformerLens-native model: its settings come from "
+                               f"{TL_CONFIG}, so from_pretrained_kwargs {sorted(extra)} cannot apply")
+        return load_tl_native(path, device, from_pretrained_kwargs.get("dtype"))
     if not (path / "config.json").exists():
         with _hub_errors(f"model {name_or_path}"), offline_unless_reachable():
             return HookedTransformer.from_pretrained(name_or_path, device=device, **from_pretrained_kwargs)

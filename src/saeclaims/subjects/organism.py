@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import verify_tree
-from ..organism.layout import BOS_TOKEN, CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE, make_model
+from ..organism.layout import BOS_TOKEN, CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
 from .core import Subject, SubjectError, hook_order, package_versions
-from .loading import _select_tokens, load_sae_dir
+from .loading import _select_tokens, load_sae_dir, load_tl_native, tokenizer_from_file
 from .validation import validate_sae, validate_subject
 
 ORGANISM_PACKAGE = "saeclaims_organism"  # data-only package: fixtures/organism, shipped in the wheel
@@ -57,8 +57,6 @@ def _packaged_organism() -> Path | None:
 def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | None = None,
                   seq_len: int | None = None, verify: bool = True) -> Subject:
     """The organism at `root` (default `organism_dir()`), its files checked against the card's sha256."""
-    from safetensors.torch import load_file
-
     root = organism_dir() if root is None else Path(root)
     card_path = root / CARD_FILE
     if not card_path.exists():
@@ -68,12 +66,9 @@ def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | N
     if verify:
         verify_tree(root, card["sha256"])
     cfg = json.loads((root / MODEL_CONFIG).read_text())
-    model = make_model({**cfg, "device": "cpu"})
-    model.load_state_dict(load_file(str(root / MODEL_FILE)))
-    # set_tokenizer insists on a hub name to reload from; the organism's tokenizer is a local file.
-    model.tokenizer = _organism_tokenizer(root / TOKENIZER_FILE)
+    model = load_tl_native(root)  # the same loader `local:DIR` uses for a native model folder
+    model.tokenizer = tokenizer_from_file(root / TOKENIZER_FILE, BOS_TOKEN)
     model.cfg.tokenizer_prepends_bos = False
-    model.eval()
     short = card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]
     saes, full = {}, {}
     for d in sorted((root / "saes").glob("ctx*/*")):
@@ -96,10 +91,3 @@ def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | N
     validate_subject(subject)
     return subject.to(device)
 
-
-def _organism_tokenizer(path: Path):
-    """The organism's BPE file as a transformers tokenizer, with its one special token as BOS/EOS/PAD."""
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token=BOS_TOKEN, eos_token=BOS_TOKEN,
-                                   pad_token=BOS_TOKEN)

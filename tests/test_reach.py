@@ -1,0 +1,81 @@
+"""Every SAE a user has: the mixed subject (standard, JumpReLU and TopK SAEs on resid_pre, attn.hook_z,
+attn_out, resid_mid and mlp_out, two of them on one hook) and the rotary subject run every claim to a verdict
+or a not-applicable with its reason, never an exception; describing a subject and loading it agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from saeclaims.subjects import describe_subject, load_subject
+from tests.conftest import MIXED_DIR, ROTARY_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+MIXED, ROTARY = "local:fixtures/mixed", "local:fixtures/rotary"
+N_SEQS = "32"  # the sample the ledgers claims/expected/local_fixtures_{mixed,rotary}.toml were drafted at
+
+pytestmark = [
+    pytest.mark.xdist_group("reach"),
+    pytest.mark.skipif(not (MIXED_DIR / "card.json").exists() or not (ROTARY_DIR / "card.json").exists(),
+                       reason="fixtures/mixed or fixtures/rotary not built"),
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """The claims on both subjects in one run, judged against their committed ledgers."""
+    out = tmp_path_factory.mktemp("reach")
+    cmd = [sys.executable, "-m", "pytest", "claims", "-m", "gpu", "-q", "-p", "no:cacheprovider", "--sae-progress",
+           "off", "--sae-subject", MIXED, "--sae-subject", ROTARY, "--n-seqs", N_SEQS,
+           "--sae-report", str(out / "REPORT.md")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    data = json.loads((out / "report" / "report.json").read_text()) if (out / "report").exists() else {}
+    return {"proc": proc, "data": data}
+
+
+def test_every_claim_on_every_sae_kind_is_a_verdict_or_not_applicable(run):
+    proc, data = run["proc"], run["data"]
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert {o["outcome"] for o in data["outcomes"]} <= {"passed", "skipped"}
+    judged = {(e["subject"], e["claim"], e["hook"]) for e in data["evidence"]}
+    na = {(n["subject"], n["claim"], n["hook"]): n["reason"] for n in data["not_applicable"]}
+    assert all(reason for reason in na.values())
+    assert not judged & set(na)
+    ids = {i for s, _, i in judged | set(na) if s == MIXED}
+    assert {"blocks.0.hook_resid_pre", "blocks.0.hook_resid_pre.topk", "blocks.1.attn.hook_z",
+            "blocks.1.hook_attn_out", "blocks.2.hook_resid_mid", "blocks.2.hook_mlp_out"} <= ids
+    # every SAE kind is judged by some claim, and the reasons are the ones the premises imply
+    for sae_id in ("blocks.1.attn.hook_z", "blocks.1.hook_attn_out", "blocks.2.hook_mlp_out",
+                   "blocks.0.hook_resid_pre.topk"):
+        assert any(s == MIXED and i == sae_id for s, _, i in judged), sae_id
+    mlp = (MIXED, "position-not-most-of-it-input", "blocks.2.hook_mlp_out")
+    assert "summand of the residual stream only" in na[mlp]
+    assert "fixed by construction" in na[(MIXED, "encoder-off-distribution", "blocks.1.attn.hook_z")]
+    assert "fixed by construction" in na[(MIXED, "encoder-off-distribution", "blocks.0.hook_resid_pre.topk")]
+
+
+def test_the_rotary_subject_runs_every_context_claim(run):
+    data = run["data"]
+    judged = {e["claim"] for e in data["evidence"] if e["subject"] == ROTARY}
+    na = {n["claim"]: n["reason"] for n in data["not_applicable"] if n["subject"] == ROTARY}
+    for cid in ("beyond-context-degrades", "in-context-performs-well", "encoder-off-distribution",
+                "errors-worse-than-random", "beyond-context-degrades-vs-control"):
+        assert cid in judged, (cid, na.get(cid))
+    for cid in ("adding-wpos-recovers", "wpos-helix", "position-not-most-of-it-input",
+                "position-not-most-of-it-output"):
+        assert cid in na and "rotary" in na[cid], (cid, na.get(cid))
+
+
+@pytest.mark.parametrize("spec", [MIXED, ROTARY])
+def test_describing_and_loading_agree(spec):
+    info = describe_subject(spec)
+    subject = load_subject(spec, n_seqs=2, seq_len=64)
+    assert info.hooks == subject.sae_ids
+    assert {i: info.hook_of(i) for i in info.hooks} == {i: subject.hook_of(i) for i in subject.sae_ids}
+    assert info.full_context_hooks == sorted(subject.full_context_saes, key=subject.sae_ids.index)
