@@ -301,3 +301,41 @@ def test_readme_release_command_exits_0_against_its_drafted_ledger(replica: Repl
     second = _release_command(replica, [spec], text, tmp_path / "second", "--sae-ledger-dir", str(ledger.parent))
     assert second.returncode == 0, f"{second.stdout[-4000:]}\n{second.stderr[-4000:]}"
     assert JB_RELEASE in (tmp_path / "second" / "REPORT.md").read_text()
+
+
+PARTIAL_LOAD = """
+import sys
+from pathlib import Path
+import saeclaims.subjects.release as release
+from saeclaims.subjects import SubjectError, load_subject
+
+def model_loaded(*a, **k):
+    raise AssertionError("the model was loaded before every SAE file was known to exist")
+
+release.load_hooked_model = model_loaded
+try:
+    load_subject(sys.argv[1], n_seqs=8, seq_len=256, text_file=Path(sys.argv[2]))
+except SubjectError as exc:
+    print("SubjectError:", exc)
+    sys.exit(3)
+"""
+
+
+def test_a_partial_hub_cache_fails_once_naming_the_missing_sae_before_the_model(replica: Replica, text: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A cache holding the model and one SAE but not the other: one SubjectError naming the missing SAE and the fix,
+    raised before the (much larger) model is loaded."""
+    import shutil
+
+    partial = tmp_path / "hf"
+    shutil.copytree(replica.hf_home, partial, symlinks=True)
+    snap = next((partial / "hub" / f"models--{JB_REPO.replace('/', '--')}" / "snapshots").iterdir())
+    missing = replica.sae_ids[JB_RELEASE][-1]
+    (snap / missing / "sae_weights.safetensors").unlink()
+    env = replica.env()
+    env["HF_HOME"] = str(partial)
+    proc = subprocess.run([sys.executable, "-c", PARTIAL_LOAD, replica.spec(JB_RELEASE), str(text)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-4000:]
+    assert f"SAE {JB_RELEASE}/{missing} needs the Hugging Face hub" in proc.stdout
+    assert "HF_HOME" in proc.stdout and proc.stdout.count("SubjectError") == 1

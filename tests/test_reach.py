@@ -17,7 +17,7 @@ from tests.conftest import MIXED_DIR, ROTARY_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXED, ROTARY = "local:fixtures/mixed", "local:fixtures/rotary"
-N_SEQS = "32"  # the sample the ledgers claims/expected/local_fixtures_{mixed,rotary}.toml were drafted at
+SAMPLE = ("--n-seqs", "16", "--seq-len", "256")  # as claims/expected/local_fixtures_{mixed,rotary}.toml were drafted
 
 pytestmark = [
     pytest.mark.xdist_group("reach"),
@@ -31,7 +31,7 @@ def run(tmp_path_factory) -> dict:
     """The claims on both subjects in one run, judged against their committed ledgers."""
     out = tmp_path_factory.mktemp("reach")
     cmd = [sys.executable, "-m", "pytest", "claims", "-m", "gpu", "-q", "-p", "no:cacheprovider", "--sae-progress",
-           "off", "--sae-subject", MIXED, "--sae-subject", ROTARY, "--n-seqs", N_SEQS,
+           "off", "--sae-subject", MIXED, "--sae-subject", ROTARY, *SAMPLE,
            "--sae-report", str(out / "REPORT.md")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
@@ -57,6 +57,7 @@ def test_every_claim_on_every_sae_kind_is_a_verdict_or_not_applicable(run):
     mlp = (MIXED, "position-not-most-of-it-input", "blocks.2.hook_mlp_out")
     assert "summand of the residual stream only" in na[mlp]
     assert "fixed by construction" in na[(MIXED, "encoder-off-distribution", "blocks.1.attn.hook_z")]
+    assert "no mean dCE_sae(I) to divide by" in na[(MIXED, "beyond-context-degrades", "blocks.1.hook_attn_out")]
     assert "fixed by construction" in na[(MIXED, "encoder-off-distribution", "blocks.0.hook_resid_pre.topk")]
 
 

@@ -65,9 +65,16 @@ def _comparison(out: Path) -> dict:
     return json.loads((out / "report" / "report.json").read_text())["baseline"]
 
 
-def test_the_unchanged_organism_drifts_nowhere(original, tmp_path):
-    run(tmp_path, "--baseline", str(original / "report" / "report.json"))
-    cmp = _comparison(tmp_path)
+@pytest.fixture(scope="module")
+def unchanged(original, tmp_path_factory):
+    """The unchanged organism against its own report, with --junitxml (one run serves both tests)."""
+    out = tmp_path_factory.mktemp("unchanged")
+    run(out, "--junitxml", str(out / "junit.xml"), "--baseline", str(original / "report" / "report.json"))
+    return out
+
+
+def test_the_unchanged_organism_drifts_nowhere(unchanged):
+    cmp = _comparison(unchanged)
     assert cmp["rows"] and not cmp["added"] and not cmp["removed"]
     assert all(r["pairing"] in ("paired", "exact") for r in cmp["rows"])  # same tokens, same seed
     assert [r for r in cmp["rows"] if r["drifted"]] == []
@@ -86,10 +93,8 @@ def test_an_updated_sae_drifts_only_where_it_is_read(original, tmp_path):
     assert "## Changes since baseline" in md and "changes_since_baseline.png" in md
 
 
-def test_junit_xml_carries_the_numbers(original, tmp_path):
-    xml = tmp_path / "junit.xml"
-    run(tmp_path, "--junitxml", str(xml), "--baseline", str(original / "report" / "report.json"))
-    text = xml.read_text()
+def test_junit_xml_carries_the_numbers(unchanged):
+    text = (unchanged / "junit.xml").read_text()
     for name in ("saeclaims.estimate", "saeclaims.ci_low", "saeclaims.ci_high", "saeclaims.threshold",
                  "saeclaims.verdict", "saeclaims.drift"):
         assert f'name="{name}"' in text

@@ -358,3 +358,17 @@ def test_an_sae_at_a_hook_the_model_lacks_or_under_a_wrong_id_is_refused():
     s.context_sizes = {"blocks.1.hook_resid_pre": 8}
     with pytest.raises(SubjectError, match="reads blocks.0.hook_resid_pre, but its id names blocks.1.hook_resid_pre"):
         validate_subject(s)
+
+
+def test_two_saes_with_one_id_are_refused(tmp_path):
+    from saeclaims.subjects import describe_subject
+
+    with pytest.raises(SubjectError, match="'blocks.0.hook_resid_pre' is named twice"):
+        describe_subject("gpt2-small-res-jb:blocks.0.hook_resid_pre,blocks.0.hook_resid_pre")
+    cfg = {"metadata": {"hook_name": "blocks.0.hook_resid_pre", "context_size": 8}}
+    for part in ("a", "b"):
+        d = tmp_path / part / "blocks.0.hook_resid_pre"
+        d.mkdir(parents=True)
+        (d / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SubjectError, match="two SAEs below .* have the id 'blocks.0.hook_resid_pre'"):
+        describe_subject(f"local:{tmp_path}")

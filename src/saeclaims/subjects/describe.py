@@ -67,6 +67,9 @@ def describe_local(spec: str) -> SubjectInfo:
     found = _scan_sae_dirs(root)
     short = [(i, h) for i, h, c in found if not (full_ctx and c == full_ctx)]
     names = dict(short)
+    if len(names) < len(short):
+        dup = sorted({i for i, _ in short if [j for j, _ in short].count(i) > 1})
+        raise SubjectError(f"two SAEs below {root} have the id {dup[0]!r} (the folder name); rename one folder")
     full = []
     for i, h, c in found:
         if full_ctx and c == full_ctx:
@@ -85,6 +88,9 @@ def describe_release(spec: str) -> SubjectInfo:
     if release not in directory:
         raise SubjectError(f"unknown subject or sae_lens release {release!r}")
     ids = ids or list(directory[release].saes_map)
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise SubjectError(f"SAE id {dup[0]!r} is named twice in --sae-subject {spec}; name each SAE once")
     names = {}
     for i in ids:
         if i not in directory[release].saes_map:
