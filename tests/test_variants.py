@@ -212,3 +212,15 @@ def test_reencode_needs_the_in_context_l0():
 
 def test_reencode_k_is_the_rounded_l0_at_least_one():
     assert reencode_k(0.2) == 1 and reencode_k(24.4) == 24 and reencode_k(24.6) == 25
+
+
+def test_every_claim_variant_is_read_by_a_claim_or_a_figure():
+    """Each measured variant costs a suffix run and a pass over the vocabulary: none is measured for nothing."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readers = "".join(p.read_text() for p in [*(root / "claims").glob("test_*.py"),
+                                             root / "src" / "saeclaims" / "instruments.py",
+                                             root / "src" / "saeclaims" / "workbench.py"])
+    for v in CLAIM_VARIANTS:
+        assert f'"{v}"' in readers, v
