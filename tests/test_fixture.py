@@ -1,6 +1,7 @@
 """The claim fixture's guards and verdict on tiny subjects, without a pytest session around it."""
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,3 +194,44 @@ def test_a_comparison_across_layers_refuses_two_saes_at_one_hook():
     msg = _skipped(lambda: fx.one_sae_per_hook(subject.sae_ids))
     assert f"several SAEs read {HOOK} (a, b)" in msg
     assert fx.one_sae_per_hook(["a", "blocks.1.hook_resid_pre"]) == ["a", "blocks.1.hook_resid_pre"]
+
+
+ARCHITECTURES = {  # sae_lens's inference classes, as they load (BatchTopK and Matryoshka load as JumpReLU)
+    "standard": ("StandardSAE", {}), "gated": ("GatedSAE", {}), "jumprelu": ("JumpReLUSAE", {}),
+    "topk": ("TopKSAE", {"k": 4}), "abstopk": ("AbsTopKSAE", {"k": 4}), "matching_pursuit": ("MatchingPursuitSAE", {}),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_inference_architecture_is_measured_and_l0_claims_know_fixed_k(arch):
+    import numpy as np
+    import sae_lens
+
+    from saeclaims.splice import measure
+    from saeclaims.subjects import validate_subject
+    from saeclaims.variants import CLAIM_VARIANTS
+
+    cls, extra = ARCHITECTURES[arch]
+    subject = tiny_subject(n_seqs=3, seq_len=16, hooks=[HOOK, "blocks.1.hook_mlp_out"])
+    for hook in subject.hooks:
+        cfg = getattr(sae_lens, f"{cls}Config")(d_in=16, d_sae=32, **extra)
+        cfg.metadata.hook_name, cfg.metadata.context_size = hook, 8
+        sae = getattr(sae_lens, cls)(cfg)
+        with torch.no_grad():
+            for p in sae.parameters():
+                p.copy_(torch.randn_like(p) * 0.3)
+            if arch == "jumprelu":
+                sae.threshold.abs_()
+        subject.saes[hook] = sae.eval()
+    validate_subject(subject)
+    m = measure(subject, variants=CLAIM_VARIANTS, progress=False)
+    for key, metrics in m.metrics.items():
+        assert np.isfinite(metrics["dce"]).all(), key
+    with torch.no_grad():
+        codes = subject.saes[HOOK].encode(subject.model.run_with_cache(subject.tokens, names_filter=HOOK)[1][HOOK])
+    np.testing.assert_array_equal(m.get("sae", HOOK, "l0")[:, 1:], (codes != 0).sum(-1).numpy()[:, 1:-1])
+    fx, _ = _fixture(subject, "encoder-off-distribution")
+    if "topk" in arch:
+        assert "fixed by construction" in _skipped(fx.require_free_l0)
+    else:
+        fx.require_free_l0()

@@ -157,7 +157,7 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
             counts[h] += int(use.sum())
             sae = subject.saes.get(h)
             if sae is not None:
-                active = (sae.encode(act[:, 1:ctx]) > 0).sum(-1).double()
+                active = (sae.encode(act[:, 1:ctx]) != 0).sum(-1).double()
                 l0[h] += float((active * use[..., 0]).sum())
     out = {}
     for h in hooks:

@@ -68,7 +68,7 @@ class VariantContext:
 
 def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     acts = sae.encode(x)
-    return sae.decode(acts), (acts > 0).sum(-1).to(x.dtype)
+    return sae.decode(acts), (acts != 0).sum(-1).to(x.dtype)
 
 
 def shifted_positions(n_pos: int, ctx: int, device=None) -> torch.Tensor:
