@@ -42,6 +42,7 @@ CASES = [
     Case("n-seqs 1", ("--n-seqs", "1"), "--n-seqs 1: a cluster bootstrap needs at least 2 sequences"),
     Case("cuda without a GPU", ("--sae-device", "cuda"), "--sae-device cuda: no CUDA device is available here"),
     Case("nonsense device", ("--sae-device", "nonsense"), "--sae-device 'nonsense' is not a torch device"),
+    Case("memory budget 0", ("--sae-memory-budget", "0"), "--sae-memory-budget 0.0 must be a positive number of MiB"),
     Case("unwritable report", ("--sae-report", "/etc/hostname/REPORT.md"), "is not writable"),
     Case("flipped byte in an SAE", (), "corrupt artifact", setup="flip"),
     Case("truncated SAE", (), "corrupt artifact", setup="truncate"),

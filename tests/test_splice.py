@@ -376,3 +376,20 @@ def test_flop_counts_follow_what_the_kernels_execute():
     fused = workload_flops(s, hooks, variants, 100, attention="causal", shared_sae=True)
     assert fused["naive"] == plain["naive"] and fused["batched"] < plain["batched"]
     assert fused["bound"] > plain["bound"] > 1
+
+
+def test_a_memory_budget_bounds_each_step_and_changes_no_result():
+    """--sae-memory-budget sizes every transient block (forwards, SAE codes, log-softmax chunks); results are the
+    same as with the default budget, since only how many sequences go through at a time changes."""
+    from saeclaims.splice import sae_rows, stack_rows
+
+    subj = tiny_subject(n_seqs=5, seq_len=16)
+    small = 4 * 16 * 64 * 2  # two sequences' widest activation
+    assert stack_rows(subj.model, 16, torch.device("cpu"), small, fused=True) == 2
+    assert sae_rows(subj, subj.hooks, 16, torch.device("cpu"), 4 * 16 * 32) == 1
+    variants = ("zero", "sae", "shift_pos", "random_error")
+    a = measure(subj, variants=variants, progress=False)
+    b = measure(subj, variants=variants, progress=False, budget_bytes=small)
+    for key in a.metrics:
+        for metric in ("ce", "kl", "l0"):
+            np.testing.assert_allclose(a.metrics[key][metric], b.metrics[key][metric], atol=1e-5, err_msg=str(key))

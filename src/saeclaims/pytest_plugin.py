@@ -24,6 +24,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="joint confidence of all the run's intervals (Bonferroni over the claim family)")
     g.addoption("--n-resamples", type=int, default=2000, help="bootstrap resamples")
     g.addoption("--sae-batch-size", type=int, default=16, help="sequences per splice batch")
+    g.addoption("--sae-memory-budget", type=float, default=None, metavar="MiB",
+                help="largest transient block a splice step allocates (default: 8 MiB on CPU, 1024 on CUDA); "
+                     "the report shows the run's peak memory")
     g.addoption("--autocast", choices=("none", "bf16", "fp16"), default="none",
                 help="autocast dtype for forward passes (GPU)")
     g.addoption("--text-file", default=None, help="evaluation text for release subjects (offline)")

@@ -40,12 +40,14 @@ class ReportHeader:
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     published: list[PublishedCheck] = field(default_factory=list)  # release SAEs vs sae_lens's published stats
+    peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
 
     @classmethod
     def collect(cls, subjects: dict[str, SubjectRecord], device: str, dtype: str, seed: int,
                 family_confidence: float, family_size: int, wall_s: float, root: Path,
                 options: dict[str, Any] | None = None,
-                published: list[PublishedCheck] | None = None) -> ReportHeader:
+                published: list[PublishedCheck] | None = None,
+                peak_memory_mib: dict[str, float] | None = None) -> ReportHeader:
         from .subjects import package_versions
 
         try:
@@ -59,7 +61,13 @@ class ReportHeader:
             commit = "unknown"
         return cls(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
                    family_confidence, family_size, wall_s, commit, platform.python_version(),
-                   package_versions(), dict(options or {}), list(published or []))
+                   package_versions(), dict(options or {}), list(published or []), dict(peak_memory_mib or {}))
+
+
+def _memory(peak: dict[str, float]) -> str:
+    parts = [f"{peak['rss']:.0f} MiB resident (largest process)"] if "rss" in peak else []
+    parts += [f"{peak['cuda']:.0f} MiB CUDA"] if "cuda" in peak else []
+    return ", ".join(parts) or "not recorded"
 
 
 def _fmt(x: float) -> str:
@@ -216,6 +224,7 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
             f"| versions | {', '.join(f'{k} {v}' for k, v in header.versions.items())}, python {header.python} |",
             f"| git commit | {header.git_commit} |",
             f"| wall time | {header.wall_s:.1f} s |",
+            f"| peak memory | {_memory(header.peak_memory_mib)} |",
             f"| intervals | a family of {header.family_size} intervals (every registered claim x each subject's "
             f"rows); each interval is at {per_test:.4%} confidence, so that all hold jointly at "
             f"{header.family_confidence:.0%} (Bonferroni). The method column says how each was formed. |", ""]

