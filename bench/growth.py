@@ -35,22 +35,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.conftest's builders
 
 
 def _sae(d_in: int, d_sae: int, hook: str, ctx: int, seed: int):
-    from sae_lens import StandardSAE, StandardSAEConfig
+    """A random sae_lens SAE: the test suite's builder (tests/conftest.py), so both measure the same kind."""
+    from tests.conftest import tiny_sae
 
-    cfg = StandardSAEConfig(d_in=d_in, d_sae=d_sae)
-    cfg.metadata.hook_name = hook
-    cfg.metadata.context_size = ctx
-    cfg.metadata.prepend_bos = True
-    sae = StandardSAE(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)
-        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g) / d_sae**0.5)
-        sae.b_enc.copy_(torch.randn(d_sae, generator=g) * 0.1 - 0.2)
-    return sae.eval()
+    return tiny_sae(d_in, d_sae, hook, ctx, seed)
 
 
 GPT2 = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257)
