@@ -200,10 +200,11 @@ def test_xdist_workers_send_their_checks_and_the_controller_keeps_each_once():
     check = PublishedCheck("a", L0, 10.0, 12.0, 5.0, OK, "rel", "blocks.0.hook_resid_pre", 64)
     worker, controller = ClaimSession.__new__(ClaimSession), ClaimSession.__new__(ClaimSession)
     worker.store, worker.published = EvidenceStore(), [check]
-    controller.store, controller.published = EvidenceStore(), []
+    controller.store, controller.published, controller.worker_peak = EvidenceStore(), [], {}
     for _ in range(2):  # two workers that both loaded the subject
         controller.merge_worker_payload(worker.worker_payload())
     assert controller.published == [check]
+    assert controller.worker_peak["rss"] > 0  # the workers' peak memory travels too (the largest is kept)
 
 
 # ---------------------------------------------------------------- through the plugin
