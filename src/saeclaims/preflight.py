@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,6 @@ TOLERANCES = {L0: 5.0, EXPLAINED_VARIANCE: 0.1}  # sae_lens's release benchmark 
 YAML_KEYS = {L0: "l0", EXPLAINED_VARIANCE: "variance_explained"}  # the keys of sae_lens's pretrained_saes.yaml
 OK, MISMATCH, NOT_PUBLISHED = "ok", "mismatch", "not published"
 ACCEPT_OPTION = "--accept-published-mismatch"
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _CHUNK_ELEMENTS = 2**26  # latents encoded at once (256 MB in float32): a 1M-wide SAE takes 64 tokens at a time
 
 
@@ -154,15 +152,6 @@ def _ignored_tokens(subject: Any) -> set[int]:
     return ids
 
 
-def _hook_of(sae: Any) -> str:
-    return str(sae.cfg.metadata.hook_name)
-
-
-def _stop_layer(hook: str) -> int | None:
-    m = _BLOCK.match(hook)
-    return int(m.group(1)) + 1 if m else None
-
-
 class _Accumulator:
     """Streaming sums for L0 and sae_lens's pooled explained variance, in float64."""
 
@@ -218,20 +207,21 @@ def measure_in_context(subject: Any, sae_ids: list[str] | None = None,
     and stopped after the deepest hooked block (activations before position ctx do not depend on later tokens)."""
     import torch
 
+    from .subjects.core import hook_order, sae_hook_name
+
     ids = list(sae_ids if sae_ids is not None else subject.saes)
     if not ids:
         return {}
     by_hook: dict[str, list[str]] = {}
     for i in ids:
-        by_hook.setdefault(_hook_of(subject.saes[i]), []).append(i)
+        by_hook.setdefault(sae_hook_name(subject.saes[i]), []).append(i)
     ctx = {i: max(1, min(int(subject.context_sizes[i]), subject.seq_len)) for i in ids}
     width = max(ctx.values())
     tokens = subject.tokens[:, :width]
     ignored = torch.tensor(sorted(_ignored_tokens(subject)), device=tokens.device)
     keep = ~torch.isin(tokens, ignored)
     keep[:, 0] = False  # position 0 is BOS by construction; never counted even if the tokenizer has none
-    stops = [_stop_layer(h) for h in by_hook]
-    stop = None if None in stops else max(stops)
+    stop = max(hook_order(h)[0] for h in by_hook) + 1
     acc = {i: _Accumulator() for i in ids}
     batch = max(1, batch_tokens // width)
 
@@ -256,6 +246,8 @@ def measure_in_context(subject: Any, sae_ids: list[str] | None = None,
 def check_published(subject: Any, name: str | None = None) -> list[PublishedCheck]:
     """Every SAE x statistic of a sae_lens release subject against the published value; [] for subjects that
     are no sae_lens release (organism, local:DIR)."""
+    from .subjects.core import sae_hook_name
+
     release = subject.provenance.get("release") if isinstance(subject.provenance, dict) else None
     if not isinstance(release, str) or release.startswith("local:"):
         return []
@@ -272,7 +264,7 @@ def check_published(subject: Any, name: str | None = None) -> list[PublishedChec
             checks.append(PublishedCheck(
                 sae_id=i, statistic=stat, measured=float(value), published=pub.get(stat), tolerance=tol,
                 status=status_of(float(value), pub.get(stat), tol), subject=name or subject.name,
-                hook=_hook_of(subject.saes[i]), n_tokens=m.n_tokens))
+                hook=sae_hook_name(subject.saes[i]), n_tokens=m.n_tokens))
     return checks
 
 

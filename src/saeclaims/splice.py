@@ -249,6 +249,12 @@ def _recon_metrics(x: torch.Tensor, spliced: torch.Tensor, l0: torch.Tensor, var
     return {"sq_err": err, "nmse": err / variance, "l0": l0.float(), "cos": cos}
 
 
+def default_budget(device: torch.device) -> int:
+    """The largest transient block one splice step allocates unless --sae-memory-budget says otherwise: under
+    glibc's mmap threshold on CPU (reused, not faulted in again every call), 1 GiB on a GPU."""
+    return 2**30 if device.type == "cuda" else 8 * 2**20
+
+
 def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | None = None,
                fused: bool = False) -> int:
     """Sequences per forward so that one layer's largest activation stays within a budget: the attention
@@ -259,8 +265,7 @@ def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | No
     On CPU, allocations past glibc's mmap threshold are returned to the OS after every use and paid
     again in page faults; keeping them small roughly halves wall time there. GPUs get a large budget.
     """
-    if budget_bytes is None:
-        budget_bytes = 2**30 if device.type == "cuda" else 8 * 2**20
+    budget_bytes = budget_bytes or default_budget(device)
     c = model.cfg
     if fused and fusable(model):
         per_row = 4 * seq_len * max(c.d_mlp or 0, 3 * c.n_heads * c.d_head, c.d_model)
@@ -282,8 +287,7 @@ def sae_rows(subject: Subject, keys: Sequence[str], seq_len: int, device: torch.
              budget_bytes: int | None = None) -> int:
     """Sequences at a time through the SAEs `keys` (and their controls), so that the codes [rows, T, d_sae]
     stay within a budget (on CPU, under glibc's largest mmap threshold: reused, not faulted in again)."""
-    if budget_bytes is None:
-        budget_bytes = 2**30 if device.type == "cuda" else 8 * 2**20
+    budget_bytes = budget_bytes or default_budget(device)
     saes = [s for k in keys for s in (subject.saes.get(k), subject.full_context_saes.get(k)) if s is not None]
     d = subject.model.cfg.d_model  # an SAE without cfg.d_sae (the protocol does not require it): d_model
     widths = [d] + [int(getattr(sae.cfg, "d_sae", None) or d) for sae in saes]
@@ -359,12 +363,12 @@ def _splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Te
     return stack, recon
 
 
-def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | None, rows: int,
-                n_variants: int) -> torch.Tensor:
+def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | None, rows: int) -> torch.Tensor:
     """Final residuals [V*B, T, d] of runs from the hook onwards with the hooked activation replaced by `stack`.
 
-    resid_in [B, T, d] is the block's clean residual input (hooks inside a block); the run starts there,
-    once per variant, and a forward hook substitutes each chunk's rows of the stack."""
+    resid_in [B, T, d] is the block's clean residual input (hooks inside a block); each chunk of the stack
+    starts from its rows' sequences there (indexed, never copied once per variant), and a forward hook
+    substitutes the chunk's spliced activations."""
     n = model.cfg.n_layers
     start = start_layer(hook)
     if not replaced_inside_block(hook):
@@ -372,16 +376,17 @@ def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | 
             return stack
         return torch.cat([model(stack[i : i + rows], start_at_layer=start, stop_at_layer=n)
                           for i in range(0, stack.shape[0], rows)])
-    resid = resid_in.repeat(n_variants, 1, 1)  # row v*B + b: variant v, sequence b (as the stack)
+    b = resid_in.shape[0]  # stack row v*B + j is variant v on sequence j: its input is resid_in[j]
     outs = []
     for i in range(0, stack.shape[0], rows):
         part = stack[i : i + rows]
+        resid = resid_in[torch.arange(i, i + part.shape[0], device=resid_in.device) % b]
 
         def replace(act, hook=None, part=part):
             return part.reshape(act.shape).to(act.dtype)
 
         with model.hooks(fwd_hooks=[(hook, replace)]):
-            outs.append(model(resid[i : i + rows], start_at_layer=start, stop_at_layer=n))
+            outs.append(model(resid, start_at_layer=start, stop_at_layer=n))
     return torch.cat(outs)
 
 
@@ -425,7 +430,7 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
         order += [(name, h) for name in names]
         resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
         with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
-            out = _suffix_run(model, hook, stack, resid_in, rows, len(names))
+            out = _suffix_run(model, hook, stack, resid_in, rows)
         del stack
         finals.append(out.float().reshape(len(names), x.shape[0], x.shape[1], -1)[:, :, :-1])
     clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
