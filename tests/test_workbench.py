@@ -12,8 +12,8 @@ def test_a_rotary_model_measures_every_context_variant_and_no_wpos_variant():
     s.model = tiny_model(positional="rotary")
     series = []
     wb = Workbench(s, record_series=series.append)
-    assert not {"token_then_pos", "shift_pos", "pos_repair_out"} & set(wb.variants())
     m = wb.measurements()
+    assert not {"token_then_pos", "shift_pos", "pos_repair_out"} & {v for v, _ in m.metrics}
     assert ("sae", "blocks.0.hook_resid_pre") in m.metrics and ("random_error", "blocks.0.hook_resid_pre") in m.metrics
     curves = [x for x in series if isinstance(x, PositionCurves)]
     assert curves and set(curves[0].dce) == {"sae", "random_error"}
@@ -22,4 +22,4 @@ def test_a_rotary_model_measures_every_context_variant_and_no_wpos_variant():
 
 def test_learned_positions_measure_the_positional_variants():
     wb = Workbench(tiny_subject(ctx=8, seq_len=24, n_seqs=4))
-    assert {"token_then_pos", "shift_pos", "pos_repair_out"} <= set(wb.variants())
+    assert {"token_then_pos", "shift_pos", "pos_repair_out"} <= {v for v, _ in wb.measurements().metrics}

@@ -17,7 +17,7 @@ from .series import Series
 from .session import ClaimSession
 from .stats import Bootstrap, Evidence, Interval, verdict
 from .store import NotApplicable
-from .subjects.core import is_residual
+from .subjects.core import is_residual, sae_architecture
 
 NO_HOOK = "no-hook"
 
@@ -156,9 +156,9 @@ class ClaimFixture:
         """L0 statistics mean nothing for an SAE whose L0 is fixed by construction (TopK keeps k latents)."""
         __tracebackhide__ = True
         self.require_hook()
-        cfg = self.subject.saes[self.hook].cfg
-        arch = cfg.architecture() if hasattr(cfg, "architecture") else type(self.subject.saes[self.hook]).__name__
-        k = getattr(cfg, "k", None)
+        sae = self.subject.saes[self.hook]
+        arch = sae_architecture(sae)
+        k = getattr(sae.cfg, "k", None)
         if k is not None and "topk" in str(arch).lower():
             self.not_applicable(f"the SAE's L0 is fixed by construction ({arch}, k = {k}), so its L0 cannot "
                                 "rise beyond the context", architecture=str(arch), k=int(k))

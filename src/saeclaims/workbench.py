@@ -15,7 +15,7 @@ from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import Measurements, measure
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
 from .subjects import Subject
-from .variants import CLAIM_VARIANTS, NEEDS_WPOS
+from .variants import CLAIM_VARIANTS
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 REPAIRS = ("token_then_pos", "shift_pos", "pos_repair_out", "reencode")  # the recovery figure's variants
@@ -59,10 +59,10 @@ class Workbench:
         return self._m
 
     def variants(self) -> tuple[str, ...]:
-        """The variants measured: W_pos variants only on models with learned absolute positions (the claims
-        that need them are not applicable elsewhere), the control only when there is one."""
-        out = tuple(v for v in CLAIM_VARIANTS if self.subject.has_learned_positions or v not in NEEDS_WPOS)
-        return out + (("full_context_sae",) if self.subject.full_context_saes else ())
+        """The variants asked for: the claims' and the control's. Which apply to each SAE (W_pos variants only
+        at residual hooks of learned-position models, the control where there is one) is splice.variants_at's
+        decision, per SAE."""
+        return CLAIM_VARIANTS + (("full_context_sae",) if self.subject.full_context_saes else ())
 
     def reencode_measurements(self, hooks: list[str]) -> Measurements:
         """`sae` and `reencode` on the first `reencode_seqs` sequences, in a call of their own, so the

@@ -98,6 +98,12 @@ def sae_hook_name(sae: Any) -> str:
     return str(hook)
 
 
+def sae_architecture(sae: Any) -> str:
+    """sae_lens's architecture name (cfg.architecture()), or the class name of an object without one."""
+    cfg = getattr(sae, "cfg", None)
+    return str(cfg.architecture()) if hasattr(cfg, "architecture") else type(sae).__name__
+
+
 def hook_kind(hook: str) -> str:
     """`hook_resid_pre`, `attn.hook_z`, `hook_attn_out`, `hook_resid_mid`, `hook_mlp_out` or `hook_resid_post`."""
     m = HOOK.match(hook)

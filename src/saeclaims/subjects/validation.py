@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .core import Subject, SubjectError, hook_in_id, hook_kind, sae_hook_name
+from .core import Subject, SubjectError, hook_in_id, hook_kind, sae_architecture, sae_hook_name
 
 
 def hook_width(model: Any, hook: str) -> int:
@@ -29,7 +29,7 @@ def validate_sae(sae: Any, model: Any, label: str) -> None:
         raise SubjectError(f"SAE {label} ({type(sae).__name__}) does not follow the SAE protocol: it needs "
                            "encode(x), decode(codes), cfg.d_in and cfg.metadata.hook_name/context_size "
                            "(see README, 'SAEs that are not sae_lens objects')")
-    arch = sae.cfg.architecture() if hasattr(sae.cfg, "architecture") else type(sae).__name__
+    arch = sae_architecture(sae)
     if "transcoder" in str(arch).lower() or getattr(sae.cfg, "d_out", None) is not None:
         raise SubjectError(f"SAE {label} is a transcoder ({arch}): its output is not a reconstruction of its "
                            "input, so splicing it in place of the activation tests none of these claims; leave "
