@@ -86,8 +86,9 @@ def _grid(n: int):
     return fig, axes.ravel()
 
 
-def _save(fig, out: Path, name: str) -> str:
-    fig.tight_layout()
+def _save(fig, out: Path, name: str, layout: bool = True) -> str:
+    if layout:
+        fig.tight_layout()
     fig.savefig(out / name, dpi=90)
     plt.close(fig)
     return name
@@ -97,7 +98,7 @@ def _short(hook: str) -> str:
     return hook.replace("blocks.", "").replace(".hook_", " ")
 
 
-@figure(PositionCurves, ("beyond-context-degrades", "adding-wpos-recovers-layer0", "errors-worse-than-random",
+@figure(PositionCurves, ("beyond-context-degrades", "adding-wpos-recovers", "errors-worse-than-random",
                          "token-only-goes-poorly", "full-context-training-fixes", "later-layers-worse-in-context",
                          "beyond-context-worst-early"))
 def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> str:
@@ -115,10 +116,16 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
         ax.set_title(r.hook, fontsize=9)
         ax.set_xlabel("position p")
         ax.set_ylabel("added loss dCE (nats / token)")
-        ax.legend(fontsize=5.5, loc="best", framealpha=0.6)
+    labels: dict[str, object] = {}  # one legend for all panels, below them, so it hides no curve
+    for ax in axes[:len(records)]:
+        handles, names = ax.get_legend_handles_labels()
+        for h, n in zip(handles, names):
+            labels.setdefault("training context (dotted)" if n.startswith("training context") else n, h)
     fig.suptitle(f"{subject}: loss added by splicing each variant, by position (8-position moving mean)",
                  fontsize=10)
-    return _save(fig, out, f"dce_by_position-{_safe(subject)}.png")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(list(labels.values()), list(labels), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    return _save(fig, out, f"dce_by_position-{_safe(subject)}.png", layout=False)
 
 
 @figure(L0Curve, ("encoder-off-distribution",))
@@ -136,7 +143,8 @@ def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
     return _save(fig, out, f"l0_by_position-{_safe(subject)}.png")
 
 
-@figure(Recoveries, ("adding-wpos-recovers-layer0", "layer0-error-is-positional", "positional-error-not-most-later"))
+@figure(Recoveries, ("adding-wpos-recovers", "layer0-error-is-positional", "positional-error-not-most-later",
+                     "position-not-most-of-it-input", "position-not-most-of-it-output"))
 def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
     variants = list(dict.fromkeys(v for r in records for v in r.variants))
     fig, ax = plt.subplots(figsize=(7.5, 4))
@@ -154,11 +162,13 @@ def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
                         lw=0.8)
     for j, r in enumerate(records):
         if r.excess is not None and not r.excess[1] > 0:
-            ax.text(j + 0.4 - width / 2, 0.05, f"n/a: excess\n{r.excess[0]:.3g} [{r.excess[1]:.2g}, {r.excess[2]:.2g}]"
-                    "\nnot > 0", ha="center", va="bottom", fontsize=6.5, color="0.3")
+            ax.text(j + 0.4 - width / 2, 0.05, f"n/a: excess\n{r.excess[0]:.3g}\n[{r.excess[1]:.2g}, "
+                    f"{r.excess[2]:.2g}]\nnot > 0", ha="center", va="bottom", fontsize=6.5, color="0.3",
+                    clip_on=True)
     ax.axhline(0.5, color="grey", ls=":", label="0.5 ('most')")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(np.arange(len(records)) + 0.4 - width / 2)
+    ax.set_xlim(-0.5, len(records) - 0.2)
     ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
     ax.set_ylabel("share of the excess loss recovered")
     ax.legend(fontsize=6, loc="upper right")
@@ -233,6 +243,13 @@ def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositio
     return _save(fig, out, f"decoded_positions-{_safe(subject)}.png")
 
 
+def _row_order(row) -> tuple:
+    from .subjects.core import hook_in_id, hook_order
+
+    named = hook_in_id(row.hook)
+    return (row.subject, hook_order(named) if named else (-1, 0), row.hook)
+
+
 def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
                      not_applicable: list | None = None) -> str | None:
     evs = [e for e in evidence if e.claim == claim]
@@ -240,7 +257,10 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     if not evs:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    rows = [(f"{e.subject}\n{_short(e.hook)}", e) for e in evs] + [(f"{n.subject}\n{_short(n.hook)}", n) for n in nas]
+    # judged and not-applicable rows together, in forward order of their hooks (as REPORT.md's tables)
+    rows = sorted([(f"{e.subject}\n{_short(e.hook)}", e) for e in evs + nas], key=lambda r: _row_order(r[1]))
+    evs = [e for _, e in rows if isinstance(e, Evidence)]
+    x = np.array([j for j, (_, e) in enumerate(rows) if isinstance(e, Evidence)])
     est = np.array([e.estimate for e in evs])
     lo = np.array([e.ci_low for e in evs])
     hi = np.array([e.ci_high for e in evs])
@@ -249,10 +269,9 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     # values spanning orders of magnitude (9.95 next to 0.7) flatten on a linear axis
     log = finite.size and finite.min() > 0 and finite.max() / finite.min() > 5
     colors = [VERDICT_COLOR.get(e.verdict, "0.55") for e in evs]
-    x = np.arange(len(evs))
     ax.errorbar(x, est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)], fmt="none", ecolor="k", lw=0.8)
     ax.scatter(x, est, c=colors, zorder=3)
-    for j in range(len(evs), len(rows)):
+    for j in (j for j, (_, e) in enumerate(rows) if not isinstance(e, Evidence)):
         ax.text(j, 0.5, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.4")
     ax.axhline(evs[0].threshold, color="grey", ls=":")
     if log:
@@ -260,7 +279,10 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([r[0] for r in rows], fontsize=6.5)
     ax.set_xlim(-0.5, len(rows) - 0.5)
-    ax.set_ylabel("\n".join(textwrap.wrap(evs[0].statistic, 48)[:4]), fontsize=5.5)
+    lines = textwrap.wrap(evs[0].statistic, 48)
+    if len(lines) > 4:  # the full statistic is in REPORT.md's table; say the label is cut
+        lines = lines[:3] + [textwrap.shorten(" ".join(lines[3:]), 46, placeholder=" …")]
+    ax.set_ylabel("\n".join(lines), fontsize=5.5)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOR.items()]
     handles.append(plt.Line2D([], [], ls=":", color="grey", label=f"threshold {evs[0].direction} {evs[0].threshold:g}"))
     ax.legend(handles=handles, fontsize=6.5, loc="best")
