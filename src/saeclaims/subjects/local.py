@@ -19,8 +19,18 @@ from .validation import validate_subject
 PREFIX = "local:"
 
 
+def _smollm2_model(device: str):
+    from .smollm2 import load_smollm2_model
+
+    return load_smollm2_model(device)
+
+
+# subject.json "model" values that name a model no hub or folder holds (loaded by the project's own code)
+BUILTIN_MODELS = {"smollm2": _smollm2_model}
+
+
 def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = None,
-               seq_len: int | None = None, text_file: Path | None = None) -> Subject:
+               seq_len: int | None = None, text_file: Path | None = None, name: str | None = None) -> Subject:
     """`local:<dir>`: sae_lens SAE folders below DIR, the model named in DIR/subject.json
     (a TransformerLens name or a path relative to DIR), tokens from DIR/eval_tokens.npy or a text file."""
     root = Path(directory)
@@ -38,7 +48,10 @@ def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = 
     if (root / model_ref).exists():
         model_ref = str(root / model_ref)
     kwargs = dict(meta.get("from_pretrained_kwargs") or loaded[0].cfg.metadata.model_from_pretrained_kwargs or {})
-    model = load_hooked_model(model_ref, device=device, **kwargs)
+    if model_ref in BUILTIN_MODELS:
+        model = BUILTIN_MODELS[model_ref](device)
+    else:
+        model = load_hooked_model(model_ref, device=device, **kwargs)
     full_ctx = meta.get("full_context_size")
     saes, full = {}, {}
     for d, sae in zip(sae_dirs, loaded):
@@ -58,7 +71,7 @@ def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = 
         tokens = _eval_tokens(model, n_seqs or 64, seq_len or model.cfg.n_ctx, text_file,
                               meta.get("dataset", "Skylion007/openwebtext"))
     subject = Subject(
-        name=f"local:{root.name}", model=model, saes=saes, tokens=tokens.to(device),
+        name=name or f"local:{root.name}", model=model, saes=saes, tokens=tokens.to(device),
         context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
         full_context_saes=full,
         provenance={"model": model_ref, "release": f"local:{root}", "sae_ids": sorted(saes),

@@ -15,6 +15,7 @@ from . import describe as _describe
 from . import local as _local
 from . import organism as _organism
 from . import release as _release
+from . import smollm2 as _smollm2
 from .core import Subject, SubjectError
 from .describe import SubjectInfo
 
@@ -120,6 +121,14 @@ def _load_release(spec: str, device: str, n_seqs: int | None, seq_len: int | Non
 register_source(SubjectSource(
     form="organism", name="organism", load=_load_organism, describe=lambda s: _describe.describe_organism(s),
     help="the shipped organism, offline"))
+def _load_smollm2(spec: str, device: str, n_seqs: int | None, seq_len: int | None,
+                  text_file: Path | None) -> Subject:
+    return _smollm2.load_smollm2_subject(device, n_seqs, seq_len)
+
+
+register_source(SubjectSource(
+    form="smollm2", name="smollm2", load=_load_smollm2, describe=lambda s: _smollm2.describe_smollm2(s),
+    help=f"SmolLM2-135M (Q4_1) with SAEs trained here; needs {_smollm2.INSTALL_HINT}"))
 register_source(SubjectSource(
     form="local:DIR", prefix=_local.PREFIX, load=_load_local, describe=lambda s: _describe.describe_local(s),
     help="sae_lens SAE folders below DIR, model named in DIR/subject.json"))

