@@ -79,10 +79,11 @@ def feature_split(model, sae, token_ids: np.ndarray, positions: np.ndarray,
     pos = torch.as_tensor(positions)
     n_t, n_p, f = len(token_ids), len(pos), sae.cfg.d_sae
     chunk = max(1, chunk_bytes // (8 * n_p * f))
-    s1 = torch.zeros(f, dtype=torch.float64)  # sum
-    s2 = torch.zeros(f, dtype=torch.float64)  # sum of squares
+    dev = w_e.device  # the accumulators live where the SAE's codes are formed
+    s1 = torch.zeros(f, dtype=torch.float64, device=dev)  # sum
+    s2 = torch.zeros(f, dtype=torch.float64, device=dev)  # sum of squares
     row_sums = []  # per token: [f]
-    col_sums = torch.zeros(n_p, f, dtype=torch.float64)
+    col_sums = torch.zeros(n_p, f, dtype=torch.float64, device=dev)
     for i in range(0, n_t, chunk):
         t = torch.as_tensor(token_ids[i : i + chunk])
         x = w_e[t][:, None, :] + w_pos[pos][None, :, :]  # [c, P, d]
@@ -99,8 +100,8 @@ def feature_split(model, sae, token_ids: np.ndarray, positions: np.ndarray,
     ss_pos = n_t * ((col_sums / n_t) - grand).pow(2).sum(0)
     live = ss_total > 1e-12 * max(1.0, float(ss_total.max()))
     return FeatureSplit(
-        token_share=(ss_token[live] / ss_total[live]).numpy(),
-        position_share=(ss_pos[live] / ss_total[live]).numpy(),
+        token_share=(ss_token[live] / ss_total[live]).cpu().numpy(),
+        position_share=(ss_pos[live] / ss_total[live]).cpu().numpy(),
         n_features=f, n_tokens=n_t, n_positions=n_p,
     )
 
