@@ -393,3 +393,15 @@ def test_a_memory_budget_bounds_each_step_and_changes_no_result():
     for key in a.metrics:
         for metric in ("ce", "kl", "l0"):
             np.testing.assert_allclose(a.metrics[key][metric], b.metrics[key][metric], atol=1e-5, err_msg=str(key))
+
+
+def test_log_softmax_chunk_defaults_per_device_and_never_exceeds_the_budget():
+    from saeclaims.splice import DEFAULT_CHUNK_BYTES, default_budget, log_softmax_chunk
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert log_softmax_chunk(cpu, None, None) == DEFAULT_CHUNK_BYTES
+    assert log_softmax_chunk(gpu, None, None) == default_budget(gpu) == 2**30
+    assert log_softmax_chunk(gpu, None, 2**20) == 2**20  # the budget caps the GPU default
+    assert log_softmax_chunk(cpu, 2**20, None) == 2**20  # asked for: kept
+    assert log_softmax_chunk(cpu, 2**20, 2**20) == 2**20  # equal to the budget: kept
+    assert log_softmax_chunk(cpu, 2**21, 2**20) == 2**20  # over the budget: capped

@@ -224,3 +224,16 @@ def test_every_claim_variant_is_read_by_a_claim_or_a_figure():
                                              root / "src" / "saeclaims" / "workbench.py"])
     for v in CLAIM_VARIANTS:
         assert f'"{v}"' in readers, v
+
+
+def test_random_directions_are_shared_across_hooks_and_equal_a_fresh_draw():
+    from saeclaims import variants
+
+    variants._unit_directions.cache_clear()
+    a = variants._unit_directions(3, 8, (2, 5, 4), torch.device("cpu"), torch.float32)
+    b = variants._unit_directions(3, 8, (2, 5, 4), torch.device("cpu"), torch.float32)
+    assert a is b  # a second hook of the same width reuses the draw
+    variants._unit_directions.cache_clear()
+    fresh = variants._unit_directions(3, 9, (1, 5, 4), torch.device("cpu"), torch.float32)
+    assert torch.equal(fresh[0], a[1])  # row 9 is row 9, whichever batch it is drawn in
+    assert torch.allclose(a.norm(dim=-1), torch.ones(2, 5))

@@ -255,6 +255,15 @@ def default_budget(device: torch.device) -> int:
     return 2**30 if device.type == "cuda" else 8 * 2**20
 
 
+def log_softmax_chunk(device: torch.device, chunk_bytes: int | None, budget_bytes: int | None) -> int:
+    """Bytes of `rows x vocab` logits per log-softmax chunk: as asked, else 64 MiB on a CPU and the default
+    budget (1 GiB) on a GPU, where 64 MiB is 83 rows of gpt2's vocabulary and the loop is launch-bound (an
+    H100 run of the gpt2-shaped workload: 21 s of 92 s saved, bench/results/gpu.md); never over the budget."""
+    if chunk_bytes is None:
+        chunk_bytes = default_budget(device) if device.type == "cuda" else DEFAULT_CHUNK_BYTES
+    return chunk_bytes if budget_bytes is None else min(chunk_bytes, budget_bytes)
+
+
 def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | None = None,
                fused: bool = False) -> int:
     """Sequences per forward so that one layer's largest activation stays within a budget: the attention
@@ -393,7 +402,7 @@ def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | 
 @torch.no_grad()
 def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
                  stats: dict[str, HookStats], seed: int = 0, first_row: int = 0,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
+                 chunk_bytes: int | None = None, max_stack: int | None = None,
                  autocast_dtype: torch.dtype | None = None, fused_attention: bool = True,
                  budget_bytes: int | None = None):
     """All hooks x variants for one batch of sequences.
@@ -406,8 +415,7 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     model = subject.model
     final = final_resid_hook(model)
     rows = max_stack or stack_rows(model, toks.shape[1], toks.device, budget_bytes, fused=fused_attention)
-    if budget_bytes is not None:
-        chunk_bytes = min(chunk_bytes, budget_bytes)
+    chunk_bytes = log_softmax_chunk(toks.device, chunk_bytes, budget_bytes)
     points = {k: subject.hook_of(k) for k in hooks}
     names_needed = set(points.values()) | {final} | {block_input(h) for h in points.values()
                                                      if replaced_inside_block(h)}
@@ -457,7 +465,7 @@ class _autocast:
 
 def measure(subject: Subject, hooks: Sequence[str] | None = None,
             variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
-            chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_stack: int | None = None,
+            chunk_bytes: int | None = None, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
             n_seqs: int | None = None, fused_attention: bool = True,
             budget_bytes: int | None = None) -> Measurements:

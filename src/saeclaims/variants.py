@@ -13,6 +13,7 @@ NaN at unpatched positions, and the splice kernels store them next to the loss m
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -119,12 +120,21 @@ def random_error(x, c):
     """x plus a seeded random direction with the norm of the SAE's error at that token."""
     rec, l0 = _sae_roundtrip(c.sae, x)
     err_norm = (x - rec).norm(dim=-1, keepdim=True)
-    g = torch.Generator(device="cpu")
-    rows = [torch.randn(x.shape[1:], generator=g.manual_seed(c.seed * 1_000_003 + c.first_row + b))
-            for b in range(x.shape[0])]
-    direction = torch.stack(rows).to(x.device, x.dtype)
-    direction = direction / direction.norm(dim=-1, keepdim=True)
+    direction = _unit_directions(c.seed, c.first_row, tuple(x.shape), x.device, x.dtype)
     return x + err_norm * direction, l0
+
+
+@functools.lru_cache(maxsize=2)
+def _unit_directions(seed: int, first_row: int, shape: tuple[int, ...], device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """Unit random directions, one CPU-seeded draw per sequence (so batched equals one-by-one on every
+    device). They depend on no hook, so every hook of one width in a batch reuses them: drawn once, not
+    once per hook (on an H100 the per-hook CPU draws were a large share of the variants' time)."""
+    g = torch.Generator(device="cpu")
+    rows = [torch.randn(shape[1:], generator=g.manual_seed(seed * 1_000_003 + first_row + b))
+            for b in range(shape[0])]
+    direction = torch.stack(rows).to(device, dtype)
+    return direction / direction.norm(dim=-1, keepdim=True)
 
 
 def full_context_sae(x, c):
