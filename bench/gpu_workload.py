@@ -25,7 +25,8 @@ Steps, in this order:
    `fp32` (the library's default), `bf16` (`autocast_dtype=torch.bfloat16`, the main command's
    `--autocast bf16`), and the same with TF32 matmuls allowed (`+tf32`, torch.backends.cuda.matmul.
    allow_tf32: an experiment, the library never sets it) and with 1 GiB log-softmax chunks in place of
-   the library's 64 MiB (`+chunk1024`: measure's chunk_bytes). Each mode: an untimed warm-up on 2
+   the library's default (64 MiB in bench/results/gpu.md's runs; now 1 GiB on CUDA) (`+chunk1024`).
+   Each mode: an untimed warm-up on 2
    sequences, a timed probe batch to size the run to the time left (`--deadline-s`: a mode that would not
    fit runs fewer sequences and reports the time scaled to all of them), then the timed run, with
    torch.cuda.max_memory_allocated reset before it. Wall-clock regions (CUDA-synchronised;
@@ -222,7 +223,8 @@ def run_mode(subject, mode: str, args, probe: dict, parts: dict, deadline: float
            f"wall_s_scaled_to_{n_all}": wall * n_all / n, "tokens_per_s": tokens / wall,
            "probe_batch_s_per_seq": per_seq, "tflop": flops / 1e12, "tflop_per_s": flops / wall / 1e12,
            "bound_s": bound, "of_bound": bound / wall, "batch_size": args.batch_size,
-           "chunk_mib": (m["chunk_bytes"] or splice.DEFAULT_CHUNK_BYTES) / 2**20,
+           "chunk_mib": splice.log_softmax_chunk(subject.tokens.device, m["chunk_bytes"],
+                                                 kw["budget_bytes"]) / 2**20,
            "memory_budget_mib": args.memory_budget_mib}
     if cuda:
         row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
