@@ -137,14 +137,21 @@ def sae_quality(model, sae, hook: str, tokens: np.ndarray, lo: int, hi: int, bat
         _, cache = model.run_with_cache(t, names_filter=[hook], stop_at_layer=stop)
         # (tokens, ...): an attn.hook_z SAE reshapes (n_heads, d_head) itself, as its cfg says
         xs.append(cache[hook][:, lo:hi].flatten(0, 1))
-    x = torch.cat(xs).float()
-    acts = sae.encode(x)
-    rec = sae.decode(acts).reshape(len(x), -1)
+    return reconstruction_quality(sae, torch.cat(xs), lo, hi)
+
+
+@torch.no_grad()
+def reconstruction_quality(sae, x: torch.Tensor, lo: int, hi: int) -> dict:
+    """The card's numbers for activations x [tokens, ...] taken at positions [lo, hi): L0 (non-zero codes, so
+    signed codes count too) and explained variance (pooled, mean-subtracted, as sae_lens defines it)."""
+    x = x.float()
+    codes = sae.encode(x)
+    rec = sae.decode(codes).reshape(len(x), -1)
     x = x.reshape(len(x), -1)
     resid = (x - rec).pow(2).sum()
     total = (x - x.mean(0)).pow(2).sum()
     return {
-        "l0": float((acts > 0).float().sum(-1).mean()),
+        "l0": float((codes != 0).float().sum(-1).mean()),
         "explained_variance": float(1 - resid / total),
         "positions": [lo, hi],
         "n_tokens": int(x.shape[0]),

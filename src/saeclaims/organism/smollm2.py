@@ -196,15 +196,11 @@ def train_from_cache(model, hook: str, context: int, acts: torch.Tensor, spec: S
     tmp.replace(out_dir)
 
 
-@torch.no_grad()
 def sae_quality_cached(sae, acts: torch.Tensor, lo: int, hi: int) -> dict:
-    """L0 (non-zero codes) and explained variance (pooled, mean-subtracted) at positions [lo, hi)."""
-    x = acts[:, lo:hi].reshape(-1, acts.shape[-1])
-    codes = sae.encode(x)
-    rec = sae.decode(codes)
-    ev = 1 - (x - rec).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
-    return {"l0": float((codes != 0).float().sum(-1).mean()), "explained_variance": float(ev),
-            "positions": [lo, hi], "n_tokens": int(x.shape[0])}
+    """The card's L0 and explained variance at positions [lo, hi) of cached activations [n_seqs, T, d]."""
+    from .saes import reconstruction_quality
+
+    return reconstruction_quality(sae, acts[:, lo:hi].reshape(-1, acts.shape[-1]), lo, hi)
 
 
 def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import Subject, SubjectError, package_versions
+from .core import Subject, SubjectError, hook_order, package_versions
 from .loading import _select_tokens, load_hooked_model, load_sae_dir
 from .release import _eval_tokens
 from .validation import validate_subject
@@ -74,7 +74,8 @@ def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = 
         name=name or f"local:{root.name}", model=model, saes=saes, tokens=tokens.to(device),
         context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
         full_context_saes=full,
-        provenance={"model": model_ref, "release": f"local:{root}", "sae_ids": sorted(saes),
+        provenance={"model": model_ref, "release": f"local:{root}",
+                    "sae_ids": sorted(saes, key=lambda i: (*hook_order(saes[i].cfg.metadata.hook_name), i)),
                     "model_from_pretrained_kwargs": kwargs, "versions": package_versions()},
     )
     validate_subject(subject)

