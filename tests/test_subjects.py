@@ -287,6 +287,18 @@ def test_a_transcoder_is_refused_with_the_reason():
         validate_sae(Transcoder(cfg), tiny_model(), "tc")
 
 
+def test_a_single_head_sae_is_refused_naming_its_head_not_another_model():
+    from saeclaims.subjects import SubjectError, validate_sae
+    from tests.conftest import tiny_model, tiny_sae
+
+    model = tiny_model()
+    d_head = model.cfg.d_head
+    sae = tiny_sae(d_head, 2 * d_head, "blocks.0.attn.hook_z", 8)
+    sae.cfg.metadata.hook_head_index = 1
+    with pytest.raises(SubjectError, match=r"one attention head \(hook_head_index 1\) of blocks.0.attn.hook_z"):
+        validate_sae(sae, model, "head1")
+
+
 @needs_organism
 def test_a_transformerlens_native_folder_loads_as_the_organism_does(tmp_path):
     """`local:DIR` may name a TransformerLens-native model (model_config.json + model.safetensors +

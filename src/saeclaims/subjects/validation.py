@@ -39,6 +39,10 @@ def validate_sae(sae: Any, model: Any, label: str) -> None:
     if hook not in model.hook_dict:
         raise SubjectError(f"SAE {label}: hook {hook!r} is not in model {model.cfg.model_name} "
                            f"(e.g. {next(iter(model.hook_dict))!r}); check the SAE's hook_name")
+    head = getattr(sae.cfg.metadata, "hook_head_index", None)
+    if head is not None:
+        raise SubjectError(f"SAE {label} reads one attention head (hook_head_index {head}) of {hook}: the kernels "
+                           "splice whole hooks, so single-head SAEs are not supported; leave it out of the subject")
     width = hook_width(model, hook)
     if sae.cfg.d_in != width:
         raise SubjectError(f"SAE {label}: d_in {sae.cfg.d_in} != the width {width} of {hook} in this model; "
