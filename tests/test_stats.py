@@ -134,3 +134,26 @@ def test_evidence_one_line_names_everything():
     line = ev.one_line()
     assert "c @ s/h" in line and "[1.2, 1.8]" in line and "expected refuted" in line
     assert ev.status == "MISMATCH"
+
+
+def test_resamples_leave_ten_replicates_beyond_each_end_of_the_interval():
+    from saeclaims.stats import TAIL_REPLICATES, resamples_for
+
+    assert TAIL_REPLICATES == 10
+    assert resamples_for(0.95, 2000) == 2000  # 400 would do: the asked-for count stands
+    assert resamples_for(0.99, 2000) == 2000  # exactly 10 / 0.005: still the asked-for count
+    assert resamples_for(0.995, 2000) == 4000  # 10 / 0.0025
+    assert resamples_for(1 - 0.05 / 75, 2000) == 30000  # the organism run's 99.93%
+    assert resamples_for(0.9993, 50_000) == 50_000  # more asked for: kept
+
+
+def test_a_high_confidence_interval_is_not_the_extreme_replicates():
+    """At 99.93% the ends must not move with the bootstrap seed as the min/max of 2000 replicates do."""
+    from saeclaims.stats import cluster_bootstrap
+
+    rng = np.random.default_rng(0)
+    parts = {"a": rng.normal(1, 1, 64), "b": rng.normal(0.4, 1, 64) + 1}
+    ends = [cluster_bootstrap(parts, lambda d: d["a"] / d["b"], 0.9993, 2000, seed) for seed in range(4)]
+    highs = [iv.high for iv in ends]
+    assert max(highs) - min(highs) < 0.05 * (ends[0].high - ends[0].low)  # 0.02 here; 0.09 from 2000
+    assert all(iv.replicates.shape == (2000,) for iv in ends)  # drift replicates stay the asked-for count

@@ -22,7 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sae-seed", type=int, default=0, help="seed for bootstraps and random directions")
     g.addoption("--family-confidence", type=float, default=0.95,
                 help="joint confidence of all the run's intervals (Bonferroni over the claim family)")
-    g.addoption("--n-resamples", type=int, default=2000, help="bootstrap resamples")
+    g.addoption("--n-resamples", type=int, default=2000,
+                help="bootstrap resamples, at least (an interval gets enough for 10 replicates beyond each end)")
     g.addoption("--sae-batch-size", type=int, default=16, help="sequences per splice batch")
     g.addoption("--sae-memory-budget", type=float, default=None, metavar="MiB",
                 help="largest transient block a splice step allocates (default: 8 MiB on CPU, 1024 on CUDA); "
