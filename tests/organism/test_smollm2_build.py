@@ -24,8 +24,10 @@ def test_cached_activations_cover_each_epoch_once_and_are_seeded():
     assert next(first).flatten().tolist() == epoch[:5]
     # a batch that does not fit the rest of an epoch starts a new, reshuffled epoch
     odd = build.CachedActivations(acts, batch=4, seed=0)
-    batches = [next(odd) for _ in range(3)]
-    assert all(len(b) == 4 for b in batches)
+    first_epoch = torch.cat([next(odd), next(odd)]).flatten().tolist()
+    assert len(set(first_epoch)) == 8
+    third = next(odd).flatten().tolist()  # 2 rows left: a new epoch, 4 distinct rows from a new order
+    assert len(third) == 4 and len(set(third)) == 4 and odd.pos == 4
 
 
 class _Tok:

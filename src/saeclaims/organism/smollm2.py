@@ -247,14 +247,16 @@ def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None
     stage_done("eval_activations_s", t0)
     rng = np.random.default_rng(spec.seed)
     for ctx in spec.contexts:
+        # drawn before any skip, so a resumed build trains on the windows a fresh one would
+        rows = windows(train_stream, ctx, separator)
+        rows = rows[rng.permutation(len(rows))][: -(-spec.cache_tokens // ctx)]
         todo = [h for h in spec.hooks if not (out / "saes" / f"ctx{ctx}" / h / "cfg.json").exists()]
         if not todo:
             continue
         t0 = time.time()
-        rows = windows(train_stream, ctx, separator)
-        rows = rows[rng.permutation(len(rows))][: -(-spec.cache_tokens // ctx)]
         caches = {}
-        paths = {h: work / f"acts_ctx{ctx}_{h}.npy" for h in todo}
+        # a cache is reused only by a build of the same seed and size
+        paths = {h: work / f"acts_ctx{ctx}_{h}_seed{spec.seed}_{spec.cache_tokens}.npy" for h in todo}
         if all(p.exists() for p in paths.values()):
             caches = {h: torch.from_numpy(np.load(p)) for h, p in paths.items()}
         else:

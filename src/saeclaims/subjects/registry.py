@@ -118,14 +118,14 @@ def _load_release(spec: str, device: str, n_seqs: int | None, seq_len: int | Non
     return _release.load_release(spec, device, n_seqs or 64, seq_len or 1024, text_file)
 
 
-register_source(SubjectSource(
-    form="organism", name="organism", load=_load_organism, describe=lambda s: _describe.describe_organism(s),
-    help="the shipped organism, offline"))
 def _load_smollm2(spec: str, device: str, n_seqs: int | None, seq_len: int | None,
                   text_file: Path | None) -> Subject:
     return _smollm2.load_smollm2_subject(device, n_seqs, seq_len)
 
 
+register_source(SubjectSource(
+    form="organism", name="organism", load=_load_organism, describe=lambda s: _describe.describe_organism(s),
+    help="the shipped organism, offline"))
 register_source(SubjectSource(
     form="smollm2", name="smollm2", load=_load_smollm2, describe=lambda s: _smollm2.describe_smollm2(s),
     help=f"SmolLM2-135M (Q4_1) with SAEs trained here; needs {_smollm2.INSTALL_HINT}"))
