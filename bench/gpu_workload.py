@@ -34,12 +34,10 @@ Steps, in this order:
    suffix runs and unembedding + log-sum-exp.
 
 FLOPs are flops.workload_flops's count of what the batched kernels execute (causal attention, one shared
-SAE pass), split by the precision each part runs in: under autocast only the clean and suffix forwards run
-in bf16; the SAE passes (`_splice_variants`) and the unembedding (`chunked_losses`) stay float32 (TF32 with
+SAE pass, one row per batch for `zero` at residual hooks), split by the precision each part runs in: under
+autocast only the clean and suffix forwards run in bf16; the SAE passes (`_splice_variants`) and the unembedding (`chunked_losses`) stay float32 (TF32 with
 `+tf32`). "bound" is the time those FLOPs would take at the probe's rate for each part's precision;
 "of bound" = bound / wall. "of card peak" divides the achieved rate by the datasheet's dense bf16 rate.
-(workload_flops counts the clean unembedding once per hook; chunked_losses forms it once per chunk, so on the
-gpt2-shaped subject the count is about 5% above what runs.)
 
 Needs the project's runtime dependencies (sae_lens, transformer_lens, jsonschema for the main command's report);
 the package need not be installed: the main command then loads the pytest plugin by module name.
@@ -134,25 +132,38 @@ def gpt2_subject(device: torch.device, n_seqs: int, seq_len: int, quick: bool):
     return Subject("gpt2-shaped", model, saes, tokens.to(device), {h: ctx for h in hooks}), d_sae
 
 
-def flop_parts(subject, variants) -> dict[str, float]:
+def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
     """FLOPs per token of the batched kernels by the precision they run in: the forwards (clean pass and
     suffix blocks: autocast's), the SAE passes and the unembedding (float32 outside autocast); their sum is
-    flops.workload_flops's batched count (causal attention, shared SAE pass)."""
-    from saeclaims.flops import Shape, layer_flops, sae_flops, sae_passes, unembed_flops, workload_flops
+    flops.workload_flops's batched count (causal attention, shared SAE pass, one row per batch of
+    `batch_seqs` sequences for a variant alike in every sequence)."""
+    from saeclaims.flops import (
+        ALIKE_AT_RESIDUAL,
+        Shape,
+        layer_flops,
+        sae_flops,
+        sae_passes,
+        unembed_flops,
+        workload_flops,
+    )
     from saeclaims.splice import variants_at
     from saeclaims.subjects import start_layer
+    from saeclaims.subjects.core import replaced_inside_block
 
     s = Shape.of(subject)
     layer = layer_flops(s, "causal")
     fwd = s.n_layers * layer
-    sae = unemb = 0.0
+    sae, unemb = 0.0, unembed_flops(s)
     for key in subject.hooks:
+        hook = subject.hook_of(key)
         names = variants_at(subject, key, variants)
-        fwd += len(names) * (s.n_layers - start_layer(subject.hook_of(key))) * layer
+        for v in names:
+            rows = 1 / batch_seqs if v in ALIKE_AT_RESIDUAL and not replaced_inside_block(hook) else 1
+            fwd += rows * (s.n_layers - start_layer(hook)) * layer
+            unemb += rows * unembed_flops(s)
         sae += sae_passes(names, shared_sae=True) * sae_flops(s)
-        unemb += (1 + len(names)) * unembed_flops(s)
     total = workload_flops(s, [subject.hook_of(k) for k in subject.hooks], variants, 1, attention="causal",
-                           shared_sae=True)["batched"]
+                           shared_sae=True, batch_seqs=batch_seqs)["batched"]
     assert abs(total - (fwd + sae + unemb)) <= 1e-6 * total, (total, fwd + sae + unemb)
     return {"forwards": fwd, "sae": sae, "unembedding": unemb}
 
@@ -378,7 +389,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     subject, d_sae = gpt2_subject(device, n_seqs, seq_len, q)
-    parts = flop_parts(subject, CLAIM_VARIANTS)
+    parts = flop_parts(subject, CLAIM_VARIANTS, args.batch_size)
     res["subject"] = {"hooks": len(subject.hooks), "variants": len(CLAIM_VARIANTS), "d_sae": d_sae,
                       "n_seqs": n_seqs, "seq_len": seq_len, "build_s": time.perf_counter() - t0,
                       "flops_per_token": parts, "shape": GPT2_QUICK if q else GPT2}

@@ -3,8 +3,9 @@ variant per hook), side by side in one run. Timings are recorded, never asserted
 
 The batched way runs fused attention (attention.py); `batched_eager` (the whole-workload benchmarks
 only) is the same kernels on TransformerLens's eager attention, for the fused path's share of the gain.
-FLOPs count what each way executes (flops.workload_flops: causal attention and the shared SAE pass for
-the batched kernels); `prefix_bound` is the bound from prefix reuse alone (both ways counted alike)."""
+FLOPs count what each way executes (flops.workload_flops: causal attention, the shared SAE pass and one row
+for `zero` at residual hooks for the batched kernels); `prefix_bound` is the bound from prefix reuse alone
+(both ways counted alike)."""
 
 from __future__ import annotations
 
@@ -54,11 +55,14 @@ def _record(benchmark, subject, hooks, variants, way, matmul_flops):
     n_tok = subject.tokens.numel()
     shape = Shape.of(subject)
     points = [subject.hook_of(h) for h in hooks]  # SAE ids -> hook names
-    f = workload_flops(shape, points, variants, n_tok, attention=ATTENTION[way], shared_sae=True)
+    batch = subject.tokens.shape[0]  # the batched ways splice every sequence in one call
+    f = workload_flops(shape, points, variants, n_tok, attention=ATTENTION[way], shared_sae=True,
+                       batch_seqs=1 if way == "naive" else batch)
     executed = f["naive"] if way == "naive" else f["batched"]
     stats = in_context_stats(subject, hooks)
     WAYS[way](subject, hooks, variants, stats)  # warm-up outside the timed region
-    bound = workload_flops(shape, points, variants, n_tok, attention="causal", shared_sae=True)["bound"]
+    bound = workload_flops(shape, points, variants, n_tok, attention="causal", shared_sae=True,
+                           batch_seqs=batch)["bound"]
     benchmark.extra_info.update(way=way, flop_bound=bound,
                                 prefix_bound=workload_flops(shape, points, variants, n_tok)["bound"],
                                 flops=executed, tokens=n_tok, hooks=list(hooks), variants=list(variants))

@@ -268,3 +268,44 @@ def test_unconverged_tokens_are_refused():
         excess(m, H, "reencode", "l0")
     assert mean_of(m, Quantity("reencode", H, "dce", *inside(m, H))).estimate == pytest.approx(0.1, abs=0.01)
     assert mean_of(m, Quantity("reencode", H, "unconverged", 1, None)).estimate == pytest.approx(1 / 900)
+
+
+def test_an_interval_asked_for_again_is_bootstrapped_once(monkeypatch):
+    """Several claims gate on the same excess: one bootstrap per (quantities, statistic, settings) and
+    measurements; other settings, another statistic or other measurements bootstrap anew."""
+    from saeclaims import instruments
+
+    calls = []
+    orig = instruments.cluster_bootstrap
+
+    def spy(*a, **kw):
+        calls.append(a[1])
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(instruments, "cluster_bootstrap", spy)
+    h = HOOKS[0]
+    m = synthetic({("sae", h): 0.1, ("shift_pos", h): 0.1}, {("sae", h): 0.5, ("shift_pos", h): 0.2})
+    boot = Bootstrap(confidence=0.9, n_resamples=200)
+    a = excess(m, h, boot=boot)
+    assert excess(m, h, boot=boot) is a and len(calls) == 1
+    assert excess(m, h, "shift_pos", boot=boot).estimate < a.estimate and len(calls) == 2
+    assert excess(m, h, boot=Bootstrap(confidence=0.9, n_resamples=200, seed=1)) is not a and len(calls) == 3
+    assert recovery(m, h, "shift_pos", boot) is recovery(m, h, "shift_pos", boot) and len(calls) == 4
+    other = synthetic({("sae", h): 0.1}, {("sae", h): 0.5})
+    assert excess(other, h, boot=boot) is not a and len(calls) == 5
+
+
+def test_statistics_closing_over_unhashable_values_are_not_cached():
+    from saeclaims.instruments import _memo_key
+
+    def scaled(scale):
+        return lambda t: t["a_sum"] * scale
+
+    parts = {"a_sum": np.arange(4.0), "a_n": np.ones(4)}
+    boot = Bootstrap()
+    assert _memo_key(parts, scaled([1, 2]), boot) is None  # a list closed over: not hashable, never cached
+    k1 = _memo_key(parts, scaled(2.0), boot)
+    assert k1 is not None and _memo_key(parts, scaled(2.0), boot) == k1
+    assert _memo_key(parts, scaled(3.0), boot) != k1
+    assert _memo_key({"a_sum": np.arange(4.0) + 1e-12, "a_n": np.ones(4)}, scaled(2.0), boot) != k1
+    assert _memo_key(parts, scaled(2.0), Bootstrap(seed=1)) != k1

@@ -376,6 +376,16 @@ def test_flop_counts_follow_what_the_kernels_execute():
     fused = workload_flops(s, hooks, variants, 100, attention="causal", shared_sae=True)
     assert fused["naive"] == plain["naive"] and fused["batched"] < plain["batched"]
     assert fused["bound"] > plain["bound"] > 1
+    # the clean pass and its unembedding once; `zero` at a residual hook one row per batch of 4, inside a block all
+    layer, unembed = layer_flops(s, "causal"), 2 * 128 * 4096
+    for hook, layers, rows in (("blocks.0.hook_resid_pre", 4, 1 / 4), ("blocks.3.hook_resid_post", 0, 1 / 4),
+                               ("blocks.0.hook_attn_out", 4, 1), ("blocks.1.hook_resid_mid", 3, 1)):
+        suffix = layers * layer + unembed
+        got = workload_flops(s, [hook], ("zero",), 1, attention="causal", batch_seqs=4)["batched"]
+        assert got == 4 * layer + unembed + rows * suffix, hook
+        assert workload_flops(s, [hook], ("zero",), 1, attention="causal")["batched"] == 4 * layer + unembed + suffix
+        sae = workload_flops(s, [hook], ("sae",), 1, attention="causal", batch_seqs=4)["batched"]
+        assert sae == 4 * layer + unembed + suffix + 2 * 2 * 128 * 2048  # one SAE round trip
 
 
 def test_a_memory_budget_bounds_each_step_and_changes_no_result():
@@ -405,3 +415,62 @@ def test_log_softmax_chunk_defaults_per_device_and_never_exceeds_the_budget():
     assert log_softmax_chunk(cpu, 2**20, None) == 2**20  # asked for: kept
     assert log_softmax_chunk(cpu, 2**20, 2**20) == 2**20  # equal to the budget: kept
     assert log_softmax_chunk(cpu, 2**21, 2**20) == 2**20  # over the budget: capped
+
+
+def test_same_in_every_sequence_edges():
+    """Exact equality in every sequence, one element of one sequence off is enough to refuse; one sequence
+    has nothing to share."""
+    from saeclaims.splice import same_in_every_sequence
+
+    b = 3
+    x = torch.randn(b, 5, 4)
+    stack = torch.cat([torch.zeros(b, 5, 4), x, x[:1].expand(b, 5, 4), x[:1].expand(b, 5, 4).clone()])
+    assert same_in_every_sequence(stack, 4, b) == {0, 2, 3}
+    stack[3 * b + 2, 4, 3] += 1e-6  # the last sequence differs in one number
+    assert same_in_every_sequence(stack, 4, b) == {0, 2}
+    stack[b + 1] = stack[b]  # sequences 0 and 1 alike, 2 not
+    assert same_in_every_sequence(stack, 4, b) == {0, 2}
+    assert same_in_every_sequence(torch.zeros(2, 5, 4), 2, 1) == set()
+
+
+def test_shared_final_equals_its_rows_repeated():
+    """chunked_losses with a variant given once per position (shared_final) equals the same variant repeated
+    in every sequence, for chunks that do not divide the positions."""
+    torch.manual_seed(0)
+    model = tiny_subject(n_seqs=2, seq_len=16).model
+    clean = torch.randn(3, 15, 16)
+    var = torch.randn(2, 3, 15, 16)
+    shared = torch.randn(2, 15, 16)
+    tgt = torch.randint(0, 50, (3, 15))
+    for chunk in (10**9, 4 * 50 * 4 * 7):
+        ref = chunked_losses(model, clean, torch.cat([var, shared[:, None].expand(2, 3, 15, 16)]), tgt,
+                             chunk_bytes=chunk)
+        got = chunked_losses(model, clean, var, tgt, chunk_bytes=chunk, shared_final=shared)
+        for r, g in zip(ref, got):
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+        assert got[1].shape == (4, 3, 15)
+
+
+def test_zero_at_a_residual_hook_runs_one_sequence(monkeypatch):
+    """`zero` at a residual hook is the same input in every sequence: its suffix run is one row, not B; inside
+    a block (hook_attn_out) the block's clean input differs per sequence and every row runs. Losses equal
+    one hooked forward per variant either way."""
+    from saeclaims import splice
+
+    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.0.hook_attn_out"]
+    subj = tiny_subject(n_layers=2, ctx=6, n_seqs=4, seq_len=12, seed=3, hooks=hooks)
+    rows = {}
+    orig = splice._suffix_run
+
+    def spy(model, hook, stack, resid_in, r):
+        rows[hook] = stack.shape[0]
+        return orig(model, hook, stack, resid_in, r)
+
+    monkeypatch.setattr(splice, "_suffix_run", spy)
+    m = measure(subj, variants=("zero", "sae"), batch_size=4, progress=False)
+    assert rows == {"blocks.0.hook_resid_pre": 4 + 1, "blocks.1.hook_resid_post": 4 + 1, "blocks.0.hook_attn_out": 8}
+    stats = in_context_stats(subj, subj.hooks)
+    naive = naive_losses(subj, subj.tokens, subj.hooks, ("zero", "sae"), stats, 0)
+    for (v, hook), ref in naive.items():
+        np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)

@@ -237,3 +237,17 @@ def test_random_directions_are_shared_across_hooks_and_equal_a_fresh_draw():
     fresh = variants._unit_directions(3, 9, (1, 5, 4), torch.device("cpu"), torch.float32)
     assert torch.equal(fresh[0], a[1])  # row 9 is row 9, whichever batch it is drawn in
     assert torch.allclose(a.norm(dim=-1), torch.ones(2, 5))
+
+
+def test_count_active_counts_non_zero_codes_exactly():
+    from saeclaims.variants import count_active
+
+    codes = torch.tensor([[0.0, 0.0, 0.0], [0.5, -2.0, 0.0], [-0.0, 0.0, 1e-30], [float("inf"), -1.0, 3.0]])
+    assert count_active(codes).tolist() == [0.0, 2.0, 1.0, 3.0]
+    assert torch.isnan(count_active(torch.tensor([float("nan"), 1.0]))).item()  # garbage stays visible
+    many = torch.ones(2, 3000, dtype=torch.bfloat16)  # bfloat16 holds integers exactly only up to 256
+    many[1, :1000] = 0
+    out = count_active(many)
+    assert out.dtype == torch.float32 and out.tolist() == [3000.0, 2000.0]
+    x = torch.randn(4, 7, 50)
+    assert torch.equal(count_active(torch.relu(x)), (torch.relu(x) != 0).sum(-1).float())

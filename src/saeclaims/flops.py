@@ -4,9 +4,10 @@ Matrix products only (2 FLOPs per multiply-add). Attention scores and pattern-ti
 over the full T x T square that TransformerLens's eager attention computes before masking, or, for the
 fused path (attention.py: SDPA with is_causal, which skips the masked blocks), over the (T + 1) / 2 keys
 a query sees on average. The ratio naive/batched is the speed-up that prefix reuse allows (and, with
-`attention="causal"` and `shared_sae=True`, what the batched kernels actually execute: causal attention
-and one SAE pass shared by the variants that encode x itself); the unembedding is paid by every variant,
-so it stays well under the number of variants.
+`attention="causal"`, `shared_sae=True` and `batch_seqs`, what the batched kernels actually execute: causal
+attention, one SAE pass shared by the variants that encode x itself, and one row for a variant alike in
+every sequence of a batch); the unembedding is paid by every variant, so it stays well under the number of
+variants.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .subjects import start_layer
+from .subjects.core import replaced_inside_block
 from .variants import NEEDS_SAE
 
 # Variants whose SAE input is the hook's activation itself: the batched kernels encode it once per hook
 # (splice._SharedRoundtrip).
 SHARED_SAE_INPUT = frozenset({"sae", "random_error", "pos_repair_out"})
+# Variants whose input at a residual hook between blocks is the same in every sequence (nothing of the tokens
+# is left): the batched kernels run one row of them per batch (splice.same_in_every_sequence).
+ALIKE_AT_RESIDUAL = frozenset({"zero"})
 
 
 @dataclass(frozen=True)
@@ -70,17 +75,20 @@ def sae_passes(variants: Sequence[str], shared_sae: bool = False) -> int:
 
 
 def workload_flops(s: Shape, hooks: Sequence[str], variants: Sequence[str], n_tokens: int,
-                   attention: str = "square", shared_sae: bool = False) -> dict[str, float]:
+                   attention: str = "square", shared_sae: bool = False, batch_seqs: int = 1) -> dict[str, float]:
     """FLOPs of the whole workload both ways, for n_tokens tokens; `hooks` are hook names (one per SAE:
     Subject.hook_of). The naive way is always TransformerLens's eager attention with one SAE pass per
-    variant; `attention` and `shared_sae` describe the batched way. A hook inside a block counts that whole
-    block (its suffix run starts at the block's input)."""
+    variant and a clean forward per hook; `attention`, `shared_sae` and `batch_seqs` (sequences per batched
+    call: a variant of ALIKE_AT_RESIDUAL at a residual hook runs one of them) describe the batched way, which
+    forms the clean pass and its unembedding once. A hook inside a block counts that whole block (its suffix
+    run starts at the block's input)."""
     naive_saes = len(hooks) * sae_passes(variants) * sae_flops(s)
     full = s.n_layers * layer_flops(s) + unembed_flops(s)
     naive = len(hooks) * (1 + len(variants)) * full + naive_saes
     layer = layer_flops(s, attention)
-    batched = s.n_layers * layer + len(hooks) * sae_passes(variants, shared_sae) * sae_flops(s)
+    batched = s.n_layers * layer + unembed_flops(s) + len(hooks) * sae_passes(variants, shared_sae) * sae_flops(s)
     for h in hooks:
-        batched += len(variants) * (s.n_layers - start_layer(h)) * layer
-        batched += (1 + len(variants)) * unembed_flops(s)
+        for v in variants:
+            rows = 1 / batch_seqs if v in ALIKE_AT_RESIDUAL and not replaced_inside_block(h) else 1
+            batched += rows * ((s.n_layers - start_layer(h)) * layer + unembed_flops(s))
     return {"naive": naive * n_tokens, "batched": batched * n_tokens, "bound": naive / batched}

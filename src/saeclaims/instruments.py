@@ -106,15 +106,40 @@ def n_tokens(m: Measurements, lo: int, hi: int | None) -> int:
     return m.n_seqs * max(0, hi - lo)
 
 
+def _memo_key(parts: Mapping[str, np.ndarray], stat, boot: Bootstrap) -> tuple | None:
+    """What an interval is a function of: the per-sequence data (its bytes), the statistic's code and the
+    values it closes over, and the bootstrap settings; None when a closed-over value is unhashable."""
+    code = getattr(stat, "__code__", None)
+    if code is None:
+        return None
+    cells = tuple(c.cell_contents for c in (getattr(stat, "__closure__", None) or ()))
+    data = tuple((k, v.dtype.str, v.shape, v.tobytes()) for k, v in sorted(parts.items()))
+    key = (data, code, cells, getattr(stat, "__defaults__", None), boot)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _boot(m: Measurements, quantities: dict[str, Quantity], stat, boot: Bootstrap) -> Interval:
+    """The cluster-bootstrap interval of `stat` over `quantities`. Formed once per measurements for the same
+    data, statistic and settings (several claims gate on the same excess; the figures redraw the claims'
+    statistics): asked for again, it is the same interval."""
     parts: dict[str, np.ndarray] = {}
     positions: set[int] = set()
     for key, q in quantities.items():
         parts.update(q.parts(m, key))
         positions.update(q.positions(m))
+    memo = _memo_key(parts, stat, boot)
+    if memo is not None and memo in m.interval_cache:
+        return m.interval_cache[memo]
     with np.errstate(divide="ignore", invalid="ignore"):  # an undefined estimate gives an undefined interval
         iv = cluster_bootstrap(parts, stat, boot.confidence, boot.n_resamples, boot.seed)
-    return iv.with_sample(m.n_seqs, m.n_seqs * len(positions))
+    iv = iv.with_sample(m.n_seqs, m.n_seqs * len(positions))
+    if memo is not None:
+        m.interval_cache[memo] = iv
+    return iv
 
 
 def ratio(m: Measurements, num: Quantity, den: Quantity, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:

@@ -15,11 +15,17 @@ Attention runs fused (`attention.fused_attention`: SDPA, no [batch, heads, T, T]
 here: the clean passes and the suffix runs. The hook points these forwards use (residual and block
 outputs, and hook_z, which the fused forward passes through) fire as in TransformerLens; a hook on the
 scores or pattern makes that call run TransformerLens's attention, and configurations the fused path cannot
-reproduce keep it throughout. `fused_attention=False` keeps TransformerLens's eager attention everywhere.
+reproduce keep it throughout. GPT-2's tanh GELU and the layer norms run as one kernel each (`fused_ops.py`).
+`fused_attention=False` keeps TransformerLens's own forward (eager attention, elementwise GELU and norms)
+everywhere.
+
+A variant whose spliced input is exactly the same in every sequence (`zero` at a residual hook: nothing of
+the tokens is left) runs its suffix once, on one row, and its vocabulary pass once per position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,8 +34,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .attention import fusable
-from .attention import fused_attention as _fused
+from .attention import fusable, fused_attention
+from .fused_ops import fused_norms_and_activations
 from .subjects import Subject, SubjectError, hook_order, start_layer
 from .subjects.core import is_residual, replaced_inside_block
 from .variants import (
@@ -39,6 +45,7 @@ from .variants import (
     VariantContext,
     apply_variant_ex,
     check_variant,
+    count_active,
 )
 
 RECON_METRICS = ("sq_err", "nmse", "l0", "cos")
@@ -68,6 +75,9 @@ class Measurements:
     clean_ce: np.ndarray
     metrics: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     activation: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # intervals already bootstrapped from these measurements (instruments._boot): several claims gate on the
+    # same excess, and the figures redraw the claims' statistics
+    interval_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_seqs(self) -> int:
@@ -97,6 +107,15 @@ class Measurements:
             for k in (*LOSS_METRICS, *RECON_METRICS):
                 cols[k].append(m[k].ravel())
         return {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
+
+
+@contextlib.contextmanager
+def _fused(model, enabled: bool):
+    """The splice forwards' fused kernels: SDPA attention (attention.py), one-kernel GELUs and layer norms
+    (fused_ops.py); `enabled=False` keeps TransformerLens's own forward throughout. Yields the attention's
+    record (attention.FusedAttention)."""
+    with fused_attention(model, enabled) as state, fused_norms_and_activations(model, enabled):
+        yield state
 
 
 def w_pos_of(model) -> torch.Tensor | None:
@@ -158,7 +177,7 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
             counts[h] += int(use.sum())
             sae = subject.saes.get(h)
             if sae is not None:
-                active = (sae.encode(act[:, 1:ctx]) != 0).sum(-1).double()
+                active = count_active(sae.encode(act[:, 1:ctx])).double()
                 l0[h] += float((active * use[..., 0]).sum())
     out = {}
     for h in hooks:
@@ -203,14 +222,18 @@ def chunk_rows(d_vocab: int, chunk_bytes: int, n_live: int = 2) -> int:
 
 @torch.no_grad()
 def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor, targets: torch.Tensor,
-                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, shared_final: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CE of the clean run, CE and KL(clean || variant) per token, from final residuals.
 
-    clean_final [B, P, d]; variant_final [V, B, P, d]; targets [B, P]. Returns clean_ce [B, P],
-    ce [V, B, P], kl [V, B, P]. Only a few `rows x vocab` blocks exist at any time.
+    clean_final [B, P, d]; variant_final [V, B, P, d]; targets [B, P]; shared_final [S, P, d]: variants whose
+    final residual is the same in every sequence (same_in_every_sequence), one row each. Returns clean_ce
+    [B, P], ce [V+S, B, P], kl [V+S, B, P] (the shared variants last). Only a few `rows x vocab` blocks exist
+    at any time.
 
-    A variant needs one pass over the vocabulary: its log-sum-exp. With h the normalised residual,
-    z = h W_U + b_U, p the clean distribution and u = p W_U^T (once per chunk):
+    A variant needs one pass over the vocabulary: its log-sum-exp (a shared variant's once per position, not
+    once per token). With h the normalised residual, z = h W_U + b_U, p the clean distribution and
+    u = p W_U^T (once per chunk):
         CE_v = lse_v - (h_v . W_U[:, t] + b_U[t])
         KL_v = sum p (log p - log p_v) = (lse_v - lse_c) - u . (h_v - h_c)
     The KL form differences residuals rather than large logits, so it stays exact for the clean run.
@@ -222,11 +245,20 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
     tgt = targets.reshape(b * p)
     w_t = w_u.T[tgt]  # [rows, d]: the target's unembedding column
     b_t = b_u[tgt]
+    n_shared = 0 if shared_final is None else shared_final.shape[0]
     clean_ce = torch.empty(b * p, device=clean_final.device)
-    ce = torch.empty(v, b * p, device=clean_final.device)
-    kl = torch.empty(v, b * p, device=clean_final.device)
+    ce = torch.empty(v + n_shared, b * p, device=clean_final.device)
+    kl = torch.empty(v + n_shared, b * p, device=clean_final.device)
     # live [rows, vocab] blocks: clean logits and probabilities, one variant's logits and exp temporary
     step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=4)
+    if n_shared:
+        shared_flat = model.ln_final(shared_final).float()  # [S, P, d]
+        lse_shared = torch.empty(n_shared, p, device=clean_final.device)
+        for i in range(n_shared):
+            for s in range(0, p, step):
+                lse_shared[i, s : s + step] = torch.logsumexp(torch.addmm(b_u, shared_flat[i, s : s + step], w_u),
+                                                              dim=-1)
+        position = torch.arange(b * p, device=clean_final.device) % p
     for s in range(0, b * p, step):
         sl = slice(s, min(b * p, s + step))
         hc = clean_flat[sl]
@@ -240,7 +272,26 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
             lse_v = torch.logsumexp(torch.addmm(b_u, hv, w_u), dim=-1)
             ce[i, sl] = lse_v - ((hv * w_t[sl]).sum(-1) + b_t[sl])
             kl[i, sl] = (lse_v - lse_c) - (u * (hv - hc)).sum(-1)
-    return clean_ce.reshape(b, p), ce.reshape(v, b, p), kl.reshape(v, b, p)
+        for i in range(n_shared):
+            hv = shared_flat[i][position[sl]]
+            lse_v = lse_shared[i][position[sl]]
+            ce[v + i, sl] = lse_v - ((hv * w_t[sl]).sum(-1) + b_t[sl])
+            kl[v + i, sl] = (lse_v - lse_c) - (u * (hv - hc)).sum(-1)
+    return clean_ce.reshape(b, p), ce.reshape(-1, b, p), kl.reshape(-1, b, p)
+
+
+def same_in_every_sequence(stack: torch.Tensor, n_variants: int, b: int) -> set[int]:
+    """The variants (indices into the variant-major stack [V*B, T, d]) whose spliced input is exactly the same
+    in all B sequences, e.g. `zero` at a residual hook: a suffix run that starts there computes the same
+    thing for every sequence, so one row stands for all (exact: equal inputs give equal outputs)."""
+    if b < 2:
+        return set()
+    out = set()
+    for v in range(n_variants):
+        rows = stack[v * b : (v + 1) * b]
+        if torch.equal(rows[1], rows[0]) and torch.equal(rows, rows[:1].expand_as(rows)):
+            out.add(v)
+    return out
 
 
 def _recon_metrics(x: torch.Tensor, spliced: torch.Tensor, l0: torch.Tensor, variance: float) -> dict:
@@ -410,7 +461,8 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     Returns (clean_ce [B, T-1], {(variant, hook): metrics}, {hook: x}). The log-softmax loop runs once
     over every hook's variants, so the clean log-probabilities of a chunk are formed once. Variants
     that start from SAE(x) share one SAE pass per SAE id (`_SharedRoundtrip`). fused_attention: the clean
-    and suffix forwards' attention by SDPA (attention.py), else TransformerLens's eager attention.
+    and suffix forwards' attention by SDPA (attention.py) and one-kernel GELUs and norms (fused_ops.py), else
+    TransformerLens's own forward. Variants alike in every sequence run one row (same_in_every_sequence).
     """
     model = subject.model
     final = final_resid_hook(model)
@@ -427,24 +479,35 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
                 cache.setdefault(k, []).append(v)
         cache = {k: torch.cat(v) for k, v in cache.items()}
     keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
-    finals, recon, order = [], {}, []
+    finals, shared, recon, order = [], [], {}, []  # order: (variant, SAE id) in finals then shared order
+    order_shared = []
     for h in hooks:
         hook = points[h]
         x = flat(cache[hook])
+        b, t = x.shape[:2]
         names = variants_at(subject, h, variants)
         stack, recon_h = _splice_variants(subject, h, x, keep, names, stats[h], seed, first_row,
                                           budget_bytes)  # [V*B, T, d]
         recon.update(recon_h)
-        order += [(name, h) for name in names]
         resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
+        alike = set() if resid_in is not None else same_in_every_sequence(stack, len(names), b)
+        own = [v for v in range(len(names)) if v not in alike]
+        if alike:  # one row each for the variants whose input is the same in every sequence
+            pick = [v * b + j for v in own for j in range(b)] + [v * b for v in sorted(alike)]
+            stack = stack[torch.tensor(pick, device=stack.device)]
         with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
-            out = _suffix_run(model, hook, stack, resid_in, rows)
+            out = _suffix_run(model, hook, stack, resid_in, rows).float()[:, :-1]
         del stack
-        finals.append(out.float().reshape(len(names), x.shape[0], x.shape[1], -1)[:, :, :-1])
-    clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
-                                      chunk_bytes)
+        finals.append(out[: len(own) * b].reshape(len(own), b, t - 1, -1))
+        shared.append(out[len(own) * b :])
+        order += [(names[v], h) for v in own]
+        order_shared += [(names[v], h) for v in sorted(alike)]
+    shared_final = torch.cat(shared) if order_shared else None
+    with _fused(model, fused_attention):  # ln_final
+        clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
+                                          chunk_bytes, shared_final)
     metrics = {}
-    for i, key in enumerate(order):
+    for i, key in enumerate(order + order_shared):
         m = {k: v[:, :-1] for k, v in recon[key].items()}
         m.update(ce=ce[i], dce=ce[i] - clean_ce, kl=kl[i])
         metrics[key] = m
@@ -480,8 +543,8 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     are never patched and so never part of a claim.
 
     fused_attention: attention by SDPA in the statistics pass, the clean passes and the suffix runs
-    (attention.py; configurations it cannot reproduce keep TransformerLens's attention by themselves);
-    False: TransformerLens's eager attention throughout.
+    (attention.py; configurations it cannot reproduce keep TransformerLens's attention by themselves), GELUs
+    and layer norms as one kernel each (fused_ops.py); False: TransformerLens's own forward throughout.
 
     budget_bytes: the largest transient block one step may allocate (attention or MLP activations of a
     forward, SAE codes, a log-softmax chunk); default 8 MiB on CPU (under glibc's mmap threshold), 1 GiB

@@ -67,9 +67,16 @@ class VariantContext:
         return getattr(meta, "hook_name", None)
 
 
+def count_active(codes: torch.Tensor) -> torch.Tensor:
+    """L0: the number of non-zero codes along the last axis (AbsTopK codes may be negative), as float32.
+    min(ceil|c|, 1) summed as float32: exact (counts below 2^24, whatever the codes' dtype) and several times
+    faster on a CPU than summing a boolean mask; a NaN code makes the token's L0 NaN (garbage stays visible)."""
+    return codes.abs().ceil_().clamp_(max=1).sum(-1, dtype=torch.float32)
+
+
 def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     acts = sae.encode(x)
-    return sae.decode(acts), (acts != 0).sum(-1).to(x.dtype)
+    return sae.decode(acts), count_active(acts).to(x.dtype)
 
 
 def shifted_positions(n_pos: int, ctx: int, device=None) -> torch.Tensor:
