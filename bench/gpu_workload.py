@@ -37,7 +37,8 @@ FLOPs are flops.workload_flops's count of what the batched kernels execute (caus
 SAE pass, one row per batch for `zero` at residual hooks), split by the precision each part runs in: under
 autocast only the clean and suffix forwards run in bf16; the SAE passes (`_splice_variants`) and the
 unembedding (`chunked_losses`) stay float32 (TF32 with `+tf32`). "bound" is the time those FLOPs would
-take at the probe's rate for each part's precision; "of bound" = bound / wall. "of card peak" divides the achieved rate by the datasheet's dense bf16 rate.
+take at the probe's rate for each part's precision; "of bound" = bound / wall. "of card peak" divides the achieved
+rate by the datasheet's dense bf16 rate.
 
 Needs the project's runtime dependencies (sae_lens, transformer_lens, jsonschema for the main command's report);
 the package need not be installed: the main command then loads the pytest plugin by module name.
