@@ -15,7 +15,8 @@ unembedding). Fits:
 
 - tokens: time = a + b * tokens at fixed T (the workload is linear in tokens; b is the cost per token);
 - T: time per token = c + e * T at fixed tokens, the fused kernels (SDPA attention, one-kernel GELU and
-  norms) and TransformerLens's own forward ("eager": `fused_attention=False`) interleaved; the T-dependent share at the largest T is e * T / (c + e * T), next to
+  norms) and TransformerLens's own forward ("eager": `fused_attention=False`) interleaved; the T-dependent
+  share at the largest T is e * T / (c + e * T), next to
   flops.attention_share, the FLOP share of attention over the causal triangle (fused) or the square;
 - hooks: time = a + b * (suffix blocks run per variant), the hooks taken deepest first;
 - d_sae: time = a + b * d_sae with random SAEs of each width in place of the organism's.
