@@ -157,3 +157,25 @@ def test_a_high_confidence_interval_is_not_the_extreme_replicates():
     highs = [iv.high for iv in ends]
     assert max(highs) - min(highs) < 0.05 * (ends[0].high - ends[0].low)  # 0.02 here; 0.09 from 2000
     assert all(iv.replicates.shape == (2000,) for iv in ends)  # drift replicates stay the asked-for count
+
+
+def test_equal_columns_are_resampled_once_and_the_interval_is_the_same_to_the_bit(monkeypatch):
+    """Two quantities over the same positions share their token counts: scipy gets each distinct column once;
+    paired resampling draws the same sequences either way, so nothing changes, not even the last bit."""
+    from saeclaims import stats
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(5, 9, 40).astype(float)
+    parts = {"a_sum": rng.normal(2, 1, 40) * counts, "a_n": counts, "b_sum": rng.normal(1, 1, 40) * counts,
+             "b_n": counts.copy(), "c_n": counts + 1}
+
+    def statistic(t):
+        return (t["a_sum"] / t["a_n"]) / (t["b_sum"] / t["b_n"]) + 0 * t["c_n"]
+
+    data, where = stats._distinct([np.asarray(v) for v in parts.values()])
+    assert len(data) == 4 and where == [0, 1, 2, 1, 3]
+    got = stats.cluster_bootstrap(parts, statistic, 0.99, 500, seed=7)
+    monkeypatch.setattr(stats, "_distinct", lambda cols: (tuple(cols), list(range(len(cols)))))
+    ref = stats.cluster_bootstrap(parts, statistic, 0.99, 500, seed=7)
+    assert (got.estimate, got.low, got.high) == (ref.estimate, ref.low, ref.high)
+    np.testing.assert_array_equal(got.replicates, ref.replicates)

@@ -140,13 +140,15 @@ def cluster_bootstrap(
     seed-determined ones, the same for any confidence.
     """
     names = list(parts)
-    data = tuple(np.asarray(parts[k], dtype=np.float64) for k in names)
-    n = len(data[0])
+    columns = [np.asarray(parts[k], dtype=np.float64) for k in names]
+    n = len(columns[0])
     if n < 2:
         raise ValueError(f"a cluster bootstrap needs at least 2 sequences, got {n}")
+    data, where = _distinct(columns)
 
     def stat(*cols, axis=-1):
-        return statistic({k: c.sum(axis=axis) for k, c in zip(names, cols)})
+        sums = [c.sum(axis=axis) for c in cols]
+        return statistic({k: sums[w] for k, w in zip(names, where)})
 
     estimate = float(stat(*data))
     if not math.isfinite(estimate):
@@ -166,7 +168,22 @@ def cluster_bootstrap(
         if math.isfinite(low) and math.isfinite(high):
             break
     return Interval(estimate, low, high, confidence, n_seqs=n, method=f"cluster bootstrap ({used})",
-                    replicates=paired_replicates(dict(zip(names, data)), statistic, n_resamples, seed))
+                    replicates=paired_replicates(dict(zip(names, columns)), statistic, n_resamples, seed))
+
+
+def _distinct(columns: list[np.ndarray]) -> tuple[tuple[np.ndarray, ...], list[int]]:
+    """Equal columns once (e.g. the token counts of two quantities over the same positions), and where each
+    column went. Paired resampling draws one set of sequence indices whatever the number of columns, so
+    the interval is the same to the bit; scipy gathers fewer resampled arrays."""
+    distinct: list[np.ndarray] = []
+    where: list[int] = []
+    for col in columns:
+        j = next((j for j, d in enumerate(distinct) if d.shape == col.shape and np.array_equal(d, col)), None)
+        if j is None:
+            j = len(distinct)
+            distinct.append(col)
+        where.append(j)
+    return tuple(distinct), where
 
 
 def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
