@@ -128,9 +128,39 @@ def build(cfg: dict, seed: int):
 @settings(max_examples=30, deadline=None)
 @given(cfg=configs, seed=st.integers(0, 10_000), batch=st.integers(1, 3), data=st.data())
 def test_fused_equals_transformer_lens(cfg, seed, batch, data):
-    """Random models over every option the fused path reproduces, combined at random."""
+    """Random models over every option the fused path reproduces, combined at random; on a CPU the causal
+    queries go in chunks of a drawn size (attention.sdpa), so chunk boundaries fall anywhere."""
+    from saeclaims import attention
+
     model = build(cfg, seed)
-    check_equal(model, batch, data.draw(st.integers(1, model.cfg.n_ctx), label="seq_len"), seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention, "CPU_QUERY_CHUNK", data.draw(st.integers(1, 30), label="query chunk"))
+        check_equal(model, batch, data.draw(st.integers(1, model.cfg.n_ctx), label="seq_len"), seed)
+
+
+@pytest.mark.parametrize("t,chunk", [(64, 64), (65, 64), (130, 64), (200, 64), (512, 64), (7, 3)])
+def test_cpu_query_chunks_equal_one_sdpa_call(monkeypatch, t, chunk):
+    """Causal self-attention in query chunks equals one SDPA call (uneven last chunk included); bidirectional
+    attention and queries against a longer key sequence are one call."""
+    import torch.nn.functional as F
+
+    from saeclaims import attention
+
+    monkeypatch.setattr(attention, "CPU_QUERY_CHUNK", chunk)
+    g = torch.Generator().manual_seed(t)
+    q, k, v = (torch.randn(2, 3, t, 8, generator=g) for _ in range(3))
+    for causal in (True, False):
+        ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.3)
+        torch.testing.assert_close(attention.sdpa(q, k, v, causal, 0.3), ref, atol=1e-6, rtol=1e-6)
+    calls = []
+    orig = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(kw.get("attn_mask")) or orig(*a, **kw))
+    attention.sdpa(q, k, v, True, 0.3)
+    assert len(calls) == (1 if t <= chunk else -(-t // chunk)) and calls[0] is None
+    calls.clear()
+    attention.sdpa(q, k, v, False, 0.3)
+    assert len(calls) == 1
 
 
 SUPPORTED = {
