@@ -94,14 +94,26 @@ def test_global_module_hooks_run_transformer_lens_forward():
     assert "HookPoint" in calls  # hook_scale / hook_normalized ran: TransformerLens's forward
 
 
-def test_other_dtypes_and_norms_keep_transformer_lens():
-    """A bfloat16 model (TransformerLens upcasts inside its norm) and RMSNorm stay TransformerLens's own."""
+def test_other_dtypes_and_norms_keep_transformer_lens(monkeypatch):
+    """A bfloat16 model (TransformerLens upcasts inside its norm) and RMSNorm stay TransformerLens's own: no
+    F.layer_norm call (a float32 model's norm makes one)."""
+    import torch.nn.functional as F
+
+    calls = []
+    orig = F.layer_norm
+    monkeypatch.setattr(F, "layer_norm", lambda *a, **kw: calls.append(a[0].dtype) or orig(*a, **kw))
     model = _model(norm="LNPre", dtype=torch.bfloat16)
     norm = model.blocks[0].ln1
     x = torch.randn(2, 5, 16, dtype=torch.bfloat16)
+    ref = norm(x)
     with fused_norms_and_activations(model):
         out = norm(x)
-    assert out.dtype == norm(x).dtype and torch.equal(out, norm(x))
+        norm(x.float())  # not the model's dtype either
+    assert not calls and torch.equal(out, ref)
+    f32 = _model(norm="LNPre")
+    with fused_norms_and_activations(f32):
+        f32.blocks[0].ln1(torch.randn(2, 5, 16))
+    assert calls == [torch.float32]
     rms = _model(norm="RMS")
     assert type(rms.blocks[0].ln1) is RMSNorm
     with fused_norms_and_activations(rms) as state:

@@ -120,12 +120,14 @@ def _skipped_points(attn) -> list:
             and name not in PASSED_THROUGH and not name.startswith(_PASSED_PREFIXES)]
 
 
-def _hooked(points) -> bool:
+def any_hooked(points) -> bool:
+    """Whether any of these hook points (modules) carries a forward or backward hook."""
     return any(p._forward_hooks or p._forward_pre_hooks or p._backward_hooks or p._backward_pre_hooks
                for p in points)
 
 
-def _global_hooks() -> bool:
+def global_module_hooks() -> bool:
+    """Whether torch has global module hooks (they would see every module a fused forward skips)."""
     from torch.nn.modules import module
 
     return bool(module._global_forward_hooks or module._global_forward_pre_hooks
@@ -144,8 +146,8 @@ def _make_forward(attn, eager, state: FusedAttention):
         reason = ("kv cache" if past_kv_cache_entry is not None
                   else "attention mask" if attention_mask is not None or additive_attention_mask is not None
                   else "position bias" if position_bias is not None
-                  else "hooks on the scores or pattern" if _hooked(skipped)
-                  else "global module hooks" if _global_hooks() else None)
+                  else "hooks on the scores or pattern" if any_hooked(skipped)
+                  else "global module hooks" if global_module_hooks() else None)
         if reason is not None:
             state.fallbacks[reason] += 1
             return eager(query_input, key_input, value_input, past_kv_cache_entry=past_kv_cache_entry,

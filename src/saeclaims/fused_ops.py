@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .attention import any_hooked, global_module_hooks
+
 _MARK = "_saeclaims_fused_norm"
 
 
@@ -46,21 +48,12 @@ def _norm_classes() -> tuple[type, ...]:
     return LayerNormPre, LayerNorm
 
 
-def _hooked(module) -> bool:
-    from torch.nn.modules import module as torch_module
-
-    points = (module.hook_scale, module.hook_normalized)
-    return (any(p._forward_hooks or p._forward_pre_hooks or p._backward_hooks or p._backward_pre_hooks
-                for p in points)
-            or bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
-                    or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks))
-
-
 def _make_norm_forward(norm, eager):
     weighted = hasattr(norm, "w") and hasattr(norm, "b")
 
     def forward(x):
-        if x.dtype != norm.cfg.dtype or x.dtype not in (torch.float32, torch.float64) or _hooked(norm):
+        if (x.dtype != norm.cfg.dtype or x.dtype not in (torch.float32, torch.float64)
+                or any_hooked((norm.hook_scale, norm.hook_normalized)) or global_module_hooks()):
             return eager(x)
         shape = (x.shape[-1],)
         if weighted:

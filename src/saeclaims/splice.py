@@ -29,6 +29,7 @@ import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from .variants import (
     check_variant,
     count_active,
 )
+
+if TYPE_CHECKING:
+    from .stats import Interval
 
 RECON_METRICS = ("sq_err", "nmse", "l0", "cos")
 LOSS_METRICS = ("ce", "dce", "kl")
@@ -77,7 +81,7 @@ class Measurements:
     activation: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # intervals already bootstrapped from these measurements (instruments._boot): several claims gate on the
     # same excess, and the figures redraw the claims' statistics
-    interval_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    interval_cache: dict[tuple, Interval] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_seqs(self) -> int:
