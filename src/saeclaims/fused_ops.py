@@ -6,7 +6,8 @@ about as much as the MLP's matmuls on a CPU. `fused_norms_and_activations(model)
 functions as one kernel each:
 
 - `gelu_new` / `gelu_fast` -> `F.gelu(approximate="tanh")`, the same tanh approximation (TransformerLens's
-  own `gelu_pytorch_tanh`); swapped on every module whose `act_fn` is one of them.
+  own `gelu_pytorch_tanh`), on a CPU written with a sigmoid (`tanh_gelu`); swapped on every module whose
+  `act_fn` is one of them.
 - `LayerNormPre` / `LayerNorm` (exactly these classes) -> `F.layer_norm` with the module's eps (and w, b),
   the same centring, biased variance and eps inside the square root. Only for float32/float64 models and
   inputs of the model's dtype (TransformerLens upcasts other dtypes), and only in a call where neither
@@ -20,6 +21,7 @@ logits and suffix runs of random models).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -37,9 +39,19 @@ def _tanh_gelus() -> tuple:
     return gelu_new, gelu_fast
 
 
+_TWO_C = 2 * math.sqrt(2 / math.pi)
+
+
 def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's GELU (the tanh approximation) as one kernel."""
-    return F.gelu(x, approximate="tanh")
+    """GPT-2's GELU (the tanh approximation). On a GPU one kernel, `F.gelu(approximate="tanh")`. On a CPU the
+    same function written with a sigmoid, 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = c (x + 0.044715 x^3):
+    torch's CPU tanh kernel is slow (3.3 ms per 2M floats on this project's CPU, sigmoid 1.0 ms), so the four
+    in-place passes below take half the time of the one-kernel GELU (2.0 vs 3.8 ms)."""
+    if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
+        return F.gelu(x, approximate="tanh")
+    u = x * x
+    u.mul_(0.044715 * _TWO_C).add_(_TWO_C).mul_(x)  # 2u = 2c (1 + 0.044715 x^2) x
+    return u.sigmoid_().mul_(x)
 
 
 def _norm_classes() -> tuple[type, ...]:
