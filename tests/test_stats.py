@@ -179,3 +179,25 @@ def test_equal_columns_are_resampled_once_and_the_interval_is_the_same_to_the_bi
     ref = stats.cluster_bootstrap(parts, statistic, 0.99, 500, seed=7)
     assert (got.estimate, got.low, got.high) == (ref.estimate, ref.low, ref.high)
     np.testing.assert_array_equal(got.replicates, ref.replicates)
+
+
+def test_resamples_in_batches_give_the_interval_of_all_at_once(monkeypatch):
+    """scipy forms BOOTSTRAP_BATCH resamples at a time, drawing them from one generator in turn: the BCa and
+    percentile intervals are those of one unbatched call to the bit, also when the batch does not divide
+    the resamples."""
+    from saeclaims import stats
+
+    rng = np.random.default_rng(5)
+    parts = {"s": rng.normal(1, 0.5, 30), "n": rng.integers(3, 7, 30).astype(float)}
+
+    def statistic(t):
+        return t["s"] / t["n"]
+
+    monkeypatch.setattr(stats, "BOOTSTRAP_BATCH", 333)
+    for method in ("BCa", "percentile"):
+        got = stats.cluster_bootstrap(parts, statistic, 0.99, 1000, seed=4, method=method)
+        monkeypatch.setattr(stats, "BOOTSTRAP_BATCH", None)
+        ref = stats.cluster_bootstrap(parts, statistic, 0.99, 1000, seed=4, method=method)
+        monkeypatch.setattr(stats, "BOOTSTRAP_BATCH", 333)
+        assert stats.resamples_for(0.99, 1000) % 333 != 0
+        assert (got.low, got.high) == (ref.low, ref.high) and got.method == ref.method
