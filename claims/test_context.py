@@ -33,7 +33,7 @@ def require_positive_denominator(claim, m, q: Quantity, what: str) -> None:
     claim.require_positive(mean_of(m, q, claim.boot), what)
 
 
-@pytest.mark.claim("beyond-context-degrades")
+@pytest.mark.claim("beyond-context-degrades", reads=("sae",))
 def test_beyond_context_degrades(claim):
     """mean dCE_sae over O divided by mean dCE_sae over I (> 0)."""
     claim.require_beyond_context()
@@ -43,7 +43,7 @@ def test_beyond_context_degrades(claim):
     claim.check(beyond_over_inside(m, claim.hook, "sae", "dce", claim.boot))
 
 
-@pytest.mark.claim("in-context-performs-well")
+@pytest.mark.claim("in-context-performs-well", reads=("zero", "sae"))
 def test_in_context_performs_well(claim):
     """sae_lens's CE-loss score (against zero ablation) over I."""
     claim.check(ce_score(claim.measurements(), claim.hook, claim.boot))
@@ -69,19 +69,19 @@ def _layer_contrast(claim, region: str, first_minus_last: bool):
     claim.check(contrast(m, a, b, region, claim.boot), adjacent_pairs=pairs, first=hooks[0], last=hooks[-1])
 
 
-@pytest.mark.claim("later-layers-worse-in-context")
+@pytest.mark.claim("later-layers-worse-in-context", reads=("sae",))
 def test_later_layers_worse_in_context(claim):
     """mean dCE_sae(I) at the last resid_pre hook minus at the first."""
     _layer_contrast(claim, "inside", first_minus_last=False)
 
 
-@pytest.mark.claim("beyond-context-worst-early")
+@pytest.mark.claim("beyond-context-worst-early", reads=("sae",))
 def test_beyond_context_worst_early(claim):
     """mean dCE_sae(O) at the first resid_pre hook minus at the last."""
     _layer_contrast(claim, "outside", first_minus_last=True)
 
 
-@pytest.mark.claim("reencoding-recovers")
+@pytest.mark.claim("reencoding-recovers", reads=("sae",))
 def test_reencoding_recovers(claim):
     """1 - excess_reencode / excess_sae on the first --reencode-seqs sequences, where the SAE's excess is > 0."""
     claim.require_beyond_context()
@@ -93,7 +93,7 @@ def test_reencoding_recovers(claim):
     claim.check(excess_removed_share(m, claim.hook, "reencode", claim.boot))
 
 
-@pytest.mark.claim("encoder-off-distribution")
+@pytest.mark.claim("encoder-off-distribution", reads=("sae",))
 def test_encoder_off_distribution(claim):
     """mean L0 over O divided by mean L0 over I (not applicable to fixed-L0 architectures such as TopK)."""
     claim.require_free_l0()
@@ -101,7 +101,7 @@ def test_encoder_off_distribution(claim):
     claim.check(beyond_over_inside(claim.measurements(), claim.hook, "sae", "l0", claim.boot))
 
 
-@pytest.mark.claim("errors-worse-than-random")
+@pytest.mark.claim("errors-worse-than-random", reads=("sae", "random_error"))
 def test_errors_worse_than_random(claim):
     """mean dCE_sae(O) / mean dCE_random_error(O), the error of the same norm in a random direction."""
     claim.require_beyond_context()

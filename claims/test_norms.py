@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gpu
 LAYER0 = "blocks.0.hook_resid_pre"
 
 
-@pytest.mark.claim("layer0-norm-order-of-magnitude-smaller")
+@pytest.mark.claim("layer0-norm-order-of-magnitude-smaller", reads=())
 def test_layer0_norm_order_of_magnitude_smaller(claim):
     """mean ||resid_pre L|| / mean ||resid_pre 0|| over positions >= 1."""
     at0 = claim.subject.ids_at(LAYER0)  # the clean activation's norm is the same for every SAE there
@@ -24,7 +24,7 @@ def test_layer0_norm_order_of_magnitude_smaller(claim):
                       claim.boot))
 
 
-@pytest.mark.claim("wpos-small-share-later")
+@pytest.mark.claim("wpos-small-share-later", reads=())
 def test_wpos_small_share_later(claim):
     """mean over tokens of ||W_pos[p]||^2 / ||x||^2."""
     claim.require_learned_positions()

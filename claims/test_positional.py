@@ -50,37 +50,37 @@ def _recovery(claim, variant: str):
     return recovery(m, claim.hook, variant, claim.boot)
 
 
-@pytest.mark.claim("adding-wpos-recovers")
+@pytest.mark.claim("adding-wpos-recovers", reads=("sae", "pos_repair_out"))
 def test_adding_wpos_recovers(claim):
     """Recovery of pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q the position the reconstruction carries."""
     claim.check(_recovery(claim, "pos_repair_out"))
 
 
-@pytest.mark.claim("layer0-error-is-positional")
+@pytest.mark.claim("layer0-error-is-positional", reads=("sae", "shift_pos"))
 def test_layer0_error_is_positional(claim):
     """Recovery of shift_pos (in-distribution positions) at resid_pre 0."""
     claim.check(_recovery(claim, "shift_pos"))
 
 
-@pytest.mark.claim("positional-error-not-most-later")
+@pytest.mark.claim("positional-error-not-most-later", reads=("sae", "shift_pos"))
 def test_positional_error_not_most_later(claim):
     """Recovery of shift_pos at resid_pre L >= 1."""
     claim.check(_recovery(claim, "shift_pos"))
 
 
-@pytest.mark.claim("position-not-most-of-it-input")
+@pytest.mark.claim("position-not-most-of-it-input", reads=("sae", "shift_pos"))
 def test_position_not_most_of_it_input(claim):
     """Recovery of shift_pos at every hook (input-side repair)."""
     claim.check(_recovery(claim, "shift_pos"))
 
 
-@pytest.mark.claim("position-not-most-of-it-output")
+@pytest.mark.claim("position-not-most-of-it-output", reads=("sae", "pos_repair_out"))
 def test_position_not_most_of_it_output(claim):
     """Recovery of pos_repair_out at every hook (output-side repair)."""
     claim.check(_recovery(claim, "pos_repair_out"))
 
 
-@pytest.mark.claim("position-not-most-of-it-vs-control")
+@pytest.mark.claim("position-not-most-of-it-vs-control", reads=("sae", "shift_pos", "full_context_sae"))
 def test_position_not_most_of_it_vs_control(claim):
     """Recovery of shift_pos over the excess beyond the full-context control's position trend."""
     claim.require_learned_positions()
@@ -91,7 +91,7 @@ def test_position_not_most_of_it_vs_control(claim):
     claim.check(control_recovery(m, claim.hook, "shift_pos", claim.boot))
 
 
-@pytest.mark.claim("positional-not-large-share-of-mse")
+@pytest.mark.claim("positional-not-large-share-of-mse", reads=("sae", "shift_pos"))
 def test_positional_not_large_share_of_mse(claim):
     """Share of the beyond-context excess nMSE that shift_pos removes, at resid_pre L >= 1."""
     claim.require_learned_positions()
@@ -102,7 +102,7 @@ def test_positional_not_large_share_of_mse(claim):
     claim.check(metric_recovery(m, claim.hook, "shift_pos", "nmse", claim.boot))
 
 
-@pytest.mark.claim("token-only-goes-poorly")
+@pytest.mark.claim("token-only-goes-poorly", reads=("sae", "token_then_pos"))
 def test_token_only_goes_poorly(claim):
     """dCE_token_then_pos(I) / dCE_sae(I): the SAE fed the token embedding alone, position added after."""
     claim.require_learned_positions()
@@ -113,7 +113,7 @@ def test_token_only_goes_poorly(claim):
                       claim.boot))
 
 
-@pytest.mark.claim("sae-thinks-earlier")
+@pytest.mark.claim("sae-thinks-earlier", reads=())
 def test_sae_thinks_earlier(claim):
     """Share of p in O whose position decoded from the reconstruction, argmax_q cos(x_hat - W_E[t],
     W_pos[q]), is < ctx."""
@@ -125,7 +125,7 @@ def test_sae_thinks_earlier(claim):
     claim.check(share_of_tokens(decoded < ctx, claim.boot))
 
 
-@pytest.mark.claim("features-disjoint-layer0")
+@pytest.mark.claim("features-disjoint-layer0", reads=())
 def test_features_disjoint_layer0(claim):
     """Share of live features whose variance over a token x position grid (W_E[t] + W_pos[p], the 512
     most frequent evaluation tokens x positions [1, ctx)) is at least 90% explained by token or by
@@ -146,7 +146,7 @@ def _helix(claim, subject: str, rows: np.ndarray, ctx: int) -> None:
     claim.check(exact(top_k_variance_share(rows, 3), claim.boot.confidence), rows=f"1..{ctx - 1}")
 
 
-@pytest.mark.claim("wpos-helix")
+@pytest.mark.claim("wpos-helix", reads=())
 def test_wpos_helix(claim):
     """Top 3 principal components of W_pos rows 1..ctx-1 (exact SVD, no sampling)."""
     claim.require_learned_positions()
@@ -154,7 +154,7 @@ def test_wpos_helix(claim):
     _helix(claim, claim.subject.name, claim.subject.model.W_pos.detach().cpu().numpy()[1:ctx], ctx)
 
 
-@pytest.mark.claim("wpos-helix", reference=GPT2_REFERENCE_W_POS)
+@pytest.mark.claim("wpos-helix", reference=GPT2_REFERENCE_W_POS, reads=())
 def test_wpos_helix_gpt2_reference(claim):
     """The same statistic on GPT-2 small's released W_pos (../shared reference data, when present),
     centred per row as TransformerLens's center_writing_weights does."""

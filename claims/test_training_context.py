@@ -13,7 +13,7 @@ from saeclaims.instruments import control_excess, control_fix_share, control_rat
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.claim("beyond-context-degrades-vs-control")
+@pytest.mark.claim("beyond-context-degrades-vs-control", reads=("sae", "full_context_sae"))
 def test_beyond_context_degrades_vs_control(claim):
     """(dCE_sae(O) / dCE_sae(I)) / (dCE_ctl(O) / dCE_ctl(I))."""
     claim.require_full_context_sae()
@@ -21,7 +21,7 @@ def test_beyond_context_degrades_vs_control(claim):
     claim.check(control_ratio(claim.measurements(), claim.hook, claim.boot))
 
 
-@pytest.mark.claim("full-context-training-fixes")
+@pytest.mark.claim("full-context-training-fixes", reads=("sae", "full_context_sae"))
 def test_full_context_training_fixes(claim):
     """Share of the short SAE's control-relative excess that the full-context SAE removes."""
     claim.require_full_context_sae()

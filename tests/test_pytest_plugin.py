@@ -125,6 +125,22 @@ def test_x(claim):
     _usage_error(_run(sandbox), "claim 'no-such-claim' is not registered", "register_claim")
 
 
+def test_a_marker_reading_an_unknown_variant(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+
+@pytest.mark.claim("toy-0", reads=("sae", "shift"))
+def test_x(claim):
+    pass
+
+@pytest.mark.claim("toy-1", reads="sae")
+def test_y(claim):
+    pass
+''')
+    _usage_error(_run(sandbox), "test_x[organism-model]: reads names unknown variants ['shift']",
+                 "test_y[organism-model]: reads='sae' must be a tuple of variant names")
+
+
 def test_two_tests_for_one_claim_on_the_same_row(sandbox):
     sandbox.makepyfile(test_claims='''
 import pytest

@@ -474,3 +474,13 @@ def test_zero_at_a_residual_hook_runs_one_sequence(monkeypatch):
     for (v, hook), ref in naive.items():
         np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
         np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)
+
+
+def test_zero_alone_runs_as_one_shared_row():
+    """A call that asks only for `zero` at residual hooks has no per-sequence variant left there: it still
+    measures, equal to `zero` measured beside the others."""
+    subj = tiny_subject(n_seqs=3, seq_len=12)
+    alone = measure(subj, variants=("zero",), progress=False)
+    beside = measure(subj, variants=("zero", "sae"), progress=False)
+    for hook in subj.hooks:
+        np.testing.assert_allclose(alone.get("zero", hook, "ce"), beside.get("zero", hook, "ce"), atol=1e-5)

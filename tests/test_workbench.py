@@ -23,3 +23,48 @@ def test_a_rotary_model_measures_every_context_variant_and_no_wpos_variant():
 def test_learned_positions_measure_the_positional_variants():
     wb = Workbench(tiny_subject(ctx=8, seq_len=24, n_seqs=4))
     assert {"token_then_pos", "shift_pos", "pos_repair_out"} <= {v for v, _ in wb.measurements().metrics}
+
+
+def test_declared_reads_narrow_the_splice_and_an_undeclared_read_is_measured_on_demand():
+    """With reads, a hook splices what its claim tests read (and the SAE, for the figures); a read of anything
+    else is measured then, with one warning per pair, and equals what the full splice measures."""
+    import numpy as np
+    import pytest
+
+    from saeclaims.reads import VariantReads
+
+    s = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
+    h0, h1 = s.hooks[0], s.hooks[1]
+    reads = VariantReads()
+    reads.add([h0], ("shift_pos",))
+    wb = Workbench(s, reads=reads)
+    m = wb.measurements()
+    assert {v for v, h in m.metrics if h == h0} == {"sae", "shift_pos"}
+    assert {v for v, h in m.metrics if h == h1} == {"sae"}
+    with pytest.warns(RuntimeWarning, match="token_then_pos at .*was read, but no selected claim test declares"):
+        got = m.get("token_then_pos", h1, "dce")
+    full = Workbench(s).measurements()
+    np.testing.assert_allclose(got, full.get("token_then_pos", h1, "dce"), atol=1e-5)
+    np.testing.assert_allclose(m.get("shift_pos", h0, "dce"), full.get("shift_pos", h0, "dce"), atol=1e-5)
+    with pytest.raises(KeyError, match="no dce for variant full_context_sae"):  # no control here: not measurable
+        m.get("full_context_sae", h1, "dce")
+
+
+def test_an_undeclared_read_reaches_measurements_taken_before_a_merge():
+    """A claim test may hold Measurements from before another hook was merged in (xdist workers measure hook
+    by hook): its undeclared read is measured once and lands in both."""
+    import pytest
+
+    from saeclaims.reads import VariantReads
+
+    s = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
+    h0, h1 = s.hooks[0], s.hooks[1]
+    reads = VariantReads()
+    reads.add([h0, h1], ())
+    wb = Workbench(s, reads=reads, eager=False)
+    early = wb.measurements([h0])
+    late = wb.measurements([h1])
+    assert late is not early and ("zero", h0) not in late.metrics
+    with pytest.warns(RuntimeWarning, match="zero at"):
+        got = early.get("zero", h0, "dce")
+    assert late.get("zero", h0, "dce") is got

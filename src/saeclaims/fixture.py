@@ -1,8 +1,10 @@
 """The `claim` fixture: one claim test's view of the run, bound to its claim, subject and hook.
 
-A claim test names its claim once, in `@pytest.mark.claim("id")`; the fixture knows the rest (the
-parametrised subject and hook, the bootstrap settings) and offers the applicability guards,
-`check(interval)` and `not_applicable(reason)`. Modelled on pytest-benchmark's `benchmark` fixture.
+A claim test names its claim once, in `@pytest.mark.claim("id")`, and the splice variants it reads in the
+same marker (`reads=("sae", "shift_pos")`: the run splices only what its selected tests read, reads.py); the
+fixture knows the rest (the parametrised subject and hook, the bootstrap settings) and offers the
+applicability guards, `check(interval)` and `not_applicable(reason)`. Modelled on pytest-benchmark's
+`benchmark` fixture, whose options come from its marker.
 """
 
 from __future__ import annotations

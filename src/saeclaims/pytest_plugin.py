@@ -49,8 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "claim(id, reference=None): a claim test, judged against the "
-                                       "registered claim `id` (saeclaims.register_claim)")
+    config.addinivalue_line("markers", "claim(id, reference=None, reads=None): a claim test, judged against the "
+                                       "registered claim `id` (saeclaims.register_claim); reads: the splice "
+                                       "variants it reads (default: all), the only ones the run measures for it")
     worker_threads(config)
     config.stash[SESSION_KEY] = ClaimSession(config)
     config.pluginmanager.register(_RunHooks(config), "saeclaims-run")
@@ -93,6 +94,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    _session(session.config).note_reads(session.items)
     _session(session.config).load_selected(session.items)
 
 

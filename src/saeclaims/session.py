@@ -16,6 +16,7 @@ import pytest
 from .catalog import CATALOG, Catalog, Claim
 from .ledger import Ledger, LedgerError, Sample, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
+from .reads import VariantReads, reads_problem
 from .settings import RunSettings
 from .stats import Bootstrap, Evidence, bonferroni_confidence
 from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
@@ -67,6 +68,7 @@ class ClaimSession:
         self._subjects: dict[str, object] = {}
         self._failed: dict[str, str] = {}
         self._workbenches: dict[str, object] = {}
+        self.reads: dict[str, VariantReads] = {}  # per subject, what the selected claim tests read (note_reads)
         self._ledgers: dict[str, Ledger] = {}
         self.published: list[PublishedCheck] = []  # the preflight rows of release subjects loaded here
         self.worker_peak: dict[str, float] = {}  # peak memory of xdist workers (their payloads)
@@ -128,6 +130,9 @@ class ClaimSession:
                 problems.append(f"{item.nodeid}: claim {cid!r} is not registered; register it with saeclaims."
                                 f"register_claim(...) in a conftest.py (registered: {', '.join(self.catalog.ids)})")
                 continue
+            bad_reads = reads_problem(marker.kwargs.get("reads"))
+            if bad_reads:
+                problems.append(f"{item.nodeid}: {bad_reads}")
             ref = marker.kwargs.get("reference")
             if ref is not None and ref not in self.catalog.get(cid).references:
                 problems.append(f"{item.nodeid}: reference {ref!r} is not among claim {cid}'s references")
@@ -163,6 +168,26 @@ class ClaimSession:
         self.store.untested_claims = [c for c in self.catalog.ids if c not in tested]
         for spec in self.settings.subjects:
             self.ledger(spec)
+
+    def note_reads(self, items: list[pytest.Item]) -> None:
+        """After deselection, in every process that runs tests: per subject and SAE id, the variants the selected
+        claim tests read (their markers' `reads=`; a test of a scope without a row per hook may read any SAE id).
+        The workbench splices those (reads.py)."""
+        if not self.collected:
+            return
+        for item in items:
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            marker = item.get_closest_marker("claim")
+            if (marker is None or "sae_subject" not in params or marker.kwargs.get("reference") is not None
+                    or marker.args[0] not in self.catalog):
+                continue
+            spec, row = params["sae_subject"], params["sae_hook"]
+            info = self.describe(spec)
+            if info is None:
+                continue
+            per_hook = self.catalog.get(marker.args[0]).scope_info.per_hook
+            ids = [row] if per_hook and row in info.hooks else list(info.hooks)
+            self.reads.setdefault(spec, VariantReads()).add(ids, marker.kwargs.get("reads"))
 
     def load_selected(self, items: list[pytest.Item]) -> None:
         """After deselection: load every subject a selected claim test needs, once, before any test runs,
@@ -262,7 +287,8 @@ class ClaimSession:
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
                 record_series=self.store.add_series,
                 progress=self._uncaptured if s.shows_progress(self.is_worker, self._on_terminal()) else None,
-                eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes)
+                eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes,
+                reads=self.reads.get(spec))
         return self._workbenches[spec]
 
     def _on_terminal(self) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,6 +82,10 @@ class Measurements:
     # intervals already bootstrapped from these measurements (instruments._boot): several claims gate on the
     # same excess, and the figures redraw the claims' statistics
     interval_cache: dict[tuple, Interval] = field(default_factory=dict, compare=False, repr=False)
+    # called with (variant, hook) when `get` finds no such pair: the workbench measures a pair that no claim test
+    # of the run declared and returns its metrics (the read costs a pass of its own instead of failing), or None
+    on_missing: Callable[[str, str], dict[str, np.ndarray] | None] | None = field(default=None, compare=False,
+                                                                                 repr=False)
 
     @property
     def n_seqs(self) -> int:
@@ -92,6 +96,10 @@ class Measurements:
         return int(self.clean_ce.shape[1])
 
     def get(self, variant: str, hook: str, metric: str) -> np.ndarray:
+        if (variant, hook) not in self.metrics and self.on_missing is not None:
+            found = self.on_missing(variant, hook)  # the workbench may measure the pair now
+            if found is not None:
+                self.metrics[(variant, hook)] = found
         try:
             return self.metrics[(variant, hook)][metric]
         except KeyError:
@@ -345,10 +353,17 @@ def stack_rows(model, seq_len: int, device: torch.device, budget_bytes: int | No
     return max(1, budget_bytes // per_row)
 
 
-def variants_at(subject: Subject, key: str, variants: Sequence[str]) -> list[str]:
-    """The variants that apply to SAE `key`: the control only where there is one; W_pos variants only at
-    residual hooks of models with learned absolute positions (claims reading them are not applicable
-    elsewhere, and say why)."""
+# The variants to splice: the same at every SAE, or per SAE id (what the run's claim tests read there; an id
+# not in the mapping gets none).
+VariantsAsked = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+def variants_at(subject: Subject, key: str, variants: VariantsAsked) -> list[str]:
+    """The variants that apply to SAE `key`: of those asked (for `key`, when asked per SAE id), the control only
+    where there is one; W_pos variants only at residual hooks of models with learned absolute positions
+    (claims reading them are not applicable elsewhere, and say why)."""
+    if isinstance(variants, Mapping):
+        variants = variants.get(key, ())
     wpos = subject.has_learned_positions and is_residual(subject.hook_of(key))
     return [v for v in variants if (v != "full_context_sae" or key in subject.full_context_saes)
             and (v not in NEEDS_WPOS or wpos)]
@@ -462,7 +477,7 @@ def _suffix_run(model, hook: str, stack: torch.Tensor, resid_in: torch.Tensor | 
 
 
 @torch.no_grad()
-def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: Sequence[str],
+def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: VariantsAsked,
                  stats: dict[str, HookStats], seed: int = 0, first_row: int = 0,
                  chunk_bytes: int | None = None, max_stack: int | None = None,
                  autocast_dtype: torch.dtype | None = None, fused_attention: bool = True,
@@ -509,7 +524,7 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
         with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
             out = _suffix_run(model, hook, stack, resid_in, rows).float()[:, :-1]
         del stack
-        finals.append(out[: len(own) * b].reshape(len(own), b, t - 1, -1))
+        finals.append(out[: len(own) * b].reshape(len(own), b, t - 1, out.shape[-1]))  # own may be empty
         shared.append(out[len(own) * b :])
         order += [(names[v], h) for v in own]
         order_shared += [(names[v], h) for v in sorted(alike)]
@@ -538,12 +553,15 @@ class _autocast:
 
 
 def measure(subject: Subject, hooks: Sequence[str] | None = None,
-            variants: Sequence[str] = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
+            variants: VariantsAsked = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
             chunk_bytes: int | None = None, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
             n_seqs: int | None = None, fused_attention: bool = True,
             budget_bytes: int | None = None) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements.
+
+    variants: the same at every SAE id, or a mapping from SAE id to its variants (a claims run asks at each
+    hook for what its claim tests read there).
 
     n_seqs: measure only the first n_seqs sequences (e.g. an expensive variant such as `reencode`,
     in a call of its own with `sae` beside it so its statistics stay paired on sequences). The
@@ -574,7 +592,8 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     n, t = tokens.shape
     if n < 1:
         raise ValueError(f"n_seqs must select at least one sequence, got {n_seqs}")
-    res = Measurements(subject=subject.name, hooks=hooks, variants=list(variants),
+    asked = [v for h in hooks for v in variants.get(h, ())] if isinstance(variants, Mapping) else variants
+    res = Measurements(subject=subject.name, hooks=hooks, variants=list(dict.fromkeys(asked)),
                        context_sizes=dict(subject.context_sizes),
                        clean_ce=np.zeros((n, t - 1), dtype=np.float32))
     for h in hooks:

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from .instruments import excess, recovery
+from .reads import VariantReads
 from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
-from .splice import Measurements, measure
+from .splice import Measurements, measure, variants_at
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
 from .subjects import Subject
 from .variants import CLAIM_VARIANTS
@@ -25,8 +26,10 @@ class Workbench:
     def __init__(self, subject: Subject, boot: Bootstrap = DEFAULT_BOOTSTRAP, batch_size: int = 16,
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
                  progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
-                 reencode_seqs: int = 16, budget_bytes: int | None = None):
+                 reencode_seqs: int = 16, budget_bytes: int | None = None, reads: VariantReads | None = None):
         self.subject = subject
+        self.reads = reads  # what the run's claim tests read per SAE id (None: every variant everywhere)
+        self._unread: set[tuple[str, str]] = set()  # pairs measured on demand (warned once each)
         self.budget_bytes = budget_bytes  # splice.measure's transient-block budget (--sae-memory-budget)
         self.boot = boot
         self.seed = boot.seed  # random-direction seed of the splice variants
@@ -40,7 +43,8 @@ class Workbench:
         self._re: Measurements | None = None
 
     def measurements(self, hooks: list[str] | None = None) -> Measurements:
-        """Measurements covering `hooks` (default: every hook); missing hooks are measured together."""
+        """Measurements covering `hooks` (default: every hook); missing hooks are measured together, each with
+        the variants the run's claim tests read there (`reads`; a read of any other is measured on demand)."""
         want = list(hooks) if hooks is not None else self.subject.hooks
         have = set() if self._m is None else set(self._m.hooks)
         missing = [h for h in self.subject.hooks if h in want and h not in have]
@@ -49,14 +53,37 @@ class Workbench:
                 missing = self.subject.hooks
             variants = self.variants()
             # `progress` suspends pytest's capture, so the bar reaches the terminal
+            if self.reads is not None:
+                variants = {h: self.reads.variants_for(h, variants) for h in missing}
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None,
                               budget_bytes=self.budget_bytes)
             self._m = new if self._m is None else _merge(self._m, new, self.subject.sae_ids)
+            self._m.on_missing = self._measure_unread
             for h in missing:
                 self._record_series(h)
         return self._m
+
+    def _measure_unread(self, variant: str, hook: str) -> dict[str, np.ndarray] | None:
+        """A claim test read a variant that no selected test's marker declares at this hook: measure it now, in
+        a pass of its own (same sequences, seed and kernels), and say how to share the main pass instead."""
+        m = self._m
+        if (m is None or hook not in m.hooks or variant not in self.variants()
+                or not variants_at(self.subject, hook, [variant])):
+            return None  # not a variant this run splices here: Measurements.get says what was measured
+        if (variant, hook) in m.metrics:  # measured since the caller's Measurements were merged into m
+            return m.metrics[(variant, hook)]
+        if (variant, hook) not in self._unread:
+            self._unread.add((variant, hook))
+            warnings.warn(f"variant {variant} at {self.subject.name}/{hook} was read, but no selected claim test "
+                          f"declares it (@pytest.mark.claim(..., reads=(...))): measured now in a pass of its own; "
+                          f"add {variant!r} to the reads of the test that reads it", RuntimeWarning, stacklevel=4)
+        with self.progress() if self.progress else contextlib.nullcontext():
+            new = measure(self.subject, [hook], [variant], self.batch_size, self.seed, autocast_dtype=self.autocast,
+                          progress=self.progress is not None, budget_bytes=self.budget_bytes)
+        m.metrics.update(new.metrics)
+        return new.metrics[(variant, hook)]
 
     def variants(self) -> tuple[str, ...]:
         """The variants asked for: the claims' and the control's. Which apply to each SAE (W_pos variants only

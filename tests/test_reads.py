@@ -1,0 +1,68 @@
+"""What a run's claim tests read, per SAE id: markers' reads= checked, united, and narrowed to what is offered."""
+
+from saeclaims.reads import ALWAYS, VariantReads, reads_problem
+
+OFFERED = ("zero", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out")
+
+
+def test_reads_must_be_a_tuple_of_known_variant_names():
+    assert reads_problem(None) is None
+    assert reads_problem(()) is None
+    assert reads_problem(("sae", "shift_pos")) is None and reads_problem(["zero"]) is None
+    assert "must be a tuple of variant names" in reads_problem("sae")  # a string is not a list of names
+    assert "must be a tuple of variant names" in reads_problem(3)
+    assert "unknown variants ['shift']" in reads_problem(("sae", "shift"))
+
+
+def test_reads_unite_per_id_and_undeclared_reads_everything():
+    r = VariantReads()
+    r.add(["a"], ("shift_pos",))
+    r.add(["a", "b"], ("zero",))
+    r.add(["c"], ())
+    assert r.variants_for("a", OFFERED) == ["zero", "sae", "shift_pos"]
+    assert r.variants_for("b", OFFERED) == ["zero", "sae"]
+    assert r.variants_for("c", OFFERED) == list(ALWAYS)
+    assert r.variants_for("not-read", OFFERED) == list(ALWAYS)  # the figures' series read the SAE everywhere
+    r.add(["b"], None)  # a test that declares nothing reads every variant ...
+    r.add(["b"], ("zero",))  # ... whatever else is declared there later
+    assert r.variants_for("b", OFFERED) == list(OFFERED)
+    assert r.variants_for("a", OFFERED) == ["zero", "sae", "shift_pos"]
+
+
+def test_only_offered_variants_are_asked_for():
+    r = VariantReads()
+    r.add(["a"], ("reencode", "mean", "shift_pos"))  # reencode runs in its own call; mean no claim reads
+    assert r.variants_for("a", OFFERED) == ["sae", "shift_pos"]
+
+
+def test_a_run_notes_the_reads_of_its_selected_claim_tests_per_sae_id():
+    """A per-hook claim test reads at its row's SAE id; a test whose scope has one row for the subject (across
+    hooks, the model) may read any id; reference rows read no measurements."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from saeclaims.catalog import Catalog, Claim
+    from saeclaims.session import ClaimSession
+
+    def claim(cid, scope):
+        return Claim(cid, "toy", "s", "https://example.org", "w", "stat", ">", 0.0, "why", scope)
+
+    def item(cid, row, **kwargs):
+        marker = pytest.mark.claim(cid, **kwargs).mark
+        return SimpleNamespace(get_closest_marker=lambda name: marker,
+                               callspec=SimpleNamespace(params={"sae_subject": "subj", "sae_hook": row}))
+
+    ids = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    session = ClaimSession.__new__(ClaimSession)
+    session.catalog = Catalog([claim("per-hook", "all"), claim("across", "across_resid_pre"),
+                               claim("model", "model")])
+    session.collected, session.reads = True, {}
+    session._infos = {"subj": SimpleNamespace(hooks=ids, full_context_hooks=[], hook_of=lambda i: i)}
+    session.note_reads([item("per-hook", ids[0], reads=("shift_pos",)), item("across", "resid_pre", reads=("zero",)),
+                        item("model", "model", reads=()), item("model", "model", reference="ref")])
+    reads = session.reads["subj"]
+    assert reads.variants_for(ids[0], OFFERED) == ["zero", "sae", "shift_pos"]
+    assert reads.variants_for(ids[1], OFFERED) == ["zero", "sae"]
+    session.note_reads([item("per-hook", ids[1])])  # no reads=: everything at its row
+    assert session.reads["subj"].variants_for(ids[1], OFFERED) == list(OFFERED)
