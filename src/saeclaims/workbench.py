@@ -77,8 +77,10 @@ class Workbench:
         if (variant, hook) not in self._unread:
             self._unread.add((variant, hook))
             warnings.warn(f"variant {variant} at {self.subject.name}/{hook} was read, but no selected claim test "
-                          f"declares it (@pytest.mark.claim(..., reads=(...))): measured now in a pass of its own; "
-                          f"add {variant!r} to the reads of the test that reads it", RuntimeWarning, stacklevel=4)
+                          f"declares it there (@pytest.mark.claim(..., reads=(...)) declares the variants a test reads "
+                          f"at its own row's SAE id, or at every id for scopes without a row per hook): measured now "
+                          f"in a pass of its own; add {variant!r} to the reads of the test that reads it",
+                          RuntimeWarning, stacklevel=4)
         with self.progress() if self.progress else contextlib.nullcontext():
             new = measure(self.subject, [hook], [variant], self.batch_size, self.seed, autocast_dtype=self.autocast,
                           progress=self.progress is not None, budget_bytes=self.budget_bytes)
