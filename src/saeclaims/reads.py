@@ -18,10 +18,9 @@ ALWAYS = ("sae",)  # the report's series (loss and L0 by position, recoveries) r
 
 def reads_problem(reads: object) -> str | None:
     """Why a marker's `reads=` is not a list of known variant names, or None when it is."""
-    from .variants import VARIANTS  # torch: imported only once a claim test declares reads
-
     if reads is None:
         return None
+    from .variants import VARIANTS  # imports torch: only once a claim test declares reads
     if isinstance(reads, str) or not isinstance(reads, (tuple, list, set, frozenset)):
         return f"reads={reads!r} must be a tuple of variant names, e.g. reads=('sae', 'shift_pos')"
     unknown = [r for r in reads if r not in VARIANTS]

@@ -178,8 +178,8 @@ class ClaimSession:
         for item in items:
             params = item.callspec.params if hasattr(item, "callspec") else {}
             marker = item.get_closest_marker("claim")
-            if (marker is None or "sae_subject" not in params or marker.kwargs.get("reference") is not None
-                    or marker.args[0] not in self.catalog):
+            if (marker is None or not marker.args or "sae_subject" not in params
+                    or marker.kwargs.get("reference") is not None or marker.args[0] not in self.catalog):
                 continue
             spec, row = params["sae_subject"], params["sae_hook"]
             info = self.describe(spec)

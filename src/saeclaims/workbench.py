@@ -52,9 +52,9 @@ class Workbench:
             if self.eager and self._m is None:
                 missing = self.subject.hooks
             variants = self.variants()
-            # `progress` suspends pytest's capture, so the bar reaches the terminal
             if self.reads is not None:
                 variants = {h: self.reads.variants_for(h, variants) for h in missing}
+            # `progress` suspends pytest's capture, so the bar reaches the terminal
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None,
