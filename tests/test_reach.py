@@ -61,6 +61,14 @@ def test_every_claim_on_every_sae_kind_is_a_verdict_or_not_applicable(run):
     assert "fixed by construction" in na[(MIXED, "encoder-off-distribution", "blocks.0.hook_resid_pre.topk")]
 
 
+def test_the_thread_claims_declare_every_variant_they_read(run):
+    """The claims' markers list what they read (reads=): a read they left out would be measured in a pass of its
+    own with a warning, on every SAE kind these subjects have."""
+    out = run["proc"].stdout + run["proc"].stderr
+    assert run["proc"].returncode == 0, out[-6000:]
+    assert "no selected claim test declares it" not in out, out[-6000:]
+
+
 def test_the_rotary_subject_runs_every_context_claim(run):
     data = run["data"]
     judged = {e["claim"] for e in data["evidence"] if e["subject"] == ROTARY}
