@@ -130,7 +130,7 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
 
 @figure(L0Curve, ("encoder-off-distribution",))
 def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
     for r in records:
         ax.plot(*_smooth(r.l0[1:]), lw=1, label=r.hook)
     for c in sorted({r.context_size for r in records}):
@@ -138,7 +138,9 @@ def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
     ax.set_xlabel("position p")
     ax.set_ylabel("L0: active latents of SAE(x)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7, title="grey dotted: training context", title_fontsize=7)
+    # outside the axes: inside, it hides part of the curves (the layer-0 jump at the context boundary)
+    ax.legend(fontsize=7, title="grey dotted: training context", title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title(f"{subject}: active latents by position (8-position moving mean, log scale)", fontsize=10)
     return _save(fig, out, f"l0_by_position-{_safe(subject)}.png")
 
