@@ -12,15 +12,17 @@ from saeclaims.organism.corpus import cut_documents, split_corpus, windows
 from saeclaims.subjects import load_organism
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "gutenberg"
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
+GPT2_WPOS = CORPUS.parents[1] / "reference" / "gpt2-small" / "W_pos.npy"
+needs_corpus = pytest.mark.skipif(not (CORPUS.is_dir() and GPT2_WPOS.is_file()),
+                                  reason=f"corpus or GPT-2 reference not found under {CORPUS.parents[1]}")
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
+    if not (CORPUS.is_dir() and GPT2_WPOS.is_file()):
+        pytest.skip(f"corpus or GPT-2 reference not found under {CORPUS.parents[1]}")
     out = tmp_path_factory.mktemp("smoke") / "organism"
-    return out, build(CORPUS, out, smoke_spec(seed=1))
+    return out, build(CORPUS, out, smoke_spec(seed=1), GPT2_WPOS)
 
 
 @needs_corpus
@@ -52,7 +54,7 @@ def test_an_interrupted_build_resumes_without_retraining(smoke):
     for f in sae_dir.iterdir():
         f.unlink()
     sae_dir.rmdir()
-    card = build(CORPUS, out, smoke_spec(seed=1))
+    card = build(CORPUS, out, smoke_spec(seed=1), GPT2_WPOS)
     assert (out / "model.safetensors").read_bytes() == model_bytes
     assert sae_dir.exists() and "ctx8/blocks.0.hook_resid_pre" in card["saes"]
 

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=Path("fixtures/organism"))
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
+    b.add_argument("--gpt2-wpos", type=Path, default=Path("../shared/reference/gpt2-small/W_pos.npy"),
+                   help="GPT-2 small's W_pos (.npy), the source of the organism's positional helix")
     m = sub.add_parser("mixed", help="SAEs of several architectures and hooks on the organism's model")
     m.add_argument("--organism", type=Path, default=Path("fixtures/organism"))
     m.add_argument("--corpus", type=Path, default=Path("../shared/corpus/gutenberg"))
@@ -58,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.corpus.is_dir():
         p.error(f"corpus folder {args.corpus} does not exist")
     spec = smoke_spec(args.seed) if args.smoke else BuildSpec(seed=args.seed)
-    card = build(args.corpus, args.out, spec)
-    summary = {k: card[k] for k in ("eval_loss", "w_pos_top3_share")}
+    card = build(args.corpus, args.out, spec, args.gpt2_wpos)
+    summary = {k: card[k] for k in ("eval_loss", "w_pos_top3_share", "stages")}
     summary["saes"] = {k: {"l0": v["in_context"]["l0"], "ev": v["in_context"]["explained_variance"]}
                        for k, v in card["saes"].items()}
     print(json.dumps(summary, indent=2))

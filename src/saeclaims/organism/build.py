@@ -27,22 +27,37 @@ from .model import (
     save_config,
     train_model,
 )
+from .positions import helix_positions, load_reference
 from .saes import SAESpec, hook_names, sae_quality, train_sae
 
 log = logging.getLogger("saeclaims.organism")
 
 
+DEFAULT_GPT2_WPOS = Path("../shared/reference/gpt2-small/W_pos.npy")
+
+
+def _organism_train() -> TrainSpec:
+    """20M tokens at T 1024, half the sequences with planted long-range repeats (model.py says why)."""
+    return TrainSpec(tokens=20_000_000, batch_seqs=8, repeat_fraction=0.5)
+
+
+def _organism_sae() -> SAESpec:
+    return SAESpec(d_sae=2048, training_tokens=3_000_000, l1_coefficient=1.5)
+
+
 @dataclass(frozen=True)
 class BuildSpec:
+    """Organism 2: GPT-2's W_pos helix, n_ctx 1024, SAEs at context 128 (as gpt2-small-res-jb) and 1024."""
+
     seed: int = 0
     vocab_size: int = 4096
-    doc_bytes: int = 16_000
+    doc_bytes: int = 32_000
     eval_fraction: float = 0.05
     n_eval_seqs: int = 128
     max_bytes_per_book: int | None = None
     model: ModelSpec = field(default_factory=ModelSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    sae: SAESpec = field(default_factory=SAESpec)
+    train: TrainSpec = field(default_factory=_organism_train)
+    sae: SAESpec = field(default_factory=_organism_sae)
     sae_hooks: tuple[str, ...] | None = None
     context_ratio: int = 8
     full_context_family: bool = True
@@ -66,7 +81,8 @@ def smoke_spec(seed: int = 0) -> BuildSpec:
         n_eval_seqs=8,
         max_bytes_per_book=12_000,
         model=ModelSpec(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, d_vocab=400),
-        train=TrainSpec(tokens=20_000, batch_seqs=8, warmup_steps=5, checkpoint_every=20),
+        train=TrainSpec(tokens=20_000, batch_seqs=8, warmup_steps=5, checkpoint_every=20, repeat_fraction=0.5,
+                        repeat_len=(4, 8), repeat_lag=(16, 40)),
         sae=SAESpec(d_sae=64, training_tokens=16_384, l1_coefficient=1.0, lr=1e-3,
                     train_batch_size_tokens=1024),
         sae_hooks=("blocks.0.hook_resid_pre",),
@@ -121,7 +137,30 @@ def _stage_data(spec: BuildSpec, corpus_dir: Path, out: Path, work: Path, card: 
     return stream, bos
 
 
-def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict):
+def _positions(spec: BuildSpec, gpt2_wpos: Path, card: dict) -> np.ndarray | None:
+    """GPT-2's helix for the model's W_pos (None: sinusoidal), with its facts in the card."""
+    if spec.model.positions == "sinusoidal":
+        return None
+    if spec.model.positions != "gpt2":
+        raise ValueError(f"unknown positions {spec.model.positions!r}: use 'gpt2' or 'sinusoidal'")
+    from ..artifacts import sha256_file
+
+    ref = load_reference(gpt2_wpos)
+    helix = helix_positions(ref, spec.model.n_ctx, spec.model.d_model, 1.0, spec.model.position_share, spec.seed,
+                            sha256_file(gpt2_wpos))
+    card["positions"] = {
+        "source": "GPT-2 small W_pos (shared/reference/gpt2-small/W_pos.npy)",
+        "source_sha256": helix.source_sha256,
+        "n_components": helix.n_components,
+        "variance_share_of_reference": helix.variance_share,
+        "map_seed": helix.map_seed,
+        "frozen": True,
+        "pos_to_token_norm_at_init": spec.model.pos_to_token_norm,
+    }
+    return helix.table
+
+
+def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict, gpt2_wpos: Path):
     from safetensors.torch import load_file, save_file
 
     from .layout import make_model
@@ -129,8 +168,9 @@ def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict
     model_path, cfg_path = out / MODEL_FILE, out / MODEL_CONFIG
     eval_tokens = np.load(out / EVAL_TOKENS)
     if not model_path.exists():
+        positions = _positions(spec, gpt2_wpos, card)
         model, cfg, seen, train_s = train_model(stream, bos, spec.model, spec.train, spec.seed, work,
-                                                eval_tokens)
+                                                eval_tokens, positions)
         sd = process_for_release(model)
         cfg = {**cfg, "normalization_type": model.cfg.normalization_type}
         save_file(sd, str(model_path.with_suffix(".tmp")))
@@ -172,6 +212,8 @@ def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
         f"rows 1..{spec.short_ctx - 1}": top_k_variance_share(w_pos[1 : spec.short_ctx], 3),
         f"rows 1..{spec.model.n_ctx - 1}": top_k_variance_share(w_pos[1 : spec.model.n_ctx], 3),
     }
+    card["pos_to_token_norm"] = float(np.linalg.norm(w_pos[1:], axis=1).mean()
+                                      / np.linalg.norm(model.W_E.detach().numpy(), axis=1).mean())
     q_tokens = eval_tokens[: spec.quality_seqs]
     card["saes"] = {}
     for ctx_dir in sorted((out / "saes").iterdir()):
@@ -190,7 +232,7 @@ def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
             card["saes"][f"{ctx_dir.name}/{d.name}"] = entry
 
 
-def build(corpus_dir: Path, out: Path, spec: BuildSpec) -> dict:
+def build(corpus_dir: Path, out: Path, spec: BuildSpec, gpt2_wpos: Path = DEFAULT_GPT2_WPOS) -> dict:
     from .. import __version__
     from ..artifacts import hash_tree
 
@@ -207,7 +249,7 @@ def build(corpus_dir: Path, out: Path, spec: BuildSpec) -> dict:
     t0 = time.time()
     stream, bos = _stage_data(spec, corpus_dir, out, work, card)
     card["bos_token_id"] = int(bos)
-    model = _stage_model(spec, stream, bos, out, work, card)
+    model = _stage_model(spec, stream, bos, out, work, card, gpt2_wpos)
     _stage_saes(spec, model, stream, bos, out, card)
     _measure(spec, model, out, card)
     card["stages"]["last_run_s"] = round(time.time() - t0, 1)

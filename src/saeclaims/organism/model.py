@@ -1,8 +1,15 @@
 """The organism's language model: a GPT-2-style HookedTransformer trained from scratch on CPU.
 
 GPT-2's learned W_pos is a low-dimensional helix; a briefly trained small model keeps a near-random
-one. The organism's W_pos starts sinusoidal and is exempt from weight decay so that the positional
-claims have structure to test, as they do on gpt2-small.
+one. The organism's W_pos is GPT-2's own, reduced to its top principal components (`positions.py`) and
+frozen in training, so that the positional claims have GPT-2's geometry to test. (`positions=None`: a
+sinusoidal start, trained without weight decay, as the first organism had.)
+
+GPT-2 uses context far beyond the 128 tokens its SAEs were trained on; a small model trained briefly on
+books barely does. Part of each training batch therefore carries planted long-range repeats (spans copied
+hundreds of tokens later, `TrainSpec.repeat_*`), so that induction-like heads form and the model's loss on
+natural text keeps falling with position. Training runs attention through SDPA and the fused norms and
+GELU (`attention.py`, `fused_ops.py`), equal to TransformerLens's own forward and ~3.5x faster at T 1024.
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..attention import fused_attention
+from ..fused_ops import fused_norms_and_activations
 from .layout import make_model
 
 log = logging.getLogger("saeclaims.organism")
 
-POSITION_BINS: tuple[tuple[int, int], ...] = ((0, 8), (8, 64), (64, 128), (128, 256), (256, 512))
+POSITION_BINS: tuple[tuple[int, int], ...] = (
+    (0, 8), (8, 64), (64, 128), (128, 256), (256, 512), (512, 1024),
+)
 WEIGHT_PROCESSING = {"fold_ln": True, "center_writing_weights": True, "center_unembed": True}
 
 
@@ -32,8 +43,14 @@ class ModelSpec:
     d_model: int = 128
     n_heads: int = 4
     d_mlp: int = 512
-    n_ctx: int = 512
+    n_ctx: int = 1024
     d_vocab: int = 4096
+    # W_pos: "gpt2" (GPT-2's helix, frozen; `positions.py`) or "sinusoidal" (trained, the first organism's)
+    positions: str = "gpt2"
+    position_share: float = 0.98  # GPT-2 components kept: as many as reach this share of the variance
+    # Mean norm of W_pos rows 1.. over the mean norm of W_E rows at initialisation. GPT-2 small: W_pos rows
+    # 1..1023 average 3.38 (measured on the reference); its W_E rows about 4 (approximate, not in shared/).
+    pos_to_token_norm: float = 0.85
 
     def config_dict(self, seed: int) -> dict:
         return {
@@ -62,6 +79,36 @@ class TrainSpec:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     checkpoint_every: int = 50
+    # Planted long-range repeats: this share of training sequences gets `repeat_spans` spans of
+    # repeat_len tokens copied `repeat_lag` tokens later (both drawn uniformly from the ranges).
+    repeat_fraction: float = 0.0
+    repeat_spans: int = 2
+    repeat_len: tuple[int, int] = (16, 64)
+    repeat_lag: tuple[int, int] = (128, 896)
+    fused: bool = True
+
+
+def plant_repeats(batch: np.ndarray, rng: np.random.Generator, spec: TrainSpec) -> np.ndarray:
+    """Copy spans of some rows (position >= 1: BOS stays) to a later place in the same row, in place.
+
+    A span [s, s+L) is written to [s+lag, s+lag+L); later spans may overwrite earlier ones, so a row holds
+    at most `repeat_spans` repeats. Rows too short for the smallest lag are left alone.
+    """
+    n, t = batch.shape
+    lo_len, hi_len = spec.repeat_len
+    lo_lag, hi_lag = spec.repeat_lag
+    for i in range(n):
+        if rng.random() >= spec.repeat_fraction:
+            continue
+        for _ in range(spec.repeat_spans):
+            length = int(rng.integers(lo_len, hi_len + 1))
+            max_lag = min(hi_lag, t - 1 - length - 1)
+            if max_lag < lo_lag:
+                continue
+            lag = int(rng.integers(lo_lag, max_lag + 1))
+            start = int(rng.integers(1, t - lag - length + 1))
+            batch[i, start + lag : start + lag + length] = batch[i, start : start + length]
+    return batch
 
 
 def sinusoidal_positions(n_ctx: int, d_model: int, row_norm: float) -> torch.Tensor:
@@ -77,6 +124,8 @@ def sinusoidal_positions(n_ctx: int, d_model: int, row_norm: float) -> torch.Ten
 def _param_groups(model, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (decay if p.ndim >= 2 and name != "pos_embed.W_pos" else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -88,17 +137,37 @@ def _lr_at(step: int, total: int, spec: TrainSpec) -> float:
     return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
+def initial_model(mspec: ModelSpec, seed: int, positions: np.ndarray | None = None):
+    """The untrained model: TransformerLens's initialisation, then W_pos set. `positions` (any scale) is
+    rescaled to `pos_to_token_norm` times W_E's mean row norm and frozen."""
+    torch.manual_seed(seed)
+    model = make_model(mspec.config_dict(seed))
+    with torch.no_grad():
+        if positions is None:
+            row_norm = model.embed.W_E.norm(dim=1).mean().item()
+            model.pos_embed.W_pos.copy_(sinusoidal_positions(mspec.n_ctx, mspec.d_model, row_norm))
+        else:
+            table = torch.from_numpy(np.asarray(positions, dtype=np.float32))
+            token_norm = model.embed.W_E.norm(dim=1).mean()
+            table = table * (mspec.pos_to_token_norm * token_norm / table[1:].norm(dim=1).mean())
+            model.pos_embed.W_pos.copy_(table)
+            model.pos_embed.W_pos.requires_grad_(False)
+    return model
+
+
+def training_loss(model, batch: torch.Tensor, fused: bool) -> torch.Tensor:
+    """The next-token loss; with `fused`, through SDPA and the fused norms/GELU (same function)."""
+    with fused_attention(model, enabled=fused), fused_norms_and_activations(model, enabled=fused):
+        return model(batch, return_type="loss")
+
+
 def train_model(
     stream: np.ndarray, bos: int, mspec: ModelSpec, tspec: TrainSpec, seed: int, work: Path,
-    eval_tokens: np.ndarray | None = None,
+    eval_tokens: np.ndarray | None = None, positions: np.ndarray | None = None,
 ):
     """Train with resumable checkpoints in `work`; an interrupted build picks up where it stopped."""
-    torch.manual_seed(seed)
     cfg = mspec.config_dict(seed)
-    model = make_model(cfg)
-    with torch.no_grad():
-        row_norm = model.embed.W_E.norm(dim=1).mean().item()
-        model.pos_embed.W_pos.copy_(sinusoidal_positions(mspec.n_ctx, mspec.d_model, row_norm))
+    model = initial_model(mspec, seed, positions)
     opt = torch.optim.AdamW(_param_groups(model, tspec.weight_decay), lr=tspec.lr, betas=(0.9, 0.95))
     seq_tokens = tspec.batch_seqs * mspec.n_ctx
     total_steps = max(1, tspec.tokens // seq_tokens)
@@ -114,7 +183,6 @@ def train_model(
         step = state["step"]
         elapsed_before = state.get("elapsed_s", 0.0)
         log.info("resuming model training at step %d/%d", step, total_steps)
-    stream_t = torch.from_numpy(stream.astype(np.int64))
     model.train()
     t0 = time.time()
     bar = tqdm(total=total_steps, initial=step, desc="model", unit="step")
@@ -122,11 +190,14 @@ def train_model(
         # Offsets depend only on (seed, step): resuming reproduces the same batches.
         g = np.random.default_rng([seed, step])
         offsets = g.integers(0, len(stream) - body, size=tspec.batch_seqs)
-        batch = torch.stack([stream_t[o : o + body] for o in offsets])
-        batch = torch.cat([torch.full((tspec.batch_seqs, 1), bos, dtype=torch.long), batch], dim=1)
+        rows = np.stack([stream[o : o + body] for o in offsets]).astype(np.int64)
+        rows = np.concatenate([np.full((tspec.batch_seqs, 1), bos, dtype=np.int64), rows], axis=1)
+        if tspec.repeat_fraction > 0:
+            plant_repeats(rows, g, tspec)
+        batch = torch.from_numpy(rows)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, total_steps, tspec)
-        loss = model(batch, return_type="loss")
+        loss = training_loss(model, batch, tspec.fused)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tspec.grad_clip)
@@ -161,9 +232,10 @@ def per_token_loss(model, tokens: np.ndarray, batch: int = 16) -> np.ndarray:
     """Next-token loss [n_seq, T-1]; column p is the loss of predicting token p+1 at position p."""
     model.eval()
     out = []
-    for i in range(0, len(tokens), batch):
-        t = torch.from_numpy(tokens[i : i + batch].astype(np.int64))
-        out.append(model(t, return_type="loss", loss_per_token=True).float().numpy())
+    with fused_attention(model), fused_norms_and_activations(model):
+        for i in range(0, len(tokens), batch):
+            t = torch.from_numpy(tokens[i : i + batch].astype(np.int64))
+            out.append(model(t, return_type="loss", loss_per_token=True).float().numpy())
     return np.concatenate(out)
 
 
