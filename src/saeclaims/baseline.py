@@ -16,10 +16,8 @@ import numpy as np
 from scipy import stats as sps
 
 from .catalog import Claim
-from .schema import BaselineComparison, DriftRow, ReportFile, ReportFileError, load_report
+from .schema import REPLICATES_FILE, BaselineComparison, DriftRow, ReportFile, ReportFileError, load_report
 from .stats import Evidence
-
-REPLICATES_FILE = "replicates.npz"
 
 
 def row_key(subject: str, claim: str, hook: str) -> str:

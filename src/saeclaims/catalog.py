@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 DIRECTIONS = (">", ">=", "<", "<=")
+NO_HOOK = "no-hook"  # the one row of a per-SAE claim on a subject with no SAE in its scope (not applicable)
 CLAIM_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -115,6 +116,7 @@ class Claim:
     references: tuple[str, ...] = field(default_factory=tuple)
     tolerance: float | None = None  # practical size of a change that counts as drift (--baseline)
     tolerance_why: str = ""
+    figures: tuple[str, ...] = field(default_factory=tuple)  # report figures shown with it (figures.py names)
 
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):
@@ -127,6 +129,7 @@ class Claim:
             raise ClaimError(f"claim {self.id}: scope {self.scope!r} matches no hooks; use one of "
                              f"{', '.join(SCOPES)} or register_scope(...) your own")
         object.__setattr__(self, "references", tuple(self.references))
+        object.__setattr__(self, "figures", tuple(self.figures))
         if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ClaimError(f"claim {self.id}: tolerance {self.tolerance!r} must be a finite number >= 0")
 
@@ -150,6 +153,11 @@ class Claim:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> Claim:
+        """The claim `to_dict` wrote (JSON turns its tuples into lists; the constructor turns them back)."""
+        return cls(**fields)
 
 
 class Catalog:
@@ -203,7 +211,3 @@ def register_claim(claim: Claim | None = None, /, **fields) -> Claim:
     elif fields:
         raise ClaimError("register_claim takes a Claim or keyword fields, not both")
     return CATALOG.register(claim)
-
-
-def get_claim(claim_id: str) -> Claim:
-    return CATALOG.get(claim_id)

@@ -12,56 +12,40 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .catalog import Claim
 from .preflight import EXPLAINED_VARIANCE, L0, MISMATCH, TOLERANCES, PublishedCheck
-from .stats import Evidence
+from .schema import REPLICATES_FILE, SCHEMA_VERSION, ReportFile, ReportHeader, dump
+from .stats import Evidence, bonferroni_confidence
 from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
+from .subjects.core import hook_in_id, hook_order, package_versions
 
 FIG_DIR = "report"
 
 
-@dataclass
-class ReportHeader:
-    """What was run, where and how: enough to reproduce it and to know whether two runs are comparable."""
-
-    subjects: dict[str, SubjectRecord]
-    device: str
-    dtype: str
-    seed: int
-    family_confidence: float
-    family_size: int
-    wall_s: float
-    git_commit: str
-    python: str
-    versions: dict[str, str] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    published: list[PublishedCheck] = field(default_factory=list)  # release SAEs vs sae_lens's published stats
-    peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
-
-    @classmethod
-    def collect(cls, subjects: dict[str, SubjectRecord], device: str, dtype: str, seed: int,
-                family_confidence: float, family_size: int, wall_s: float, root: Path,
-                options: dict[str, Any] | None = None,
-                published: list[PublishedCheck] | None = None,
-                peak_memory_mib: dict[str, float] | None = None) -> ReportHeader:
-        from .subjects import package_versions
-
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                    text=True, timeout=10).stdout.strip() or "unknown"
-            dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "claims", "fixtures"],
-                                   cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-            if dirty and commit != "unknown":
-                commit += " (with uncommitted changes)"
-        except (OSError, subprocess.SubprocessError):
-            commit = "unknown"
-        return cls(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
-                   family_confidence, family_size, wall_s, commit, platform.python_version(),
-                   package_versions(), dict(options or {}), list(published or []), dict(peak_memory_mib or {}))
+def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, seed: int,
+                   family_confidence: float, family_size: int, wall_s: float, root: Path,
+                   options: dict[str, Any] | None = None,
+                   published: list[PublishedCheck] | None = None,
+                   peak_memory_mib: dict[str, float] | None = None) -> ReportHeader:
+    """The header of this run: the given facts plus the git commit, Python and package versions."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "claims", "fixtures"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        if dirty and commit != "unknown":
+            commit += " (with uncommitted changes)"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return ReportHeader(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
+                        family_confidence, family_size, wall_s, commit, platform.python_version(),
+                        package_versions(), dict(options or {}), list(published or []), dict(peak_memory_mib or {}))
 
 
 def _memory(peak: dict[str, float]) -> str:
@@ -77,8 +61,6 @@ def _fmt(x: float) -> str:
 
 
 def _order(ev: dict, ids: list[str]) -> tuple:
-    from .subjects.core import hook_in_id, hook_order
-
     h = ev["hook"]  # an SAE id: ordered by the hook it names, then by id
     named = hook_in_id(h)
     return (ev["subject"], ids.index(ev["claim"]) if ev["claim"] in ids else 99,
@@ -204,8 +186,6 @@ def _published_run_lines(checks: list[PublishedCheck]) -> list[str]:
 def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicable: list[NotApplicable],
                     figures: dict[str, list[str]], claims: list[Claim], untested: list[str] = (),
                     outcomes: list[Outcome] = (), baseline: Any = None) -> str:
-    from .stats import bonferroni_confidence
-
     per_test = bonferroni_confidence(header.family_confidence, header.family_size)
     out = ["# SAE claims report", "",
            "Generated by `pytest claims -m gpu` (sae-claims); do not edit by hand.", ""]
@@ -273,29 +253,23 @@ def write_report(path: Path, header: ReportHeader, store: EvidenceStore) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_write(path)
-    claims = [Claim(**{**c, "references": tuple(c.get("references", ()))}) for c in store.claims]
+    claims = [Claim.from_dict(c) for c in store.claims]
     ids = [c.id for c in claims]
     evidence = sorted(store.evidence, key=lambda e: _order(asdict(e), ids))
     tmp_dir = Path(tempfile.mkdtemp(prefix=".report-", dir=path.parent))
     tmp_md = path.with_name(f".{path.name}.tmp")
     try:
-        from .figures import draw_all
+        from .figures import draw_all  # matplotlib loads only when a report is drawn
 
-        figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable)
-        from .schema import SCHEMA_VERSION, ReportFile, dump
-
+        figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable, claims)
         outcomes = sorted(store.outcomes.values(), key=lambda o: o.nodeid)
         report = ReportFile(SCHEMA_VERSION, header, evidence, list(store.not_applicable), outcomes, store.baseline)
         (tmp_dir / "report.json").write_text(dump(report))
         if store.baseline is not None:
-            from .figures import drift_figure
+            from .figures import drift_figure  # matplotlib loads only when a report is drawn
 
             figures["_baseline"] = [drift_figure(tmp_dir, store.baseline, {c.id: c.family for c in claims})]
         if store.replicates:
-            import numpy as np
-
-            from .baseline import REPLICATES_FILE
-
             np.savez_compressed(tmp_dir / REPLICATES_FILE,
                                 **{k: np.asarray(v, dtype=np.float32) for k, v in store.replicates.items()})
         md = render_markdown(header, evidence, store.not_applicable, figures, claims, store.untested_claims,

@@ -14,16 +14,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import ReportHeader
+from .preflight import PublishedCheck
 from .stats import Evidence
-from .store import NotApplicable, Outcome
+from .store import NotApplicable, Outcome, SubjectRecord
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+REPLICATES_FILE = "replicates.npz"  # beside report.json: each row's bootstrap replicates (for --baseline)
 
 
 class ReportFileError(ValueError):
     """A file given as a report is not one, or is of another schema version; the message says which."""
+
+
+@dataclass
+class ReportHeader:
+    """What was run, where and how: enough to reproduce it and to know whether two runs are comparable."""
+
+    subjects: dict[str, SubjectRecord]
+    device: str
+    dtype: str
+    seed: int
+    family_confidence: float
+    family_size: int
+    wall_s: float
+    git_commit: str
+    python: str
+    versions: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    published: list[PublishedCheck] = field(default_factory=list)  # release SAEs vs sae_lens's published stats
+    peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
 
 
 @dataclass

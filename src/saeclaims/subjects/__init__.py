@@ -1,18 +1,19 @@
 """Test subjects: a HookedTransformer, its residual-stream SAEs and the tokens they are judged on.
 
-Three sources share one loading path: the shipped organism (offline, default), a sae_lens release
-from the model hub, and `local:<dir>` (SAEs saved by sae_lens plus a TransformerLens name or a local
-HF checkpoint). Everything is validated on load, because sae_lens's `add_sae` only logs a hook it
-cannot find and a silently skipped SAE would make every claim test vacuous.
+Four sources share one loading path: the shipped organism (offline, default), a sae_lens release
+from the model hub, `local:<dir>` (SAEs saved by sae_lens plus a TransformerLens name or a local HF
+checkpoint) and `smollm2` (the project's SAEs on SmolLM2-135M). Everything is validated on load,
+because sae_lens's `add_sae` only logs a hook it cannot find and a silently skipped SAE would make
+every claim test vacuous.
 
 Modules: `core` (the Subject type), `validation`, `loading` (shared model/SAE/hub/token code), one
-module per source (`organism`, `release`, `local`), `describe` (hooks without loading) and
+module per source (`organism`, `release`, `local`, `smollm2`), `describe` (hooks without loading) and
 `registry` (spec -> source). Patch a function in the module that defines it, e.g.
 `saeclaims.subjects.loading.hub_reachable`: the names below are re-exports.
 """
 
 from .core import RESID_HOOK, HubUnavailableError, Subject, SubjectError, hook_order, package_versions, start_layer
-from .describe import SubjectInfo, hooks_in_scope
+from .describe import SubjectInfo
 from .loading import (
     _hub_errors,
     _select_tokens,
@@ -49,7 +50,6 @@ __all__ = [
     "describe_subject",
     "find_source",
     "hook_order",
-    "hooks_in_scope",
     "hub_reachable",
     "load_hooked_model",
     "load_local",

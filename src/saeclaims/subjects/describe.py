@@ -118,10 +118,3 @@ def _ordered(ids: Iterable[str | None], hook_of=lambda i: i) -> list[str]:
     for i in out:
         hook_kind(hook_of(i))
     return sorted(out, key=lambda i: (*hook_order(hook_of(i)), i))
-
-
-def hooks_in_scope(info: SubjectInfo, scope: str) -> list[str]:
-    """The SAE ids a claim with this scope is parametrised over (see catalog.SCOPES)."""
-    from ..catalog import SCOPES
-
-    return SCOPES[scope].rows(info) if scope in SCOPES else []

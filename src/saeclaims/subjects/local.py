@@ -7,6 +7,7 @@ the folder holds the checkpoint and eval_tokens.npy.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,9 @@ from .validation import validate_subject
 PREFIX = "local:"
 
 
-def _smollm2_model(device: str):
-    from .smollm2 import load_smollm2_model
-
-    return load_smollm2_model(device)
-
-
-# subject.json "model" values that name a model no hub or folder holds (loaded by the project's own code)
-BUILTIN_MODELS = {"smollm2": _smollm2_model}
+# subject.json "model" values that name a model no hub or folder holds, loaded by the project's own code: the
+# module that provides one registers it here (smollm2.py registers "smollm2"), so this module imports none.
+BUILTIN_MODELS: dict[str, Callable[[str], object]] = {}
 
 
 def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = None,

