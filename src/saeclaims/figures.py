@@ -1,7 +1,7 @@
 """The report's figures (matplotlib, Agg), one function per figure, each returning its file name.
 
-Each figure declares the typed series it draws (`series.py`) and the claims that own it, so the
-report places it under those claims; `draw_all` knows no claim ids.
+Each figure declares the typed series it draws (`series.py`); a claim names the figures shown with it
+(`Claim.figures`, where it is registered), so the library knows no claim ids.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .catalog import Claim  # noqa: E402
 from .positional import principal_projection  # noqa: E402
 from .series import (  # noqa: E402
     DecodedPositions,
@@ -44,22 +45,25 @@ VERDICT_COLOR = {"holds": "C2", "refuted": "C3", "inconclusive": "0.55"}
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A figure: the series type it draws, the claims that own it, and whether it is drawn per subject."""
+    """A figure: its name (what a claim's `figures=` names), the series type it draws, whether per subject."""
 
     draw: Callable
     series: type
-    owners: tuple[str, ...]
     per_subject: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.draw.__name__
 
 
 FIGURES: list[FigureSpec] = []
 
 
-def figure(series: type, owners: tuple[str, ...], per_subject: bool = True):
-    """Register a figure function `draw(out, subject, records) -> file name | None`."""
+def figure(series: type, per_subject: bool = True):
+    """Register a figure function `draw(out, subject, records) -> file name | None`, named by the function."""
 
     def deco(fn):
-        FIGURES.append(FigureSpec(fn, series, tuple(owners), per_subject))
+        FIGURES.append(FigureSpec(fn, series, per_subject))
         return fn
 
     return deco
@@ -98,9 +102,7 @@ def _short(hook: str) -> str:
     return hook.replace("blocks.", "").replace(".hook_", " ")
 
 
-@figure(PositionCurves, ("beyond-context-degrades", "adding-wpos-recovers", "errors-worse-than-random",
-                         "token-only-goes-poorly", "full-context-training-fixes", "later-layers-worse-in-context",
-                         "beyond-context-worst-early"))
+@figure(PositionCurves)
 def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> str:
     fig, axes = _grid(len(records))
     for ax, r in zip(axes, records):
@@ -128,7 +130,7 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
     return _save(fig, out, f"dce_by_position-{_safe(subject)}.png", layout=False)
 
 
-@figure(L0Curve, ("encoder-off-distribution",))
+@figure(L0Curve)
 def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for r in records:
@@ -145,8 +147,7 @@ def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
     return _save(fig, out, f"l0_by_position-{_safe(subject)}.png")
 
 
-@figure(Recoveries, ("adding-wpos-recovers", "layer0-error-is-positional", "positional-error-not-most-later",
-                     "position-not-most-of-it-input", "position-not-most-of-it-output"))
+@figure(Recoveries)
 def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
     variants = list(dict.fromkeys(v for r in records for v in r.variants))
     fig, ax = plt.subplots(figsize=(7.5, 4))
@@ -172,6 +173,7 @@ def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
     ax.set_xticks(np.arange(len(records)) + 0.4 - width / 2)
     ax.set_xlim(-0.5, len(records) - 0.2)
     ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
+    ax.set_xlabel("hook")
     ax.set_ylabel("share of the excess loss recovered")
     ax.legend(fontsize=6, loc="upper right")
     ax.set_title(f"{subject}: recovery of the beyond-context excess dCE_sae(O) - dCE_sae(I), per repair\n"
@@ -179,7 +181,7 @@ def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
     return _save(fig, out, f"recovery-{_safe(subject)}.png")
 
 
-@figure(HookNorms, ("layer0-norm-order-of-magnitude-smaller", "wpos-small-share-later"))
+@figure(HookNorms)
 def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(range(len(records)), [r.x_norm for r in records], label="mean ||x|| (positions >= 1)")
@@ -188,6 +190,7 @@ def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
         ax.axhline(wpn, color="C1", ls="--", label="mean ||W_pos[p]||")
     ax.set_xticks(range(len(records)))
     ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
+    ax.set_xlabel("hook")
     ax.set_yscale("log")
     ax.set_ylabel("L2 norm (log scale)")
     ax.legend(fontsize=7)
@@ -195,7 +198,7 @@ def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
     return _save(fig, out, f"norms-{_safe(subject)}.png")
 
 
-@figure(WposRows, ("wpos-helix",), per_subject=False)
+@figure(WposRows, per_subject=False)
 def wpos_pca(out: Path, subject: str, records: list[WposRows]) -> str:
     fig = plt.figure(figsize=(4.8 * len(records), 4.4))
     for i, r in enumerate(records):
@@ -214,7 +217,7 @@ def wpos_pca(out: Path, subject: str, records: list[WposRows]) -> str:
     return _save(fig, out, "wpos_pca.png")
 
 
-@figure(FeatureShares, ("features-disjoint-layer0",))
+@figure(FeatureShares)
 def feature_split_hist(out: Path, subject: str, records: list[FeatureShares]) -> str:
     r = records[-1]
     tok, pos = np.asarray(r.token_share), np.asarray(r.position_share)
@@ -230,7 +233,7 @@ def feature_split_hist(out: Path, subject: str, records: list[FeatureShares]) ->
     return _save(fig, out, f"feature_split-{_safe(subject)}.png")
 
 
-@figure(DecodedPositions, ("sae-thinks-earlier",))
+@figure(DecodedPositions)
 def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositions]) -> str:
     r = records[-1]
     y = np.asarray(r.mean_decoded)
@@ -240,6 +243,7 @@ def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositio
     ax.plot(x, x, color="grey", ls="--", lw=0.8, label="true position")
     ax.axhline(r.context_size, color="C3", ls=":", label="training context")
     ax.set_xlabel("true position")
+    ax.set_ylabel("position decoded from SAE(x)")
     ax.legend(fontsize=7)
     ax.set_title(f"{subject}: position decoded from the layer-0 reconstruction", fontsize=10)
     return _save(fig, out, f"decoded_positions-{_safe(subject)}.png")
@@ -292,9 +296,10 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     return _save(fig, out, f"evidence-{claim}.png")
 
 
-def draw_all(out: Path, evidence: list[Evidence], series: list[Series],
-             not_applicable: list | None = None) -> dict[str, list[str]]:
-    """Draw every figure the evidence and series allow; map claim id -> figure files."""
+def draw_all(out: Path, evidence: list[Evidence], series: list[Series], not_applicable: list | None = None,
+             claims: list[Claim] = ()) -> dict[str, list[str]]:
+    """Draw every figure the evidence and series allow; map claim id -> figure files (a figure goes to the
+    claims whose `figures` name it)."""
     figs: dict[str, list[str]] = {}
 
     def add(owners, name):
@@ -308,11 +313,12 @@ def draw_all(out: Path, evidence: list[Evidence], series: list[Series],
         records = [s for s in series if isinstance(s, spec.series)]
         if not records:
             continue
+        owners = [c.id for c in claims if spec.name in c.figures]
         if not spec.per_subject:
-            add(spec.owners, spec.draw(out, "all", records))
+            add(owners, spec.draw(out, "all", records))
             continue
         for subject in dict.fromkeys(r.subject for r in records):
-            add(spec.owners, spec.draw(out, subject, [r for r in records if r.subject == subject]))
+            add(owners, spec.draw(out, subject, [r for r in records if r.subject == subject]))
     return figs
 
 

@@ -16,6 +16,8 @@ Format::
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -171,16 +173,10 @@ def draft(evidence: list[dict], subject: str, catalog: Catalog = CATALOG, sample
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
     p = argparse.ArgumentParser(prog="python -m saeclaims.ledger", description="draft a ledger from a run")
     p.add_argument("report_json", type=Path)
     p.add_argument("--subject", default="organism")
     args = p.parse_args(argv)
-    from .thread import register_thread_claims
-
-    register_thread_claims()
     payload = json.loads(args.report_json.read_text())
     subj = payload.get("header", {}).get("subjects", {}).get(args.subject, {})
     sample = Sample(subj["n_seqs"], subj["seq_len"]) if "n_seqs" in subj else None

@@ -69,10 +69,6 @@ class EvidenceStore:
         key = series_key(s)
         self.series = [x for x in self.series if series_key(x) != key] + [s]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.evidence or self.not_applicable)
-
     def to_json(self) -> str:
         return json.dumps({
             "evidence": [asdict(e) for e in self.evidence],
