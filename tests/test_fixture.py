@@ -5,8 +5,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saeclaims.fixture import NO_HOOK, ClaimFixture, ClaimUsageError
+from saeclaims.catalog import CATALOG, NO_HOOK
+from saeclaims.fixture import ClaimFixture, ClaimUsageError, RunAccess
 from saeclaims.ledger import Ledger
+from saeclaims.recording import Recorder
 from saeclaims.stats import Bootstrap, Interval
 from saeclaims.store import EvidenceStore
 from saeclaims.thread import THREAD_CLAIMS
@@ -17,34 +19,22 @@ HOOK = "blocks.0.hook_resid_pre"
 
 
 class FakeSession:
+    """The two narrow things the fixture gets: a run (subject, bootstrap) and the real recorder on a fresh store."""
+
     def __init__(self, subject, ledger=None):
-        self._subject = subject
         self.store = EvidenceStore()
-        self.bootstrap = Bootstrap(0.99, 0, 200)
-        self._ledger = ledger or Ledger("tiny")
+        ledger = ledger or Ledger("tiny")
+        self.recorder = Recorder(self.store, CATALOG, lambda name: ledger, lambda: None, lambda: 0.99, 0, 200)
+        self.run = RunAccess(lambda name: subject, _no_workbench, lambda: Bootstrap(0.99, 0, 200))
 
-    def subject(self, name):
-        return self._subject
 
-    def sample(self, name):
-        return None
-
-    def ledger(self, name):
-        return self._ledger
-
-    def record(self, ev, replicates=None):
-        self.store.evidence.append(ev)
-
-    def drift(self, ev, replicates):
-        return None
-
-    def record_not_applicable(self, row):
-        self.store.not_applicable.append(row)
+def _no_workbench(name):
+    raise AssertionError("these tests measure nothing")
 
 
 def _fixture(subject, claim="beyond-context-degrades", row=HOOK, ledger=None):
     s = FakeSession(subject, ledger)
-    return ClaimFixture(CLAIMS[claim], "tiny", row, s), s
+    return ClaimFixture(CLAIMS[claim], "tiny", row, s.run, s.recorder), s
 
 
 def _skipped(call) -> str:
@@ -119,7 +109,8 @@ def test_check_twice_is_an_error():
 
 def test_a_reference_row_has_no_loadable_subject():
     s = FakeSession(tiny_subject())
-    fx = ClaimFixture(CLAIMS["wpos-helix"], "gpt2-small (reference W_pos)", "model", s, reference=True)
+    fx = ClaimFixture(CLAIMS["wpos-helix"], "gpt2-small (reference W_pos)", "model", s.run, s.recorder,
+                      reference=True)
     with pytest.raises(ClaimUsageError, match="reference data"):
         fx.subject  # noqa: B018
 

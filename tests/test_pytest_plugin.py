@@ -210,3 +210,37 @@ register_claim(id="toy-0", family="toy", source="elsewhere", url="https://exampl
     result = _run(sandbox)
     assert result.ret != 0
     assert "claim 'toy-0' is registered twice with different definitions" in result.stdout.str() + result.stderr.str()
+
+
+# ---------------------------------------------------------------- a light plugin (issue 21 item 7)
+
+HEAVY = ("torch", "scipy", "matplotlib", "sae_lens", "transformer_lens")
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = f"import sys, saeclaims.pytest_plugin; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_run_without_claim_tests_loads_no_heavy_module(pytester):
+    """Every pytest run in an environment with the package installed loads the plugin: it must cost nothing."""
+    pytester.makepyfile(test_plain=f'''
+import sys
+
+def test_plain():
+    assert [m for m in {HEAVY!r} if m in sys.modules] == []
+''')
+    # --no-sae-report is the plugin's own option: the run fails unless the plugin was loaded
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--no-sae-report")
+    result.assert_outcomes(passed=1)
+
+
+def test_strict_markers_without_xdist(sandbox):
+    """Claim tests carry xdist_group markers; without xdist the plugin registers the marker itself."""
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
+    result = _run(sandbox, "-p", "no:xdist", "--strict-markers")
+    result.assert_outcomes(passed=2)

@@ -40,18 +40,15 @@ def test_a_run_notes_the_reads_of_its_selected_claim_tests_per_sae_id():
     hooks, the model) may read any id; reference rows read no measurements."""
     from types import SimpleNamespace
 
-    import pytest
-
     from saeclaims.catalog import Catalog, Claim
+    from saeclaims.marker import CLAIM_MARKER, ClaimMarker
     from saeclaims.session import ClaimSession
 
     def claim(cid, scope):
         return Claim(cid, "toy", "s", "https://example.org", "w", "stat", ">", 0.0, "why", scope)
 
-    def item(cid, row, **kwargs):
-        marker = pytest.mark.claim(cid, **kwargs).mark
-        return SimpleNamespace(get_closest_marker=lambda name: marker,
-                               callspec=SimpleNamespace(params={"sae_subject": "subj", "sae_hook": row}))
+    def item(cid, row, reads=None, reference=None):  # as collection leaves it: the checked marker in the stash
+        return SimpleNamespace(stash={CLAIM_MARKER: ClaimMarker(cid, reads, reference, "subj", row)})
 
     ids = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
     session = ClaimSession.__new__(ClaimSession)

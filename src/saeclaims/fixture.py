@@ -10,18 +10,27 @@ applicability guards, `check(interval)` and `not_applicable(reason)`. Modelled o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
 
-from .catalog import Claim
+from .catalog import NO_HOOK, Claim
+from .recording import Recorder
 from .series import Series
-from .session import ClaimSession
 from .stats import Bootstrap, Evidence, Interval, verdict
 from .store import NotApplicable
-from .subjects.core import is_residual, sae_architecture
+from .subjects.core import Subject, is_residual, sae_architecture
+from .workbench import Workbench
 
-NO_HOOK = "no-hook"
+
+@dataclass(frozen=True)
+class RunAccess:
+    """What a claim test reads of its run: loaded subjects, their workbenches, the bootstrap settings."""
+
+    subject: Callable[[str], Subject]
+    workbench: Callable[[str], Workbench]
+    bootstrap: Callable[[], Bootstrap]
 
 
 class ClaimUsageError(RuntimeError):
@@ -29,7 +38,7 @@ class ClaimUsageError(RuntimeError):
 
 
 class ClaimFixture:
-    def __init__(self, claim: Claim, subject_name: str, row: str, session: ClaimSession,
+    def __init__(self, claim: Claim, subject_name: str, row: str, run: RunAccess, recorder: Recorder,
                  reference: bool = False, nodeid: str = "",
                  record_property: Callable[[str, object], None] | None = None) -> None:
         self.nodeid = nodeid
@@ -38,7 +47,8 @@ class ClaimFixture:
         self.subject_name = subject_name
         self.row = row
         self.reference = reference
-        self._session = session
+        self._run = run
+        self._recorder = recorder
         self.evidence: Evidence | None = None
 
     def __repr__(self) -> str:
@@ -70,16 +80,16 @@ class ClaimFixture:
         if self.reference:
             raise ClaimUsageError(f"{self!r} is judged on the reference data {self.subject_name!r}, which is "
                                   "not a loadable subject; compute the statistic from the reference data")
-        return self._session.subject(self.subject_name)
+        return self._run.subject(self.subject_name)
 
     @property
     def boot(self) -> Bootstrap:
         """Confidence (Bonferroni-split over the run's family), seed and resamples for every interval."""
-        return self._session.bootstrap
+        return self._run.bootstrap()
 
     @property
     def workbench(self):
-        return self._session.workbench(self.subject_name)
+        return self._run.workbench(self.subject_name)
 
     def measurements(self, hooks: list[str] | None = None):
         """Splice measurements at `hooks` (default: this test's hook, or every hook for single-row scopes)."""
@@ -94,14 +104,14 @@ class ClaimFixture:
 
     def add_series(self, series: Series) -> None:
         """Data for the report's figures (see `series.py` and `figures.py`)."""
-        self._session.store.add_series(series)
+        self._recorder.add_series(series)
 
     # ------------------------------------------------------------ applicability guards
 
     def not_applicable(self, reason: str, **premise: Any) -> NoReturn:
         """Record that the claim's premise is absent here (with the premise's own estimate) and skip."""
         __tracebackhide__ = True
-        self._session.record_not_applicable(NotApplicable(self.claim.id, self.subject_name, self.row, reason,
+        self._recorder.record_not_applicable(NotApplicable(self.claim.id, self.subject_name, self.row, reason,
                                                           premise, self.nodeid))
         pytest.skip(f"{self.claim.id} not applicable to {self.subject_name}/{self.row}: {reason}")
 
@@ -182,7 +192,7 @@ class ClaimFixture:
             raise ClaimUsageError(f"{self!r}: check() called twice in one test; one test judges one row "
                                   "(split the test, or parametrise it)")
         c = self.claim
-        ledger = self._session.ledger(self.subject_name)
+        ledger = self._recorder.ledger(self.subject_name)
         ev = Evidence(
             claim=c.id, subject=self.subject_name, hook=self.row, statistic=c.statistic,
             estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high,
@@ -191,18 +201,18 @@ class ClaimFixture:
             verdict=verdict(interval.low, interval.high, c.threshold, c.direction),
             expected=ledger.expected(c.id, self.row), extra=extra, method=interval.method,
         )
-        ev.agreement = ledger.agreement(ev.verdict, ev.expected, self._session.sample(self.subject_name))
+        ev.agreement = ledger.agreement(ev.verdict, ev.expected, self._recorder.sample(self.subject_name))
         self.evidence = ev
-        self._session.record(ev, interval.replicates)
+        self._recorder.record(ev, interval.replicates)
         for name in ("statistic", "estimate", "ci_low", "ci_high", "confidence", "method", "direction", "threshold",
                      "verdict", "expected", "n_seqs", "n_tokens"):
             self._record_property(f"saeclaims.{name}", getattr(ev, name))  # into --junitxml
-        drift = self._session.drift(ev, interval.replicates)
+        drift = self._recorder.drift(ev, interval.replicates)
         if drift is not None:
             self._record_property("saeclaims.drift", f"{drift.difference:+.6g} [{drift.low:.6g}, {drift.high:.6g}]"
                                                      f" {drift.pairing}{' DRIFTED' if drift.drifted else ''}")
         failures = [ev.one_line()] if ev.agreement == "MISMATCH" else []
-        if drift is not None and drift.drifted and self._session.settings.fail_on_drift:
+        if drift is not None and drift.drifted and self._recorder.fail_on_drift:
             failures.append(drift.one_line())
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)

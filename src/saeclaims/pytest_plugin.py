@@ -1,15 +1,30 @@
 """pytest wiring for sae-claims (entry point `pytest11: saeclaims`): options, markers, parametrisation,
-the `claim` fixture and the report at the end. Behaviour lives in `session.py` and `fixture.py`."""
+the `claim` fixture and the report at the end. Behaviour lives in `session.py` and `fixture.py`.
+
+Loading this module costs almost nothing (Hypothesis's plugin is the model): it imports pytest, the
+catalogue and the settings, never torch, scipy, matplotlib or sae_lens, because every pytest run in an
+environment where the package is installed loads it. The run's `ClaimSession` (and with it the heavy
+modules) is made on first need: when a claim test is collected, or claims are registered.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import TYPE_CHECKING
+
 import pytest
 
-from .catalog import CATALOG, ClaimError
-from .fixture import NO_HOOK, ClaimFixture
-from .session import ClaimSession, worker_threads
+from .catalog import CATALOG, NO_HOOK
+from .marker import claim_id, parsed
+from .settings import RunSettings
 
-SESSION_KEY = pytest.StashKey[ClaimSession]()
+if TYPE_CHECKING:
+    from .fixture import ClaimFixture
+    from .session import ClaimSession
+
+SESSION_KEY = pytest.StashKey["ClaimSession"]()
+SETTINGS_KEY = pytest.StashKey[RunSettings]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,24 +67,50 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id, reference=None, reads=None): a claim test, judged against the "
                                        "registered claim `id` (saeclaims.register_claim); reads: the splice "
                                        "variants it reads (default: all), the only ones the run measures for it")
-    worker_threads(config)
-    config.stash[SESSION_KEY] = ClaimSession(config)
+    if not config.pluginmanager.hasplugin("xdist"):
+        # claim tests carry xdist_group markers (for --dist loadgroup); without xdist nobody registers them
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (set on claim tests by saeclaims)")
+    settings = RunSettings.from_config(config)
+    settings.validate()  # bad options: one usage error before anything is collected
+    config.stash[SETTINGS_KEY] = settings
     config.pluginmanager.register(_RunHooks(config), "saeclaims-run")
+    worker_threads(config)
+
+
+def worker_threads(config: pytest.Config) -> None:
+    """N xdist workers x all cores each oversubscribes the CPU many times over; share the cores out. Only where
+    torch is loaded (this module never imports it): at configure, after collection, and when a session starts."""
+    worker = getattr(config, "workerinput", None)
+    torch = sys.modules.get("torch")
+    if worker is None or torch is None:
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
 
 
 def _session(config: pytest.Config) -> ClaimSession:
-    return config.stash[SESSION_KEY]
+    """The run's session, made on first need."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        from .session import ClaimSession  # lazy: torch and scipy load only for claim runs
+
+        session = config.stash[SESSION_KEY] = ClaimSession(config, settings=config.stash[SETTINGS_KEY])
+        worker_threads(config)
+    return session
+
+
+def _started(config: pytest.Config) -> ClaimSession | None:
+    """The session if a claim run made one (None: this pytest run has nothing to do with claims)."""
+    return config.stash.get(SESSION_KEY, None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    marker = metafunc.definition.get_closest_marker("claim")
-    if marker is None or "claim" not in metafunc.fixturenames or not marker.args:
-        return
+    mark = metafunc.definition.get_closest_marker("claim")
+    cid = claim_id(mark)
+    if cid is None or "claim" not in metafunc.fixturenames or cid not in CATALOG:
+        return  # a miswritten marker is reported once, with every other problem, at the end of collection
     session = _session(metafunc.config)
-    if marker.args[0] not in CATALOG:
-        return  # reported once, with every other marker problem, at the end of collection
-    claim = CATALOG.get(marker.args[0])
-    reference = marker.kwargs.get("reference")
+    claim = CATALOG.get(cid)
+    reference = mark.kwargs.get("reference")
     if reference is not None:
         params, ids = [(reference, claim.scope_info.row or "model")], [reference]
     else:
@@ -85,17 +126,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Before `-k`/`-m` deselect: check every claim marker once, fix the family, read the ledgers, and
     group claim tests by subject and hook for `--dist loadgroup`."""
-    _session(config).collect_items(items)
+    if len(CATALOG) or any(item.get_closest_marker("claim") is not None for item in items):
+        _session(config).collect_items(items)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if session.config.pluginmanager.hasplugin("dsession"):  # the xdist controller: it never collects
-        _session(session.config).check_subjects()
+    """The xdist controller never collects: it checks the options that name files (subjects, a baseline) here,
+    once, so a bad one is one usage error and not one per worker. The default subject needs no check."""
+    config = session.config
+    settings = config.stash[SETTINGS_KEY]
+    named = config.getoption("sae_subject") or config.getini("sae_subject")
+    if config.pluginmanager.hasplugin("dsession") and (named or settings.baseline is not None):
+        _session(config).check_subjects()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    _session(session.config).note_reads(session.items)
-    _session(session.config).load_selected(session.items)
+    worker_threads(session.config)  # test modules have imported torch by now, if they use it
+    cs = _started(session.config)
+    if cs is not None:
+        cs.note_reads(session.items)
+        cs.load_selected(session.items)
 
 
 @pytest.fixture
@@ -111,14 +161,15 @@ def sae_hook(request) -> str:
 @pytest.fixture
 def claim(request, sae_subject: str, sae_hook: str) -> ClaimFixture:
     """The claim this test judges, bound to its subject and hook (see `saeclaims.fixture.ClaimFixture`)."""
+    from .fixture import ClaimFixture, RunAccess  # lazy, as the session: see the module's docstring
+
     session = _session(request.config)
-    marker = request.node.get_closest_marker("claim")
-    try:
-        c = CATALOG.get(marker.args[0])
-    except ClaimError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    fixture = ClaimFixture(c, sae_subject, sae_hook, session, reference=marker.kwargs.get("reference") is not None,
-                           nodeid=request.node.nodeid,
+    marker = parsed(request.node)
+    if marker is None:  # collection refuses a run with a miswritten marker, so only a bypassed check lands here
+        raise pytest.UsageError(f"{request.node.nodeid}: its claim marker was not checked at collection")
+    run = RunAccess(session.subject, session.workbench, lambda: session.bootstrap)
+    fixture = ClaimFixture(CATALOG.get(marker.id), sae_subject, sae_hook, run, session.recorder,
+                           reference=marker.reference is not None, nodeid=request.node.nodeid,
                            record_property=lambda k, v: request.node.user_properties.append((k, v)))
     fixture.require_hook()
     if not fixture.reference:
@@ -139,7 +190,8 @@ class _RunHooks:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        _session(self.config).record_outcome(report)
+        if "claim" in report.keywords:
+            _session(self.config).record_outcome(report)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
@@ -151,7 +203,9 @@ class _RunHooks:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    cs = _session(config)
+    cs = _started(config)
+    if cs is None:
+        return
     if cs.is_worker:
         config.workeroutput["saeclaims"] = cs.worker_payload()
         return
@@ -159,7 +213,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    line = getattr(_session(config), "closing_line", None)
+    line = getattr(_started(config), "closing_line", None)
     if line:
         terminalreporter.write_sep("-", "saeclaims")
         terminalreporter.write_line(line)

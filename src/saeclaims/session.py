@@ -4,22 +4,31 @@ evidence store, the xdist payload and the report at the end. The pytest plugin o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-import os
+import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
-from .catalog import CATALOG, Catalog, Claim
-from .ledger import Ledger, LedgerError, Sample, ledger_file, load_ledger
+from . import marker as claim_marker
+from .baseline import Baseline, compare_runs
+from .catalog import CATALOG, NO_HOOK, Catalog, Claim
+from .ledger import Ledger, LedgerError, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
 from .reads import VariantReads, reads_problem
+from .recording import Recorder
+from .report import collect_header, write_report
+from .schema import ReportFileError
 from .settings import RunSettings
-from .stats import Bootstrap, Evidence, bonferroni_confidence
-from .store import EvidenceStore, NotApplicable, Outcome, SubjectRecord
+from .stats import Bootstrap, bonferroni_confidence
+from .store import EvidenceStore, Outcome, SubjectRecord
+from .subjects import SubjectError, describe_subject, load_subject
+from .workbench import Workbench
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,6 @@ class Family:
 
 def resolve_device(config: pytest.Config, requested: str | None):
     """The run's device; under xdist, worker i is pinned to cuda:i when there are several GPUs."""
-    import torch
-
     dev = requested
     if dev is None:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,11 +63,13 @@ def resolve_device(config: pytest.Config, requested: str | None):
 
 
 class ClaimSession:
-    def __init__(self, config: pytest.Config, catalog: Catalog = CATALOG) -> None:
+    def __init__(self, config: pytest.Config, catalog: Catalog = CATALOG, settings: RunSettings | None = None) -> None:
         self.config = config
         self.catalog = catalog
-        self.settings = RunSettings.from_config(config)
-        self.settings.validate()
+        if settings is None:
+            settings = RunSettings.from_config(config)
+            settings.validate()
+        self.settings = settings
         self.store = EvidenceStore()
         self.t0 = time.time()
         self.family: Family | None = None
@@ -74,27 +83,29 @@ class ClaimSession:
         self.worker_peak: dict[str, float] = {}  # peak memory of xdist workers (their payloads)
         self.is_worker = hasattr(config, "workerinput")
         self.problems: list[str] = []
-        self.baseline = None
-        if self.settings.baseline is not None:
-            from .baseline import Baseline
-            from .schema import ReportFileError
-
-            try:
-                self.baseline = Baseline.load(self.settings.baseline, self.settings.subjects,
-                                              self.settings.baseline_any_subject)
-            except ReportFileError as exc:
-                raise pytest.UsageError(f"--baseline: {exc}") from None
+        self.baseline: Baseline | None = None
         self.collected = False
+        self.recorder = Recorder(self.store, catalog, self.ledger, lambda: self.baseline,
+                                 lambda: self.bootstrap.confidence, settings.seed, settings.n_resamples,
+                                 settings.fail_on_drift)
         self.closing_line: str | None = None
 
     # ------------------------------------------------------------ collection
+
+    def load_baseline(self) -> None:
+        """Read --baseline once (a bad file: one usage error, before any test runs)."""
+        if self.settings.baseline is None or self.baseline is not None:
+            return
+        try:
+            self.baseline = Baseline.load(self.settings.baseline, self.settings.subjects,
+                                          self.settings.baseline_any_subject)
+        except ReportFileError as exc:
+            raise pytest.UsageError(f"--baseline: {exc}") from None
 
     def describe(self, spec: str):
         """A subject's hooks, read without loading it (cached). A subject that cannot be described is
         remembered and reported once, as a usage error at the end of collection."""
         if spec not in self._infos:
-            from .subjects import SubjectError, describe_subject
-
             try:
                 self._infos[spec] = describe_subject(spec)
             except (SubjectError, OSError, ValueError) as exc:
@@ -103,7 +114,9 @@ class ClaimSession:
         return self._infos[spec]
 
     def check_subjects(self) -> None:
-        """Describe every subject now (the xdist controller, which never collects, calls this)."""
+        """Describe every subject and read the baseline now (the xdist controller, which never collects,
+        calls this)."""
+        self.load_baseline()
         for spec in self.settings.subjects:
             self.describe(spec)
         if self.problems:
@@ -115,8 +128,7 @@ class ClaimSession:
 
     def collect_items(self, items: list[pytest.Item]) -> None:
         """Every claim marker checked at once (one usage error listing all problems), then the family."""
-        from .fixture import NO_HOOK
-
+        self.load_baseline()
         problems, seen, tested = [], {}, set()
         for item in items:
             marker = item.get_closest_marker("claim")
@@ -146,6 +158,8 @@ class ClaimSession:
                 problems.append(f"{item.nodeid}: claim {cid} on {key[1]}/{key[2]} is already tested by "
                                 f"{seen[key]}; one test per claim and row (give the second claim its own id)")
             seen[key] = item.nodeid
+            if not bad_reads:
+                claim_marker.record(item, marker, params)
             group = params["sae_subject"]
             if self.catalog.get(cid).scope_info.per_hook:
                 group += f"::{params['sae_hook']}"  # --dist loadgroup: a worker measures only its hooks
@@ -176,18 +190,15 @@ class ClaimSession:
         if not self.collected:
             return
         for item in items:
-            params = item.callspec.params if hasattr(item, "callspec") else {}
-            marker = item.get_closest_marker("claim")
-            if (marker is None or not marker.args or "sae_subject" not in params
-                    or marker.kwargs.get("reference") is not None or marker.args[0] not in self.catalog):
+            marker = claim_marker.parsed(item)
+            if marker is None or marker.reference is not None:
                 continue
-            spec, row = params["sae_subject"], params["sae_hook"]
-            info = self.describe(spec)
+            info = self.describe(marker.subject)
             if info is None:
                 continue
-            per_hook = self.catalog.get(marker.args[0]).scope_info.per_hook
-            ids = [row] if per_hook and row in info.hooks else list(info.hooks)
-            self.reads.setdefault(spec, VariantReads()).add(ids, marker.kwargs.get("reads"))
+            per_hook = self.catalog.get(marker.id).scope_info.per_hook
+            ids = [marker.row] if per_hook and marker.row in info.hooks else list(info.hooks)
+            self.reads.setdefault(marker.subject, VariantReads()).add(ids, marker.reads)
 
     def load_selected(self, items: list[pytest.Item]) -> None:
         """After deselection: load every subject a selected claim test needs, once, before any test runs,
@@ -198,12 +209,9 @@ class ClaimSession:
             return
         needed = []
         for item in items:
-            params = item.callspec.params if hasattr(item, "callspec") else {}
-            marker = item.get_closest_marker("claim")
-            if marker is None or "sae_subject" not in params or marker.kwargs.get("reference") is not None:
-                continue
-            if params["sae_subject"] not in needed:
-                needed.append(params["sae_subject"])
+            marker = claim_marker.parsed(item)
+            if marker is not None and marker.reference is None and marker.subject not in needed:
+                needed.append(marker.subject)
         for spec in needed:
             try:
                 subject = self.subject(spec)
@@ -231,8 +239,6 @@ class ClaimSession:
 
     def subject(self, spec: str):
         """The loaded subject, once per run; a subject that failed to load is not tried again."""
-        from .subjects import load_subject
-
         if spec in self._failed:
             pytest.fail(f"subject {spec} could not be loaded (not retried): {self._failed[spec]}", pytrace=False)
         if spec not in self._subjects:
@@ -279,8 +285,6 @@ class ClaimSession:
 
     def workbench(self, spec: str):
         """Splice measurements for a subject, computed lazily per hook and shared by all its claims."""
-        from .workbench import Workbench
-
         if spec not in self._workbenches:
             s = self.settings
             self._workbenches[spec] = Workbench(
@@ -317,46 +321,10 @@ class ClaimSession:
             self._ledgers[spec] = led
         return self._ledgers[spec]
 
-    def sample(self, spec: str) -> Sample | None:
-        """The sample a subject is judged at (None for reference data, which has no sample size)."""
-        rec = self.store.subjects.get(spec)
-        return Sample(rec.n_seqs, rec.seq_len) if rec is not None else None
-
     def ledger_path(self, spec: str) -> Path:
         return ledger_file(self.settings.ledger_dir, spec)
 
-    # ------------------------------------------------------------ evidence
-
-    def record(self, evidence: Evidence, replicates=None) -> None:
-        self.store.evidence.append(evidence)
-        if replicates is not None:
-            from .baseline import row_key
-
-            self.store.replicates[row_key(evidence.subject, evidence.claim, evidence.hook)] = [
-                float(x) for x in replicates]
-
-    def paired(self, spec: str) -> bool:
-        rec = self.store.subjects.get(spec)
-        s = self.settings
-        return bool(self.baseline and rec and self.baseline.paired_with(spec, rec.tokens_sha256, s.seed,
-                                                                           s.n_resamples))
-
-    def drift(self, evidence: Evidence, replicates) -> object | None:
-        """This row against the baseline run (None without a baseline or without the row there)."""
-        if self.baseline is None:
-            return None
-        from .baseline import compare, row_key
-
-        key = row_key(evidence.subject, evidence.claim, evidence.hook)
-        base = self.baseline.rows().get(key)
-        if base is None:
-            return None
-        return compare(base, evidence, self.baseline.replicates.get(key), replicates,
-                       self.catalog.get(evidence.claim), self.paired(evidence.subject), self.bootstrap.confidence,
-                       self.settings.seed)
-
-    def record_not_applicable(self, row: NotApplicable) -> None:
-        self.store.not_applicable.append(row)
+    # ------------------------------------------------------------ outcomes
 
     def record_outcome(self, report: pytest.TestReport) -> None:
         """Each claim test's outcome for the report's summary (on the controller under xdist)."""
@@ -399,38 +367,29 @@ class ClaimSession:
         measured = [e for e in self.store.evidence if e.subject in self.store.subjects]
         if not measured:
             return f"saeclaims: no claim was measured on a subject; {keep}" if self.store.outcomes else None
-        from .report import ReportHeader, write_report
-
         # the devices the subjects were measured on (under xdist, the workers'), not this process's
         device = ", ".join(sorted({r.device for r in self.store.subjects.values() if r.device})) or "none"
-        header = ReportHeader.collect(
+        header = collect_header(
             subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
             wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options(),
             published=[c for c in self.published if c.subject in self.store.subjects],
             peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()})
         if self.baseline is not None:
-            from .baseline import compare_runs
-            from .catalog import Claim
-
-            claims = {c["id"]: Claim(**{**c, "references": tuple(c.get("references", ()))}) for c in self.store.claims}
+            claims = {c["id"]: Claim.from_dict(c) for c in self.store.claims}
             fam = bonferroni_confidence(s.family_confidence, max(1, self.store.family_size))
             self.store.baseline = compare_runs(self.baseline, self.store.evidence, self.store.replicates, claims,
-                                               {k: self.paired(k) for k in self.store.subjects}, fam, s.seed)
+                                               {k: self.recorder.paired(k) for k in self.store.subjects}, fam, s.seed)
         write_report(s.report, header, self.store)
         return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
 
 
 def _tensor_sha256(t) -> str:
-    import hashlib
-
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _module_sha256(module) -> str:
     """sha256 over an SAE's parameters in name order: the same weights give the same digest wherever loaded."""
-    import hashlib
-
     h = hashlib.sha256()
     for name, p in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -454,22 +413,8 @@ def _report_line(report: pytest.TestReport) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def worker_threads(config: pytest.Config) -> None:
-    """N xdist workers x all cores each oversubscribes the CPU many times over; share the cores out."""
-    worker = getattr(config, "workerinput", None)
-    if worker is None:
-        return
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
-
-
 def peak_memory_mib() -> dict[str, float]:
     """This process's peak resident memory (and the CUDA allocator's peak, on a GPU), in MiB."""
-    import resource
-
-    import torch
-
     out = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.max_memory_allocated() / 2**20
