@@ -31,15 +31,8 @@ from .series import (  # noqa: E402
     WposRows,
 )
 from .stats import Evidence  # noqa: E402
+from .variants import REGISTRY  # noqa: E402
 
-VARIANT_STYLE = {
-    "sae": ("C0", "-", "SAE(x): the reconstruction as trained"),
-    "token_then_pos": ("C1", "--", "token_then_pos: SAE(x - W_pos[p]) + W_pos[p]"),
-    "shift_pos": ("C2", "-.", "shift_pos: SAE sees an in-context position, swapped back"),
-    "pos_repair_out": ("C4", ":", "pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q decoded"),
-    "reencode": ("C5", "--", "reencode: same dictionary, codes re-inferred at the SAE's L0"),
-    "random_error": ("C3", ":", "x + random error of the SAE error's norm"),
-}
 VERDICT_COLOR = {"holds": "C2", "refuted": "C3", "inconclusive": "0.55"}
 
 
@@ -98,6 +91,12 @@ def _save(fig, out: Path, name: str, layout: bool = True) -> str:
     return name
 
 
+def _style(name: str) -> tuple[str, str, str] | None:
+    """A variant's colour, line style and label (its registry entry's `style`; None: not drawn in curves)."""
+    v = REGISTRY.get(name)
+    return v.style if v is not None else None
+
+
 def _short(hook: str) -> str:
     return hook.replace("blocks.", "").replace(".hook_", " ")
 
@@ -107,8 +106,9 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
     fig, axes = _grid(len(records))
     for ax, r in zip(axes, records):
         for v, y in r.dce.items():
-            if y and v in VARIANT_STYLE:
-                color, ls, label = VARIANT_STYLE[v]
+            style = _style(v)
+            if y and style is not None:
+                color, ls, label = style
                 # SAE(x) drawn last and thicker, so the variants never hide it
                 ax.plot(*_smooth(y[1:]), color=color, ls=ls, label=label, lw=1.8 if v == "sae" else 1.0,
                         zorder=3 if v == "sae" else 2)
@@ -154,7 +154,7 @@ def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
     width = 0.8 / max(1, len(variants))
     labelled: set[str] = set()
     for i, v in enumerate(variants):
-        color, _, label = VARIANT_STYLE.get(v, ("C7", "-", v))
+        color, _, label = _style(v) or ("C7", "-", v)
         for j, r in enumerate(records):
             if v not in r.variants or not (r.excess is None or r.excess[1] > 0):
                 continue

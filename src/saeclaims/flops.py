@@ -17,14 +17,11 @@ from dataclasses import dataclass
 
 from .subjects import start_layer
 from .subjects.core import replaced_inside_block
-from .variants import NEEDS_SAE
+from .variants import variant
 
-# Variants whose SAE input is the hook's activation itself: the batched kernels encode it once per hook
-# (splice._SharedRoundtrip).
-SHARED_SAE_INPUT = frozenset({"sae", "random_error", "pos_repair_out"})
-# Variants whose input at a residual hook between blocks is the same in every sequence (nothing of the tokens
-# is left): the batched kernels run one row of them per batch (splice.same_in_every_sequence).
-ALIKE_AT_RESIDUAL = frozenset({"zero"})
+# From the variant registry: `shares_sae_input` (the batched kernels encode the hook's activation once for all
+# of them, splicing.SharedRoundtrip) and `alike_at_residual` (at a residual hook between blocks nothing of the
+# tokens is left: one row per batch, splicing.same_in_every_sequence).
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,10 @@ def sae_flops(s: Shape) -> float:
 
 def sae_passes(variants: Sequence[str], shared_sae: bool = False) -> int:
     """SAE encode/decode round trips per hook: one per SAE variant, or with the batched kernels' sharing
-    one for all of SHARED_SAE_INPUT together."""
-    n = sum(v in NEEDS_SAE for v in variants)
+    one for all that share the SAE's input."""
+    n = sum(variant(v).needs_sae for v in variants)
     if shared_sae:
-        n -= max(0, sum(v in SHARED_SAE_INPUT for v in variants) - 1)
+        n -= max(0, sum(variant(v).shares_sae_input for v in variants) - 1)
     return n
 
 
@@ -79,7 +76,7 @@ def workload_flops(s: Shape, hooks: Sequence[str], variants: Sequence[str], n_to
     """FLOPs of the whole workload both ways, for n_tokens tokens; `hooks` are hook names (one per SAE:
     Subject.hook_of). The naive way is always TransformerLens's eager attention with one SAE pass per
     variant and a clean forward per hook; `attention`, `shared_sae` and `batch_seqs` (sequences per batched
-    call: a variant of ALIKE_AT_RESIDUAL at a residual hook runs one of them) describe the batched way, which
+    call: a variant alike at residual hooks runs one of them there) describe the batched way, which
     forms the clean pass and its unembedding once. A hook inside a block counts that whole block (its suffix
     run starts at the block's input)."""
     naive_saes = len(hooks) * sae_passes(variants) * sae_flops(s)
@@ -89,6 +86,6 @@ def workload_flops(s: Shape, hooks: Sequence[str], variants: Sequence[str], n_to
     batched = s.n_layers * layer + unembed_flops(s) + len(hooks) * sae_passes(variants, shared_sae) * sae_flops(s)
     for h in hooks:
         for v in variants:
-            rows = 1 / batch_seqs if v in ALIKE_AT_RESIDUAL and not replaced_inside_block(h) else 1
+            rows = 1 / batch_seqs if variant(v).alike_at_residual and not replaced_inside_block(h) else 1
             batched += rows * ((s.n_layers - start_layer(h)) * layer + unembed_flops(s))
     return {"naive": naive * n_tokens, "batched": batched * n_tokens, "bound": naive / batched}

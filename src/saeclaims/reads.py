@@ -20,12 +20,13 @@ def reads_problem(reads: object) -> str | None:
     """Why a marker's `reads=` is not a list of known variant names, or None when it is."""
     if reads is None:
         return None
-    from .variants import VARIANTS  # imports torch: only once a claim test declares reads
+    from .variants import REGISTRY  # imports torch: only once a claim test declares reads
+
     if isinstance(reads, str) or not isinstance(reads, (tuple, list, set, frozenset)):
         return f"reads={reads!r} must be a tuple of variant names, e.g. reads=('sae', 'shift_pos')"
-    unknown = [r for r in reads if r not in VARIANTS]
+    unknown = [r for r in reads if r not in REGISTRY]
     if unknown:
-        return f"reads names unknown variants {unknown}; known: {', '.join(VARIANTS)}"
+        return f"reads names unknown variants {unknown}; known: {', '.join(REGISTRY)}"
     return None
 
 

@@ -7,8 +7,13 @@ As in sae_lens's evals, position 0 and every other BOS token are never patched (
 without them), except by `zero`, which is sae_lens's CE-score baseline exactly: it ablates every
 position, BOS included.
 
-A variant may also report per-token diagnostics (`EXTRA_METRICS`): `apply_variant_ex` returns them,
+A variant may also report per-token diagnostics (`Variant.extras`): `apply_variant_ex` returns them,
 NaN at unpatched positions, and the splice kernels store them next to the loss metrics.
+
+Every variant is one `Variant` declaration in `REGISTRY` (in the manner of sae_lens's architecture
+registry): its function, what it needs (an SAE, W_pos, a residual hook, the control), how the batched
+kernels may treat it, its figure style. splice, flops, figures, reads and the workbench read their tables
+from the registry, so adding a variant is one `register_variant(Variant(...))`, its function and its tests.
 """
 
 from __future__ import annotations
@@ -24,21 +29,58 @@ import torch
 from .positional import position_of
 from .reencode import reencode as reencode_with_omp
 
-VARIANTS = ("clean", "zero", "mean", "sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae",
-            "pos_repair_out", "reencode")
-NEEDS_WPOS = frozenset({"token_then_pos", "shift_pos", "pos_repair_out"})
-NEEDS_SAE = frozenset({"sae", "token_then_pos", "shift_pos", "random_error", "full_context_sae", "pos_repair_out",
-                       "reencode"})
-NEEDS_RESID = NEEDS_WPOS  # W_pos[p] is a summand of the residual stream only
-# What the claims (and the report's figures) read; `mean` (mean ablation) stays available but no claim reads it,
-# and every measured variant costs a suffix run and a pass over the vocabulary.
-CLAIM_VARIANTS = ("zero", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out")
-EXTRA_METRICS: dict[str, tuple[str, ...]] = {"reencode": ("unconverged",)}
 RESID_HOOK = re.compile(r"(^|\.)hook_resid_(pre|mid|post)$")
 
 
 class VariantError(ValueError):
     """A variant cannot be applied to this subject or hook."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One splice variant: its function `apply(x, ctx) -> (x_spliced, l0[, extras])` and what it needs and allows."""
+
+    name: str
+    apply: Callable
+    needs_sae: bool = False  # an SAE at the hook
+    needs_wpos: bool = False  # a learned absolute W_pos
+    residual_only: bool = False  # a residual-stream hook (W_pos[p] is a summand of the residual stream only)
+    needs_control: bool = False  # the control family's full-context SAE at the hook
+    shares_sae_input: bool = False  # starts from SAE(x) of the hook's own activation: one shared SAE pass
+    alike_at_residual: bool = False  # at a residual hook between blocks its input is the same in every sequence
+    whole_batch: bool = False  # bounds its own memory and pays a fixed cost per call: spliced per whole batch
+    measured_by_default: bool = False  # what the claims read (CLAIM_VARIANTS); others are measured when asked
+    position_curve: bool = False  # drawn in the loss-by-position figure
+    repair: bool = False  # a repair whose recovery of the beyond-context excess the recovery figure shows
+    extras: tuple[str, ...] = ()  # per-token diagnostics it reports besides the loss metrics
+    style: tuple[str, str, str] | None = None  # figure colour, line style, legend label
+
+
+REGISTRY: dict[str, Variant] = {}
+
+
+def register_variant(variant: Variant) -> Variant:
+    """Add a variant (a name registered with another declaration is an error)."""
+    have = REGISTRY.get(variant.name)
+    if have is not None and have != variant:
+        raise VariantError(f"variant {variant.name!r} is already registered; pick another name")
+    REGISTRY[variant.name] = variant
+    return variant
+
+
+def unregister_variant(name: str) -> None:
+    REGISTRY.pop(name, None)
+
+
+def variant(name: str) -> Variant:
+    if name not in REGISTRY:
+        raise VariantError(f"unknown variant {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def variant_names(**flags: bool) -> tuple[str, ...]:
+    """Registered variants, in registration order, whose flags have the given values."""
+    return tuple(n for n, v in REGISTRY.items() if all(getattr(v, f) == want for f, want in flags.items()))
 
 
 @dataclass
@@ -191,37 +233,60 @@ def reencode_k(sae_l0: float) -> int:
     return max(1, round(sae_l0))
 
 
-FUNCTIONS: dict[str, Callable] = {
-    "clean": clean, "zero": zero, "mean": mean, "sae": sae,
-    "token_then_pos": token_then_pos, "shift_pos": shift_pos, "random_error": random_error,
-    "full_context_sae": full_context_sae, "pos_repair_out": pos_repair_out, "reencode": reencode,
-}
+for _v in (
+    Variant("clean", clean),
+    Variant("zero", zero, alike_at_residual=True, measured_by_default=True),
+    Variant("mean", mean),
+    Variant("sae", sae, needs_sae=True, shares_sae_input=True, measured_by_default=True, position_curve=True,
+            style=("C0", "-", "SAE(x): the reconstruction as trained")),
+    Variant("token_then_pos", token_then_pos, needs_sae=True, needs_wpos=True, residual_only=True,
+            measured_by_default=True, position_curve=True, repair=True,
+            style=("C1", "--", "token_then_pos: SAE(x - W_pos[p]) + W_pos[p]")),
+    Variant("shift_pos", shift_pos, needs_sae=True, needs_wpos=True, residual_only=True, measured_by_default=True,
+            position_curve=True, repair=True,
+            style=("C2", "-.", "shift_pos: SAE sees an in-context position, swapped back")),
+    Variant("random_error", random_error, needs_sae=True, shares_sae_input=True, measured_by_default=True,
+            position_curve=True, style=("C3", ":", "x + random error of the SAE error's norm")),
+    Variant("full_context_sae", full_context_sae, needs_sae=True, needs_control=True),
+    Variant("pos_repair_out", pos_repair_out, needs_sae=True, needs_wpos=True, residual_only=True,
+            shares_sae_input=True, measured_by_default=True, repair=True,
+            style=("C4", ":", "pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q decoded")),
+    Variant("reencode", reencode, needs_sae=True, whole_batch=True, repair=True, extras=("unconverged",),
+            style=("C5", "--", "reencode: same dictionary, codes re-inferred at the SAE's L0")),
+):
+    register_variant(_v)
+
+# The built-in variants' names, as registered above (tests and benchmarks enumerate them); the library's own
+# decisions read REGISTRY, so a variant registered later is seen everywhere.
+VARIANTS = variant_names()
+# What the claims (and the report's figures) read; `mean` (mean ablation) stays available but no claim reads it,
+# and every measured variant costs a suffix run and a pass over the vocabulary.
+CLAIM_VARIANTS = variant_names(measured_by_default=True)
 
 
 def check_variant(name: str, ctx: VariantContext) -> None:
-    if name not in FUNCTIONS:
-        raise VariantError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    if name in NEEDS_RESID:
+    v = variant(name)
+    if v.residual_only:
         hook = ctx.hook_name
         if hook is None or not RESID_HOOK.search(hook):
             raise VariantError(f"variant {name} needs a residual-stream hook (hook_resid_pre/mid/post), where "
                                f"W_pos[p] is a summand of the activation; got {hook!r}")
-    if name in NEEDS_WPOS and ctx.w_pos is None:
+    if v.needs_wpos and ctx.w_pos is None:
         raise VariantError(f"variant {name} needs a learned absolute W_pos; this model has none "
                            "(rotary or no positional embedding)")
-    if name in NEEDS_SAE and ctx.sae is None:
+    if v.needs_sae and ctx.sae is None:
         raise VariantError(f"variant {name} needs an SAE at this hook")
-    if name == "full_context_sae" and ctx.full_sae is None:
-        raise VariantError("variant full_context_sae needs a full-context SAE at this hook")
+    if v.needs_control and ctx.full_sae is None:
+        raise VariantError(f"variant {name} needs a full-context SAE at this hook")
 
 
 def apply_variant_ex(name: str, x: torch.Tensor, ctx: VariantContext, keep: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The spliced activation, the SAE's L0 and the variant's per-token diagnostics
-    (`EXTRA_METRICS[name]`, [batch, pos]). Positions in `keep` [batch, pos] (BOS tokens) and
+    (`Variant.extras`, [batch, pos]). Positions in `keep` [batch, pos] (BOS tokens) and
     position 0 stay clean, except under `zero`; L0 and diagnostics are NaN there."""
     check_variant(name, ctx)
-    res = FUNCTIONS[name](x, ctx)
+    res = REGISTRY[name].apply(x, ctx)
     out, l0, extras = res if len(res) == 3 else (*res, {})
     if keep is None:
         keep = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
