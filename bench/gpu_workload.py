@@ -139,7 +139,6 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
     flops.workload_flops's batched count (causal attention, shared SAE pass, one row per batch of
     `batch_seqs` sequences for a variant alike in every sequence)."""
     from saeclaims.flops import (
-        ALIKE_AT_RESIDUAL,
         Shape,
         layer_flops,
         sae_flops,
@@ -147,9 +146,10 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
         unembed_flops,
         workload_flops,
     )
-    from saeclaims.splice import variants_at
+    from saeclaims.splicing import variants_at
     from saeclaims.subjects import start_layer
     from saeclaims.subjects.core import replaced_inside_block
+    from saeclaims.variants import variant
 
     s = Shape.of(subject)
     layer = layer_flops(s, "causal")
@@ -159,7 +159,7 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
         hook = subject.hook_of(key)
         names = variants_at(subject, key, variants)
         for v in names:
-            rows = 1 / batch_seqs if v in ALIKE_AT_RESIDUAL and not replaced_inside_block(hook) else 1
+            rows = 1 / batch_seqs if variant(v).alike_at_residual and not replaced_inside_block(hook) else 1
             fwd += rows * (s.n_layers - start_layer(hook)) * layer
             unemb += rows * unembed_flops(s)
         sae += sae_passes(names, shared_sae=True) * sae_flops(s)
@@ -181,7 +181,7 @@ def parse_mode(mode: str) -> dict:
 
 def run_mode(subject, mode: str, args, probe: dict, parts: dict, deadline: float, modes_left: int) -> dict:
     from bench.profile_main import Regions
-    from saeclaims import splice
+    from saeclaims import budget, splice
     from saeclaims.variants import CLAIM_VARIANTS
 
     m = parse_mode(mode)
@@ -235,7 +235,7 @@ def run_mode(subject, mode: str, args, probe: dict, parts: dict, deadline: float
            f"wall_s_scaled_to_{n_all}": wall * n_all / n, "tokens_per_s": tokens / wall,
            "probe_batch_s_per_seq": per_seq, "tflop": flops / 1e12, "tflop_per_s": flops / wall / 1e12,
            "bound_s": bound, "of_bound": bound / wall, "batch_size": args.batch_size,
-           "chunk_mib": splice.log_softmax_chunk(subject.tokens.device, m["chunk_bytes"],
+           "chunk_mib": budget.log_softmax_chunk(subject.tokens.device, m["chunk_bytes"],
                                                  kw["budget_bytes"]) / 2**20,
            "memory_budget_mib": args.memory_budget_mib}
     if cuda:

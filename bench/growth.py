@@ -73,18 +73,19 @@ def sliced(subject, n_seqs: int, seq_len: int, **changes):
 
 
 def timed(subject, variants, repeats: int, hooks=None, fused_attention: bool = True, batch_size: int = 16) -> float:
-    from saeclaims.splice import in_context_stats, splice_batch
+    from saeclaims.splice import SpliceOptions, in_context_stats, splice_batch
 
     hooks = list(hooks or subject.hooks)
     stats = in_context_stats(subject, hooks)
     # warm-up, untimed: first-call costs (allocator pools, kernel selection) stay out of every point
-    splice_batch(subject, subject.tokens[:1], hooks, variants, stats, fused_attention=fused_attention)
+    options = SpliceOptions(fused_attention=fused_attention)
+    splice_batch(subject, subject.tokens[:1], hooks, variants, stats, options=options)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         for i in range(0, subject.tokens.shape[0], batch_size):
             splice_batch(subject, subject.tokens[i : i + batch_size], hooks, variants, stats, first_row=i,
-                         fused_attention=fused_attention)
+                         options=options)
         best = min(best, time.perf_counter() - t0)
     return best
 

@@ -153,7 +153,7 @@ class _PytestStages:
 def instrument(prof: Regions, fused: bool) -> None:
     """Wrap the library's stages (module-level names, looked up at call time)."""
     import saeclaims.subjects as subjects_pkg
-    from saeclaims import instruments, report, session, splice, stats, variants, workbench
+    from saeclaims import instruments, report, session, splice, splicing, stats, variants, workbench
 
     def load(orig):
         @functools.wraps(orig)
@@ -172,8 +172,8 @@ def instrument(prof: Regions, fused: bool) -> None:
     prof.wrap(splice, "in_context_stats", "in-context statistics pass")
     prof.wrap(splice, "splice_batch", "splice_batch")
     prof.wrap(splice, "_clean_cache", "clean pass")
-    prof.wrap(splice, "_splice_variants", "variants (splice-in)")
-    prof.wrap(splice, "_suffix_run", "suffix runs")
+    prof.wrap(splicing, "splice_variants", "variants (splice-in)")
+    prof.wrap(splicing, "suffix_run", "suffix runs")
     prof.wrap(splice, "chunked_losses", "unembedding + log-sum-exp")
     prof.wrap(variants, "reencode_with_omp", "sparse re-encoding (NNOMP)")
     prof.wrap(workbench.Workbench, "_record_series", "figure series (bootstraps)")

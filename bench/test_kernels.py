@@ -14,7 +14,7 @@ import torch
 
 from saeclaims.flops import Shape, workload_flops
 from saeclaims.naive import naive_losses
-from saeclaims.splice import in_context_stats, splice_batch
+from saeclaims.splice import SpliceOptions, in_context_stats, splice_batch
 from saeclaims.subjects import Subject, load_organism
 from saeclaims.variants import CLAIM_VARIANTS
 
@@ -37,7 +37,8 @@ def run_batched(subject: Subject, hooks, variants, stats):
 
 
 def run_batched_eager(subject: Subject, hooks, variants, stats):
-    for _ in splice_batch(subject, subject.tokens, hooks, variants, stats, fused_attention=False):
+    for _ in splice_batch(subject, subject.tokens, hooks, variants, stats,
+                            options=SpliceOptions(fused_attention=False)):
         pass
     sync(subject.tokens.device)
 

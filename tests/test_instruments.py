@@ -23,7 +23,7 @@ from saeclaims.instruments import (
     recovery,
     share_of_tokens,
 )
-from saeclaims.splice import LOSS_METRICS, RECON_METRICS, Measurements
+from saeclaims.measurements import LOSS_METRICS, RECON_METRICS, Measurements
 from saeclaims.stats import Bootstrap
 
 HOOKS = [f"blocks.{i}.hook_resid_pre" for i in range(4)]

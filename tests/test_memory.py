@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saeclaims.splice import chunked_losses
+from saeclaims.vocab_losses import chunked_losses
 
 CHUNK = 16 * 2**20
 SLACK = 24 * 2**20  # allocator and page granularity, independent of vocabulary

@@ -8,10 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from saeclaims.budget import chunk_rows
 from saeclaims.naive import naive_losses
-from saeclaims.splice import chunk_rows, chunked_losses, in_context_stats, measure
+from saeclaims.splice import in_context_stats, measure
 from saeclaims.subjects import SubjectError
 from saeclaims.variants import VARIANTS
+from saeclaims.vocab_losses import chunked_losses
 from tests.conftest import tiny_subject
 
 
@@ -167,7 +169,7 @@ def test_activation_statistics_leave_out_bos_tokens():
 
 def _full_length_stats(subj, keys):
     """in_context_stats as first written: a clean pass over whole sequences, every hook cached."""
-    from saeclaims.splice import flat
+    from saeclaims.splicing import flat
 
     points = {k: subj.hook_of(k) for k in keys}
     _, cache = subj.model.run_with_cache(subj.tokens, names_filter=lambda n: n in points.values())
@@ -296,7 +298,7 @@ def test_a_model_the_fused_path_refuses_is_measured_on_transformer_lens_attentio
 def test_variants_share_one_sae_pass_per_sae(seed, kinds):
     """sae, random_error and pos_repair_out all encode x itself: one encode per SAE and chunk serves them
     all, with bit-identical results (every metric, every variant) to each variant encoding alone."""
-    from saeclaims import splice
+    from saeclaims import splicing
 
     hooks = [f"blocks.1.{k}" for k in kinds]
     subj = tiny_subject(n_seqs=3, seq_len=16, seed=seed, hooks=hooks)
@@ -309,7 +311,7 @@ def test_variants_share_one_sae_pass_per_sae(seed, kinds):
     n_shared = len(calls)
     calls.clear()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(splice._SharedRoundtrip, "applies", staticmethod(lambda sae: False))
+        mp.setattr(splicing.SharedRoundtrip, "applies", staticmethod(lambda sae: False))
         alone = measure(subj, variants=variants, progress=False, seed=seed)
     sharing = sum(subj.hook_of(k).endswith("resid_pre") or subj.hook_of(k).endswith("resid_post") for k in hooks)
     # random_error (and pos_repair_out, at residual hooks) no longer re-encode x; one chunk per batch here
@@ -321,16 +323,16 @@ def test_variants_share_one_sae_pass_per_sae(seed, kinds):
 
 
 def test_shared_roundtrip_only_without_runtime_normalisation():
-    from saeclaims.splice import _SharedRoundtrip
+    from saeclaims.splicing import SharedRoundtrip
     from tests.conftest import tiny_sae
 
     sae = tiny_sae(16, 32, "blocks.0.hook_resid_pre", 8)
-    assert _SharedRoundtrip.applies(sae)
+    assert SharedRoundtrip.applies(sae)
     sae.cfg.normalize_activations = "layer_norm"
-    assert not _SharedRoundtrip.applies(sae)
+    assert not SharedRoundtrip.applies(sae)
     sae.cfg.normalize_activations = "none"
     x = torch.randn(2, 5, 16)
-    shared = _SharedRoundtrip(sae, x)
+    shared = SharedRoundtrip(sae, x)
     codes = shared.encode(x)
     assert shared.encode(x) is codes and shared.decode(codes) is shared.decode(codes)
     assert shared.encode(x.clone()) is not codes and shared.decode(codes.clone()) is not shared.decode(codes)
@@ -338,12 +340,12 @@ def test_shared_roundtrip_only_without_runtime_normalisation():
 
 
 def test_splicing_a_few_sequences_at_a_time_changes_nothing(monkeypatch):
-    from saeclaims import splice
+    from saeclaims import splicing
 
     subj = tiny_subject(n_seqs=5, seq_len=16, hooks=["blocks.0.hook_resid_pre", "blocks.1.attn.hook_z"])
     variants = ("zero", "mean", "sae", "shift_pos", "random_error", "pos_repair_out", "reencode")
     whole = measure(subj, variants=variants, batch_size=5, progress=False)
-    monkeypatch.setattr(splice, "sae_rows", lambda *a, **k: 2)
+    monkeypatch.setattr(splicing, "sae_rows", lambda *a, **k: 2)
     split = measure(subj, variants=variants, batch_size=5, progress=False)
     for key in whole.metrics:
         for metric, arr in whole.metrics[key].items():
@@ -351,7 +353,7 @@ def test_splicing_a_few_sequences_at_a_time_changes_nothing(monkeypatch):
 
 
 def test_fused_stack_rows_are_linear_in_sequence_length():
-    from saeclaims.splice import stack_rows
+    from saeclaims.budget import stack_rows
 
     model = tiny_subject(n_seqs=1, seq_len=8).model
     cpu = torch.device("cpu")
@@ -391,7 +393,7 @@ def test_flop_counts_follow_what_the_kernels_execute():
 def test_a_memory_budget_bounds_each_step_and_changes_no_result():
     """--sae-memory-budget sizes every transient block (forwards, SAE codes, log-softmax chunks); results are the
     same as with the default budget, since only how many sequences go through at a time changes."""
-    from saeclaims.splice import sae_rows, stack_rows
+    from saeclaims.budget import sae_rows, stack_rows
 
     subj = tiny_subject(n_seqs=5, seq_len=16)
     small = 4 * 16 * 64 * 2  # two sequences' widest activation
@@ -406,7 +408,7 @@ def test_a_memory_budget_bounds_each_step_and_changes_no_result():
 
 
 def test_log_softmax_chunk_defaults_per_device_and_never_exceeds_the_budget():
-    from saeclaims.splice import DEFAULT_CHUNK_BYTES, default_budget, log_softmax_chunk
+    from saeclaims.budget import DEFAULT_CHUNK_BYTES, default_budget, log_softmax_chunk
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert log_softmax_chunk(cpu, None, None) == DEFAULT_CHUNK_BYTES
@@ -420,7 +422,7 @@ def test_log_softmax_chunk_defaults_per_device_and_never_exceeds_the_budget():
 def test_same_in_every_sequence_edges():
     """Exact equality in every sequence, one element of one sequence off is enough to refuse; one sequence
     has nothing to share."""
-    from saeclaims.splice import same_in_every_sequence
+    from saeclaims.splicing import same_in_every_sequence
 
     b = 3
     x = torch.randn(b, 5, 4)
@@ -455,18 +457,18 @@ def test_zero_at_a_residual_hook_runs_one_sequence(monkeypatch):
     """`zero` at a residual hook is the same input in every sequence: its suffix run is one row, not B; inside
     a block (hook_attn_out) the block's clean input differs per sequence and every row runs. Losses equal
     one hooked forward per variant either way."""
-    from saeclaims import splice
+    from saeclaims import splicing
 
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.0.hook_attn_out"]
     subj = tiny_subject(n_layers=2, ctx=6, n_seqs=4, seq_len=12, seed=3, hooks=hooks)
     rows = {}
-    orig = splice._suffix_run
+    orig = splicing.suffix_run
 
     def spy(model, hook, stack, resid_in, r):
         rows[hook] = stack.shape[0]
         return orig(model, hook, stack, resid_in, r)
 
-    monkeypatch.setattr(splice, "_suffix_run", spy)
+    monkeypatch.setattr(splicing, "suffix_run", spy)
     m = measure(subj, variants=("zero", "sae"), batch_size=4, progress=False)
     assert rows == {"blocks.0.hook_resid_pre": 4 + 1, "blocks.1.hook_resid_post": 4 + 1, "blocks.0.hook_attn_out": 8}
     stats = in_context_stats(subj, subj.hooks)

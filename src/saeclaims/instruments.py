@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .splice import Measurements
+from .measurements import Measurements
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap, Interval, cluster_bootstrap, spearman
 
 

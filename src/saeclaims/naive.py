@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .splice import HookStats, variant_context, variants_at
+from .measurements import HookStats
+from .splicing import variant_context, variants_at
 from .subjects import Subject
 from .variants import apply_variant
 

@@ -191,7 +191,7 @@ class _RunHooks:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if "claim" in report.keywords:
-            _session(self.config).record_outcome(report)
+            _session(self.config).recorder.record_outcome(report)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:

@@ -1,8 +1,9 @@
 """What a claim test writes into its run, and what it reads back to judge a row.
 
 The `claim` fixture gets this narrow recorder, as pytest-benchmark's fixture gets `add_stats`, rather than
-the run's whole session: it records evidence (and the row's bootstrap replicates), not-applicable rows and
-figure series, looks up the ledger's expected verdict, and compares a row with the baseline run.
+the run's whole session: it records evidence (and the row's bootstrap replicates), not-applicable rows,
+figure series and (for the plugin) test outcomes, looks up the ledger's expected verdict, and compares a
+row with the baseline run.
 `session.py` keeps the run itself (family, subjects, caches).
 """
 
@@ -11,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
+
 from .baseline import Baseline, compare, row_key
 from .catalog import Catalog
 from .ledger import Ledger, Sample
 from .schema import DriftRow
 from .series import Series
 from .stats import Evidence
-from .store import EvidenceStore, NotApplicable
+from .store import EvidenceStore, NotApplicable, Outcome
 
 
 @dataclass
@@ -45,6 +48,17 @@ class Recorder:
     def add_series(self, series: Series) -> None:
         self.store.add_series(series)
 
+    def record_outcome(self, report: pytest.TestReport) -> None:
+        """Each claim test's outcome for the report's summary (on the controller under xdist)."""
+        if "claim" not in report.keywords:
+            return
+        if report.when == "call" or report.outcome != "passed":
+            outcome = {"passed": "passed", "skipped": "skipped"}.get(report.outcome)
+            if outcome is None:
+                outcome = "failed" if report.when == "call" else "errored"
+            message = "" if report.outcome == "passed" else report_line(report)
+            self.store.outcomes[report.nodeid] = Outcome(report.nodeid, outcome, message)
+
     def sample(self, spec: str) -> Sample | None:
         """The sample a subject is judged at (None for reference data, which has no sample size)."""
         rec = self.store.subjects.get(spec)
@@ -67,3 +81,14 @@ class Recorder:
             return None
         return compare(base, evidence, base_run.replicates.get(key), replicates, self.catalog.get(evidence.claim),
                        self.paired(evidence.subject), self.confidence(), self.seed)
+
+
+def report_line(report: pytest.TestReport) -> str:
+    """The one line that says why a test failed: the exception's message, not its traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return crash.message.splitlines()[0]
+    if isinstance(report.longrepr, tuple):  # skips: (path, line, reason)
+        return str(report.longrepr[-1]).removeprefix("Skipped: ")
+    lines = [x for x in str(report.longrepr).splitlines() if x.strip()]
+    return lines[-1].strip() if lines else ""

@@ -4,9 +4,7 @@ evidence store, the xdist payload and the report at the end. The pytest plugin o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -20,13 +18,14 @@ from .baseline import Baseline, compare_runs
 from .catalog import CATALOG, NO_HOOK, Catalog, Claim
 from .ledger import Ledger, LedgerError, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
+from .provenance import peak_memory_mib, subject_record
 from .reads import VariantReads, reads_problem
 from .recording import Recorder
 from .report import collect_header, write_report
 from .schema import ReportFileError
 from .settings import RunSettings
 from .stats import Bootstrap, bonferroni_confidence
-from .store import EvidenceStore, Outcome, SubjectRecord
+from .store import EvidenceStore
 from .subjects import SubjectError, describe_subject, load_subject
 from .workbench import Workbench
 
@@ -255,15 +254,7 @@ class ClaimSession:
                     raise
                 pytest.fail(f"subject {spec} could not be loaded: {self._failed[spec]}", pytrace=False)
             self._subjects[spec] = subj
-            prov = dict(subj.provenance)
-            self.store.subjects[spec] = SubjectRecord(
-                name=spec, model=str(prov.pop("model", "")), release=str(prov.pop("release", "")),
-                sae_ids=list(prov.pop("sae_ids", [])), context_sizes=dict(subj.context_sizes),
-                n_ctx=int(subj.model.cfg.n_ctx), n_seqs=int(subj.tokens.shape[0]), seq_len=subj.seq_len,
-                full_context_sae_ids=list(prov.pop("full_context_sae_ids", [])), device=str(self.device),
-                tokens_sha256=_tensor_sha256(subj.tokens),
-                sae_sha256={h: _module_sha256(sae) for h, sae in {**subj.full_context_saes, **subj.saes}.items()},
-                provenance=prov)
+            self.store.subjects[spec] = subject_record(spec, subj, str(self.device))
         return self._subjects[spec]
 
     # ---- published-statistics preflight (issue 11 item 6; saeclaims.preflight)
@@ -324,19 +315,6 @@ class ClaimSession:
     def ledger_path(self, spec: str) -> Path:
         return ledger_file(self.settings.ledger_dir, spec)
 
-    # ------------------------------------------------------------ outcomes
-
-    def record_outcome(self, report: pytest.TestReport) -> None:
-        """Each claim test's outcome for the report's summary (on the controller under xdist)."""
-        if "claim" not in report.keywords:
-            return
-        if report.when == "call" or report.outcome != "passed":
-            outcome = {"passed": "passed", "skipped": "skipped"}.get(report.outcome)
-            if outcome is None:
-                outcome = "failed" if report.when == "call" else "errored"
-            message = "" if report.outcome == "passed" else _report_line(report)
-            self.store.outcomes[report.nodeid] = Outcome(report.nodeid, outcome, message)
-
     # ------------------------------------------------------------ end of run
 
     def worker_payload(self) -> str:
@@ -384,38 +362,6 @@ class ClaimSession:
         return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
 
 
-def _tensor_sha256(t) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def _module_sha256(module) -> str:
-    """sha256 over an SAE's parameters in name order: the same weights give the same digest wherever loaded."""
-    h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def _report_line(report: pytest.TestReport) -> str:
-    """The one line that says why a test failed: the exception's message, not its traceback."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None and getattr(crash, "message", None):
-        return crash.message.splitlines()[0]
-    if isinstance(report.longrepr, tuple):  # skips: (path, line, reason)
-        return str(report.longrepr[-1]).removeprefix("Skipped: ")
-    lines = [x for x in str(report.longrepr).splitlines() if x.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-def peak_memory_mib() -> dict[str, float]:
-    """This process's peak resident memory (and the CUDA allocator's peak, on a GPU), in MiB."""
-    out = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.max_memory_allocated() / 2**20
-    return out

@@ -11,15 +11,16 @@ import numpy as np
 import torch
 
 from .instruments import excess, recovery
+from .measurements import Measurements
 from .reads import VariantReads
 from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
-from .splice import Measurements, measure, variants_at
+from .splice import measure
+from .splicing import variants_at
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
 from .subjects import Subject
-from .variants import CLAIM_VARIANTS
+from .variants import variant_names
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-REPAIRS = ("token_then_pos", "shift_pos", "pos_repair_out", "reencode")  # the recovery figure's variants
 
 
 class Workbench:
@@ -91,7 +92,8 @@ class Workbench:
         """The variants asked for: the claims' and the control's. Which apply to each SAE (W_pos variants only
         at residual hooks of learned-position models, the control where there is one) is splice.variants_at's
         decision, per SAE."""
-        return CLAIM_VARIANTS + (("full_context_sae",) if self.subject.full_context_saes else ())
+        return variant_names(measured_by_default=True) + (
+            variant_names(needs_control=True) if self.subject.full_context_saes else ())
 
     def reencode_measurements(self, hooks: list[str]) -> Measurements:
         """`sae` and `reencode` on the first `reencode_seqs` sequences, in a call of their own, so the
@@ -113,7 +115,7 @@ class Workbench:
         full = _by_position(m.get("full_context_sae", hook, "dce")) if ("full_context_sae", hook) in m.metrics \
             else None
         self.record_series(PositionCurves(name, hook, ctx, {
-            v: _by_position(m.get(v, hook, "dce")) for v in ("sae", "token_then_pos", "shift_pos", "random_error")
+            v: _by_position(m.get(v, hook, "dce")) for v in variant_names(position_curve=True)
             if (v, hook) in m.metrics
         }, full))
         self.record_series(L0Curve(name, hook, ctx, _by_position(m.get("sae", hook, "l0"))))
@@ -123,7 +125,7 @@ class Workbench:
         if m.n_positions > ctx:
             ex = excess(m, hook, boot=self.boot)
             rec = {}
-            for v in REPAIRS:
+            for v in variant_names(repair=True):
                 if (v, hook) in m.metrics:
                     iv = recovery(m, hook, v, self.boot)
                     rec[v] = [iv.estimate, iv.low, iv.high]
