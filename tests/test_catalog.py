@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 
 from saeclaims.catalog import SCOPES, Catalog, Claim, ClaimError, Scope, register_scope
-from saeclaims.thread import THREAD_CLAIMS
 
 
 def _claim(**kw) -> Claim:
@@ -71,10 +70,3 @@ def test_user_scopes_join_the_vocabulary():
             register_scope(Scope("mlp_out", "something else", None, "x"))
     finally:
         SCOPES.pop(s.name)
-
-
-def test_the_thread_claims_are_valid_and_distinct():
-    cat = Catalog(THREAD_CLAIMS)
-    assert len(cat) == 22
-    assert cat.get("wpos-helix").references == ("gpt2-small (reference W_pos)",)
-    assert cat.get("errors-worse-than-random").url.endswith("rZPiuFxESMxCDHe4B")  # Gurnee (2024)

@@ -8,12 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saeclaims.budget import chunk_rows
 from saeclaims.naive import naive_losses
 from saeclaims.splice import in_context_stats, measure
 from saeclaims.subjects import SubjectError
 from saeclaims.variants import VARIANTS
-from saeclaims.vocab_losses import chunked_losses
 from tests.conftest import tiny_subject
 
 
@@ -63,20 +61,6 @@ def test_batched_equals_one_by_one(seed, batch):
                                        err_msg=f"{key} {metric}")
 
 
-def test_chunk_size_does_not_change_losses():
-    torch.manual_seed(0)
-    subj = tiny_subject(n_seqs=2, seq_len=16)
-    model = subj.model
-    clean = torch.randn(2, 15, 16)
-    var = torch.randn(3, 2, 15, 16)
-    tgt = torch.randint(0, 50, (2, 15))
-    ref = chunked_losses(model, clean, var, tgt, chunk_bytes=10**9)
-    small = chunked_losses(model, clean, var, tgt, chunk_bytes=4 * 50 * 4 * 7)  # 7 rows a chunk
-    for r, s in zip(ref, small):
-        torch.testing.assert_close(r, s)
-    assert chunk_rows(50, 4 * 50 * 4 * 7, n_live=4) == 7
-
-
 def test_bos_tokens_inside_a_sequence_are_not_patched():
     subj = tiny_subject(n_seqs=2, seq_len=12)
     subj.tokens[0, 6] = 0  # a document boundary
@@ -100,21 +84,6 @@ def test_measuring_a_hook_without_sae_is_an_error():
     subj = tiny_subject(n_seqs=2, seq_len=10, hooks=["blocks.0.hook_resid_pre"])
     with pytest.raises(SubjectError, match="no SAE 'blocks.1.hook_resid_pre'"):
         measure(subj, hooks=["blocks.1.hook_resid_pre"], progress=False)
-
-
-def test_positional_variants_are_left_out_where_w_pos_is_no_summand():
-    """W_pos variants are measured only at residual hooks of learned-position models; elsewhere they are
-    left out (the claims reading them are not applicable there), never a crash."""
-    from tests.conftest import tiny_model
-
-    subj = tiny_subject(n_seqs=2, seq_len=10)
-    subj.model = tiny_model(positional="rotary")
-    m = measure(subj, variants=("sae", "token_then_pos", "pos_repair_out", "shift_pos"), progress=False)
-    assert {v for v, _ in m.metrics} == {"sae"}
-    subj = tiny_subject(n_seqs=2, seq_len=10, hooks=["blocks.0.hook_mlp_out", "blocks.1.hook_resid_mid"])
-    m = measure(subj, variants=("sae", "token_then_pos", "pos_repair_out", "shift_pos"), progress=False)
-    assert set(m.metrics) == {("sae", "blocks.0.hook_mlp_out")} | {
-        (v, "blocks.1.hook_resid_mid") for v in ("sae", "token_then_pos", "pos_repair_out", "shift_pos")}
 
 
 HOOK_KINDS = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
@@ -290,192 +259,6 @@ def test_a_model_the_fused_path_refuses_is_measured_on_transformer_lens_attentio
     eager = measure(subj, variants=("sae", "zero"), progress=False, fused_attention=False)
     for key in eager.metrics:
         np.testing.assert_allclose(m.metrics[key]["ce"], eager.metrics[key]["ce"], atol=1e-5, rtol=0)
-
-
-@settings(max_examples=6)
-@given(seed=st.integers(0, 1000), kinds=st.sampled_from([("hook_resid_pre", "hook_resid_post"),
-                                                         ("attn.hook_z", "hook_mlp_out")]))
-def test_variants_share_one_sae_pass_per_sae(seed, kinds):
-    """sae, random_error and pos_repair_out all encode x itself: one encode per SAE and chunk serves them
-    all, with bit-identical results (every metric, every variant) to each variant encoding alone."""
-    from saeclaims import splicing
-
-    hooks = [f"blocks.1.{k}" for k in kinds]
-    subj = tiny_subject(n_seqs=3, seq_len=16, seed=seed, hooks=hooks)
-    variants = ("sae", "random_error", "pos_repair_out", "token_then_pos", "reencode")
-    calls = []
-    for sae in subj.saes.values():
-        orig = sae.encode
-        sae.encode = lambda x, orig=orig: calls.append(1) or orig(x)
-    shared = measure(subj, variants=variants, progress=False, seed=seed)
-    n_shared = len(calls)
-    calls.clear()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(splicing.SharedRoundtrip, "applies", staticmethod(lambda sae: False))
-        alone = measure(subj, variants=variants, progress=False, seed=seed)
-    sharing = sum(subj.hook_of(k).endswith("resid_pre") or subj.hook_of(k).endswith("resid_post") for k in hooks)
-    # random_error (and pos_repair_out, at residual hooks) no longer re-encode x; one chunk per batch here
-    assert len(calls) - n_shared == len(hooks) + sharing
-    assert set(shared.metrics) == set(alone.metrics)
-    for key in alone.metrics:
-        for metric, arr in alone.metrics[key].items():
-            np.testing.assert_array_equal(shared.metrics[key][metric], arr, err_msg=f"{key} {metric}")
-
-
-def test_shared_roundtrip_only_without_runtime_normalisation():
-    from saeclaims.splicing import SharedRoundtrip
-    from tests.conftest import tiny_sae
-
-    sae = tiny_sae(16, 32, "blocks.0.hook_resid_pre", 8)
-    assert SharedRoundtrip.applies(sae)
-    sae.cfg.normalize_activations = "layer_norm"
-    assert not SharedRoundtrip.applies(sae)
-    sae.cfg.normalize_activations = "none"
-    x = torch.randn(2, 5, 16)
-    shared = SharedRoundtrip(sae, x)
-    codes = shared.encode(x)
-    assert shared.encode(x) is codes and shared.decode(codes) is shared.decode(codes)
-    assert shared.encode(x.clone()) is not codes and shared.decode(codes.clone()) is not shared.decode(codes)
-    assert shared.W_dec is sae.W_dec
-
-
-def test_splicing_a_few_sequences_at_a_time_changes_nothing(monkeypatch):
-    from saeclaims import splicing
-
-    subj = tiny_subject(n_seqs=5, seq_len=16, hooks=["blocks.0.hook_resid_pre", "blocks.1.attn.hook_z"])
-    variants = ("zero", "mean", "sae", "shift_pos", "random_error", "pos_repair_out", "reencode")
-    whole = measure(subj, variants=variants, batch_size=5, progress=False)
-    monkeypatch.setattr(splicing, "sae_rows", lambda *a, **k: 2)
-    split = measure(subj, variants=variants, batch_size=5, progress=False)
-    for key in whole.metrics:
-        for metric, arr in whole.metrics[key].items():
-            np.testing.assert_allclose(split.metrics[key][metric], arr, atol=1e-6, rtol=0, err_msg=f"{key} {metric}")
-
-
-def test_fused_stack_rows_are_linear_in_sequence_length():
-    from saeclaims.budget import stack_rows
-
-    model = tiny_subject(n_seqs=1, seq_len=8).model
-    cpu = torch.device("cpu")
-    budget = 2**30
-    assert stack_rows(model, 512, cpu, budget, fused=True) == 2 * stack_rows(model, 1024, cpu, budget, fused=True)
-    assert stack_rows(model, 512, cpu, budget) == 4 * stack_rows(model, 1024, cpu, budget)
-    model.blocks[0].attn.attn_type = "local"  # a block that keeps the eager path forms the T x T scores
-    assert stack_rows(model, 512, cpu, budget, fused=True) == stack_rows(model, 512, cpu, budget)
-
-
-def test_flop_counts_follow_what_the_kernels_execute():
-    from saeclaims.flops import Shape, attention_share, layer_flops, sae_passes, workload_flops
-
-    s = Shape(n_layers=4, d_model=128, d_mlp=512, d_vocab=4096, seq_len=512, d_sae=2048)
-    assert layer_flops(s) == 2 * (4 * 128**2 + 2 * 128 * 512 + 2 * 512 * 128)  # the full T x T square
-    assert layer_flops(s, "causal") < layer_flops(s)
-    assert 0 < attention_share(s, "causal") < attention_share(s) < 1
-    variants = ("zero", "sae", "random_error", "pos_repair_out", "token_then_pos")
-    assert sae_passes(variants) == 4 and sae_passes(variants, shared_sae=True) == 2
-    hooks = ["blocks.0.hook_resid_pre", "blocks.3.hook_resid_post"]
-    plain = workload_flops(s, hooks, variants, 100)
-    fused = workload_flops(s, hooks, variants, 100, attention="causal", shared_sae=True)
-    assert fused["naive"] == plain["naive"] and fused["batched"] < plain["batched"]
-    assert fused["bound"] > plain["bound"] > 1
-    # the clean pass and its unembedding once; `zero` at a residual hook one row per batch of 4, inside a block all
-    layer, unembed = layer_flops(s, "causal"), 2 * 128 * 4096
-    for hook, layers, rows in (("blocks.0.hook_resid_pre", 4, 1 / 4), ("blocks.3.hook_resid_post", 0, 1 / 4),
-                               ("blocks.0.hook_attn_out", 4, 1), ("blocks.1.hook_resid_mid", 3, 1)):
-        suffix = layers * layer + unembed
-        got = workload_flops(s, [hook], ("zero",), 1, attention="causal", batch_seqs=4)["batched"]
-        assert got == 4 * layer + unembed + rows * suffix, hook
-        assert workload_flops(s, [hook], ("zero",), 1, attention="causal")["batched"] == 4 * layer + unembed + suffix
-        sae = workload_flops(s, [hook], ("sae",), 1, attention="causal", batch_seqs=4)["batched"]
-        assert sae == 4 * layer + unembed + suffix + 2 * 2 * 128 * 2048  # one SAE round trip
-
-
-def test_a_memory_budget_bounds_each_step_and_changes_no_result():
-    """--sae-memory-budget sizes every transient block (forwards, SAE codes, log-softmax chunks); results are the
-    same as with the default budget, since only how many sequences go through at a time changes."""
-    from saeclaims.budget import sae_rows, stack_rows
-
-    subj = tiny_subject(n_seqs=5, seq_len=16)
-    small = 4 * 16 * 64 * 2  # two sequences' widest activation
-    assert stack_rows(subj.model, 16, torch.device("cpu"), small, fused=True) == 2
-    assert sae_rows(subj, subj.hooks, 16, torch.device("cpu"), 4 * 16 * 32) == 1
-    variants = ("zero", "sae", "shift_pos", "random_error")
-    a = measure(subj, variants=variants, progress=False)
-    b = measure(subj, variants=variants, progress=False, budget_bytes=small)
-    for key in a.metrics:
-        for metric in ("ce", "kl", "l0"):
-            np.testing.assert_allclose(a.metrics[key][metric], b.metrics[key][metric], atol=1e-5, err_msg=str(key))
-
-
-def test_log_softmax_chunk_defaults_per_device_and_never_exceeds_the_budget():
-    from saeclaims.budget import DEFAULT_CHUNK_BYTES, default_budget, log_softmax_chunk
-
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert log_softmax_chunk(cpu, None, None) == DEFAULT_CHUNK_BYTES
-    assert log_softmax_chunk(gpu, None, None) == default_budget(gpu) == 2**30
-    assert log_softmax_chunk(gpu, None, 2**20) == 2**20  # the budget caps the GPU default
-    assert log_softmax_chunk(cpu, 2**20, None) == 2**20  # asked for: kept
-    assert log_softmax_chunk(cpu, 2**20, 2**20) == 2**20  # equal to the budget: kept
-    assert log_softmax_chunk(cpu, 2**21, 2**20) == 2**20  # over the budget: capped
-
-
-def test_same_in_every_sequence_edges():
-    """Exact equality in every sequence, one element of one sequence off is enough to refuse; one sequence
-    has nothing to share."""
-    from saeclaims.splicing import same_in_every_sequence
-
-    b = 3
-    x = torch.randn(b, 5, 4)
-    stack = torch.cat([torch.zeros(b, 5, 4), x, x[:1].expand(b, 5, 4), x[:1].expand(b, 5, 4).clone()])
-    assert same_in_every_sequence(stack, 4, b) == {0, 2, 3}
-    stack[3 * b + 2, 4, 3] += 1e-6  # the last sequence differs in one number
-    assert same_in_every_sequence(stack, 4, b) == {0, 2}
-    stack[b + 1] = stack[b]  # sequences 0 and 1 alike, 2 not
-    assert same_in_every_sequence(stack, 4, b) == {0, 2}
-    assert same_in_every_sequence(torch.zeros(2, 5, 4), 2, 1) == set()
-
-
-def test_shared_final_equals_its_rows_repeated():
-    """chunked_losses with a variant given once per position (shared_final) equals the same variant repeated
-    in every sequence, for chunks that do not divide the positions."""
-    torch.manual_seed(0)
-    model = tiny_subject(n_seqs=2, seq_len=16).model
-    clean = torch.randn(3, 15, 16)
-    var = torch.randn(2, 3, 15, 16)
-    shared = torch.randn(2, 15, 16)
-    tgt = torch.randint(0, 50, (3, 15))
-    for chunk in (10**9, 4 * 50 * 4 * 7):
-        ref = chunked_losses(model, clean, torch.cat([var, shared[:, None].expand(2, 3, 15, 16)]), tgt,
-                             chunk_bytes=chunk)
-        got = chunked_losses(model, clean, var, tgt, chunk_bytes=chunk, shared_final=shared)
-        for r, g in zip(ref, got):
-            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
-        assert got[1].shape == (4, 3, 15)
-
-
-def test_zero_at_a_residual_hook_runs_one_sequence(monkeypatch):
-    """`zero` at a residual hook is the same input in every sequence: its suffix run is one row, not B; inside
-    a block (hook_attn_out) the block's clean input differs per sequence and every row runs. Losses equal
-    one hooked forward per variant either way."""
-    from saeclaims import splicing
-
-    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.0.hook_attn_out"]
-    subj = tiny_subject(n_layers=2, ctx=6, n_seqs=4, seq_len=12, seed=3, hooks=hooks)
-    rows = {}
-    orig = splicing.suffix_run
-
-    def spy(model, hook, stack, resid_in, r):
-        rows[hook] = stack.shape[0]
-        return orig(model, hook, stack, resid_in, r)
-
-    monkeypatch.setattr(splicing, "suffix_run", spy)
-    m = measure(subj, variants=("zero", "sae"), batch_size=4, progress=False)
-    assert rows == {"blocks.0.hook_resid_pre": 4 + 1, "blocks.1.hook_resid_post": 4 + 1, "blocks.0.hook_attn_out": 8}
-    stats = in_context_stats(subj, subj.hooks)
-    naive = naive_losses(subj, subj.tokens, subj.hooks, ("zero", "sae"), stats, 0)
-    for (v, hook), ref in naive.items():
-        np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)
 
 
 def test_zero_alone_runs_as_one_shared_row():
