@@ -155,7 +155,7 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
     layer = layer_flops(s, "causal")
     fwd = s.n_layers * layer
     sae, unemb = 0.0, unembed_flops(s)
-    for key in subject.hooks:
+    for key in subject.sae_ids:
         hook = subject.hook_of(key)
         names = variants_at(subject, key, variants)
         for v in names:
@@ -163,7 +163,7 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
             fwd += rows * (s.n_layers - start_layer(hook)) * layer
             unemb += rows * unembed_flops(s)
         sae += sae_passes(names, shared_sae=True) * sae_flops(s)
-    total = workload_flops(s, [subject.hook_of(k) for k in subject.hooks], variants, 1, attention="causal",
+    total = workload_flops(s, [subject.hook_of(k) for k in subject.sae_ids], variants, 1, attention="causal",
                            shared_sae=True, batch_seqs=batch_seqs)["batched"]
     assert abs(total - (fwd + sae + unemb)) <= 1e-6 * total, (total, fwd + sae + unemb)
     return {"forwards": fwd, "sae": sae, "unembedding": unemb}
@@ -391,7 +391,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     subject, d_sae = gpt2_subject(device, n_seqs, seq_len, q)
     parts = flop_parts(subject, CLAIM_VARIANTS, args.batch_size)
-    res["subject"] = {"hooks": len(subject.hooks), "variants": len(CLAIM_VARIANTS), "d_sae": d_sae,
+    res["subject"] = {"hooks": len(subject.sae_ids), "variants": len(CLAIM_VARIANTS), "d_sae": d_sae,
                       "n_seqs": n_seqs, "seq_len": seq_len, "build_s": time.perf_counter() - t0,
                       "flops_per_token": parts, "shape": GPT2_QUICK if q else GPT2}
     print(f"subject built in {res['subject']['build_s']:.1f} s; FLOPs/token "

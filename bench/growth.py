@@ -75,7 +75,7 @@ def sliced(subject, n_seqs: int, seq_len: int, **changes):
 def timed(subject, variants, repeats: int, hooks=None, fused_attention: bool = True, batch_size: int = 16) -> float:
     from saeclaims.splice import SpliceOptions, in_context_stats, splice_batch
 
-    hooks = list(hooks or subject.hooks)
+    hooks = list(hooks or subject.sae_ids)
     stats = in_context_stats(subject, hooks)
     # warm-up, untimed: first-call costs (allocator pools, kernel selection) stay out of every point
     options = SpliceOptions(fused_attention=fused_attention)
@@ -177,7 +177,7 @@ def main(argv=None) -> None:
     # hooks, deepest first, at fixed tokens
     rows = []
     s_h = sliced(org, 4, 256) if not q else sliced(org, 1, 128)
-    by_depth = sorted(org.hooks, key=lambda h: -start_layer(org.hook_of(h)))  # SAE ids, deepest hook first
+    by_depth = sorted(org.sae_ids, key=lambda h: -start_layer(org.hook_of(h)))  # SAE ids, deepest hook first
     for k in range(1, len(by_depth) + 1):
         hooks = by_depth[:k]
         blocks = sum(org.model.cfg.n_layers - start_layer(org.hook_of(h)) for h in hooks)
@@ -193,9 +193,9 @@ def main(argv=None) -> None:
     base = sliced(org, 4 if not q else 1, 256 if not q else 128)
     d = org.model.cfg.d_model
     for width in ([512, 2048] if q else [1024, 2048, 4096, 8192]):
-        saes = {h: _sae(d, width, org.hook_of(h), 64, i) for i, h in enumerate(org.hooks)}
+        saes = {h: _sae(d, width, org.hook_of(h), 64, i) for i, h in enumerate(org.sae_ids)}
         s = dataclasses.replace(base, saes=saes, full_context_saes={},
-                                context_sizes={h: 64 for h in org.hooks})
+                                context_sizes={h: 64 for h in org.sae_ids})
         rows.append({"d_sae": width, "seconds": timed(s, CLAIM_VARIANTS, r)})
     a, b, r2 = fit([x["d_sae"] for x in rows], [x["seconds"] for x in rows])
     fits["d_sae organism"] = (f"time = {a:.3f} s + {b * 1e3:.4f} ms x d_sae (R^2 {r2:.3f}); "

@@ -78,7 +78,7 @@ def _record(benchmark, subject, hooks, variants, way, matmul_flops):
 @pytest.mark.parametrize("variants", list(VARIANT_SETS), ids=lambda v: f"V{v}")
 @pytest.mark.parametrize("depth", ["first", "middle", "last"])
 def test_kernel(benchmark, organism, depth, variants, way, matmul_flops):
-    hooks = organism.hooks
+    hooks = organism.sae_ids
     hook = {"first": hooks[0], "middle": hooks[len(hooks) // 2], "last": hooks[-1]}[depth]
     benchmark.group = f"kernel T{organism.seq_len} {depth} V{variants}"
     _record(benchmark, organism, [hook], VARIANT_SETS[variants], way, matmul_flops)
@@ -89,7 +89,7 @@ def test_claim_workload(benchmark, device, way, matmul_flops):
     """The whole claim workload on the organism: every hook x every variant, 512-token sequences."""
     subject = load_organism(device=str(device), n_seqs=N_SEQS, seq_len=512)
     benchmark.group = "workload organism T512 all hooks x all variants"
-    _record(benchmark, subject, subject.hooks, CLAIM_VARIANTS, way, matmul_flops)
+    _record(benchmark, subject, subject.sae_ids, CLAIM_VARIANTS, way, matmul_flops)
 
 
 @pytest.fixture(scope="module")
@@ -115,4 +115,4 @@ def gpt2_shaped(device, request):
 @pytest.mark.parametrize("way", ["batched", "naive", "batched_eager"])
 def test_gpt2_shaped_workload(benchmark, gpt2_shaped, way, matmul_flops):
     benchmark.group = "workload gpt2-shaped T1024 13 hooks x all variants"
-    _record(benchmark, gpt2_shaped, gpt2_shaped.hooks, CLAIM_VARIANTS, way, matmul_flops)
+    _record(benchmark, gpt2_shaped, gpt2_shaped.sae_ids, CLAIM_VARIANTS, way, matmul_flops)

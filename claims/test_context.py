@@ -38,15 +38,15 @@ def test_beyond_context_degrades(claim):
     """mean dCE_sae over O divided by mean dCE_sae over I (> 0)."""
     claim.require_beyond_context()
     m = claim.measurements()
-    i = inside(m, claim.hook)
-    require_positive_denominator(claim, m, Quantity("sae", claim.hook, "dce", *i), "mean dCE_sae(I)")
-    claim.check(beyond_over_inside(m, claim.hook, "sae", "dce", claim.boot))
+    i = inside(m, claim.sae_id)
+    require_positive_denominator(claim, m, Quantity("sae", claim.sae_id, "dce", *i), "mean dCE_sae(I)")
+    claim.check(beyond_over_inside(m, claim.sae_id, "sae", "dce", claim.boot))
 
 
 @pytest.mark.claim("in-context-performs-well", reads=("zero", "sae"))
 def test_in_context_performs_well(claim):
     """sae_lens's CE-loss score (against zero ablation) over I."""
-    claim.check(ce_score(claim.measurements(), claim.hook, claim.boot))
+    claim.check(ce_score(claim.measurements(), claim.sae_id, claim.boot))
 
 
 def _layer_contrast(claim, region: str, first_minus_last: bool):
@@ -86,11 +86,12 @@ def test_reencoding_recovers(claim):
     """1 - excess_reencode / excess_sae on the first --reencode-seqs sequences, where the SAE's excess is > 0."""
     claim.require_beyond_context()
     # the premise on every sequence first (cheap: the shared splice), so no excess costs no sparse coding
-    claim.require_positive(excess(claim.measurements(), claim.hook, boot=claim.boot), "excess dCE_sae(O) - dCE_sae(I)")
+    claim.require_positive(excess(claim.measurements(), claim.sae_id, boot=claim.boot),
+                           "excess dCE_sae(O) - dCE_sae(I)")
     m = claim.reencode_measurements()
-    claim.require_positive(excess(m, claim.hook, boot=claim.boot),
+    claim.require_positive(excess(m, claim.sae_id, boot=claim.boot),
                            f"excess dCE_sae(O) - dCE_sae(I) on the first {m.n_seqs} sequences")
-    claim.check(excess_removed_share(m, claim.hook, "reencode", claim.boot))
+    claim.check(excess_removed_share(m, claim.sae_id, "reencode", claim.boot))
 
 
 @pytest.mark.claim("encoder-off-distribution", reads=("sae",))
@@ -98,7 +99,7 @@ def test_encoder_off_distribution(claim):
     """mean L0 over O divided by mean L0 over I (not applicable to fixed-L0 architectures such as TopK)."""
     claim.require_free_l0()
     claim.require_beyond_context()
-    claim.check(beyond_over_inside(claim.measurements(), claim.hook, "sae", "l0", claim.boot))
+    claim.check(beyond_over_inside(claim.measurements(), claim.sae_id, "sae", "l0", claim.boot))
 
 
 @pytest.mark.claim("errors-worse-than-random", reads=("sae", "random_error"))
@@ -106,7 +107,8 @@ def test_errors_worse_than_random(claim):
     """mean dCE_sae(O) / mean dCE_random_error(O), the error of the same norm in a random direction."""
     claim.require_beyond_context()
     m = claim.measurements()
-    o = outside(m, claim.hook)
-    require_positive_denominator(claim, m, Quantity("random_error", claim.hook, "dce", *o), "mean dCE_random_error(O)")
-    claim.check(ratio(m, Quantity("sae", claim.hook, "dce", *o), Quantity("random_error", claim.hook, "dce", *o),
+    o = outside(m, claim.sae_id)
+    require_positive_denominator(claim, m, Quantity("random_error", claim.sae_id, "dce", *o),
+                                 "mean dCE_random_error(O)")
+    claim.check(ratio(m, Quantity("sae", claim.sae_id, "dce", *o), Quantity("random_error", claim.sae_id, "dce", *o),
                       claim.boot))

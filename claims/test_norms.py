@@ -19,8 +19,8 @@ def test_layer0_norm_order_of_magnitude_smaller(claim):
     at0 = claim.subject.ids_at(LAYER0)  # the clean activation's norm is the same for every SAE there
     if not at0:
         claim.not_applicable(f"needs an SAE at {LAYER0} to compare with")
-    m = claim.measurements([at0[0], claim.hook])
-    claim.check(ratio(m, Quantity("sae", claim.hook, "x_norm", 1, None), Quantity("sae", at0[0], "x_norm", 1, None),
+    m = claim.measurements([at0[0], claim.sae_id])
+    claim.check(ratio(m, Quantity("sae", claim.sae_id, "x_norm", 1, None), Quantity("sae", at0[0], "x_norm", 1, None),
                       claim.boot))
 
 
@@ -28,4 +28,4 @@ def test_layer0_norm_order_of_magnitude_smaller(claim):
 def test_wpos_small_share_later(claim):
     """mean over tokens of ||W_pos[p]||^2 / ||x||^2."""
     claim.require_learned_positions()
-    claim.check(mean_of(claim.measurements(), Quantity("sae", claim.hook, "wpos_share", 1, None), claim.boot))
+    claim.check(mean_of(claim.measurements(), Quantity("sae", claim.sae_id, "wpos_share", 1, None), claim.boot))

@@ -46,8 +46,8 @@ def _recovery(claim, variant: str):
     claim.require_learned_positions()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_positive(excess(m, claim.hook, boot=claim.boot), EXCESS)
-    return recovery(m, claim.hook, variant, claim.boot)
+    claim.require_positive(excess(m, claim.sae_id, boot=claim.boot), EXCESS)
+    return recovery(m, claim.sae_id, variant, claim.boot)
 
 
 @pytest.mark.claim("adding-wpos-recovers", reads=("sae", "pos_repair_out"))
@@ -87,8 +87,8 @@ def test_position_not_most_of_it_vs_control(claim):
     claim.require_full_context_sae()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_positive(control_excess(m, claim.hook, claim.boot), "control-relative excess")
-    claim.check(control_recovery(m, claim.hook, "shift_pos", claim.boot))
+    claim.require_positive(control_excess(m, claim.sae_id, claim.boot), "control-relative excess")
+    claim.check(control_recovery(m, claim.sae_id, "shift_pos", claim.boot))
 
 
 @pytest.mark.claim("positional-not-large-share-of-mse", reads=("sae", "shift_pos"))
@@ -97,9 +97,9 @@ def test_positional_not_large_share_of_mse(claim):
     claim.require_learned_positions()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_positive(excess(m, claim.hook, metric="nmse", boot=claim.boot),
+    claim.require_positive(excess(m, claim.sae_id, metric="nmse", boot=claim.boot),
                            "excess nMSE_sae(O) - nMSE_sae(I)")
-    claim.check(metric_recovery(m, claim.hook, "shift_pos", "nmse", claim.boot))
+    claim.check(metric_recovery(m, claim.sae_id, "shift_pos", "nmse", claim.boot))
 
 
 @pytest.mark.claim("token-only-goes-poorly", reads=("sae", "token_then_pos"))
@@ -107,9 +107,9 @@ def test_token_only_goes_poorly(claim):
     """dCE_token_then_pos(I) / dCE_sae(I): the SAE fed the token embedding alone, position added after."""
     claim.require_learned_positions()
     m = claim.measurements()
-    i = inside(m, claim.hook)
-    claim.require_positive(mean_of(m, Quantity("sae", claim.hook, "dce", *i), claim.boot), "mean dCE_sae(I)")
-    claim.check(ratio(m, Quantity("token_then_pos", claim.hook, "dce", *i), Quantity("sae", claim.hook, "dce", *i),
+    i = inside(m, claim.sae_id)
+    claim.require_positive(mean_of(m, Quantity("sae", claim.sae_id, "dce", *i), claim.boot), "mean dCE_sae(I)")
+    claim.check(ratio(m, Quantity("token_then_pos", claim.sae_id, "dce", *i), Quantity("sae", claim.sae_id, "dce", *i),
                       claim.boot))
 
 
@@ -119,9 +119,9 @@ def test_sae_thinks_earlier(claim):
     W_pos[q]), is < ctx."""
     claim.require_learned_positions()
     claim.require_beyond_context()
-    s, ctx = claim.subject, claim.subject.context_sizes[claim.hook]
-    decoded = decoded_positions(s.model, s.saes[claim.hook], s.tokens)[:, ctx:]
-    claim.add_series(DecodedPositions(s.name, claim.hook, ctx, ctx, decoded.mean(0).tolist()))
+    s, ctx = claim.subject, claim.subject.context_sizes[claim.sae_id]
+    decoded = decoded_positions(s.model, s.saes[claim.sae_id], s.tokens)[:, ctx:]
+    claim.add_series(DecodedPositions(s.name, claim.sae_id, ctx, ctx, decoded.mean(0).tolist()))
     claim.check(share_of_tokens(decoded < ctx, claim.boot))
 
 
@@ -131,11 +131,11 @@ def test_features_disjoint_layer0(claim):
     most frequent evaluation tokens x positions [1, ctx)) is at least 90% explained by token or by
     position alone; Clopper-Pearson interval over features."""
     claim.require_learned_positions()
-    s, ctx = claim.subject, claim.subject.context_sizes[claim.hook]
+    s, ctx = claim.subject, claim.subject.context_sizes[claim.sae_id]
     toks = frequent_tokens(s.tokens.cpu().numpy(), 512, exclude=(s.tokens[0, 0].item(),))
-    split = feature_split(s.model, s.saes[claim.hook], toks, np.arange(1, ctx))
+    split = feature_split(s.model, s.saes[claim.sae_id], toks, np.arange(1, ctx))
     one = split.one_factor(0.9)
-    claim.add_series(FeatureShares(s.name, claim.hook, split.token_share.tolist(), split.position_share.tolist()))
+    claim.add_series(FeatureShares(s.name, claim.sae_id, split.token_share.tolist(), split.position_share.tolist()))
     iv = proportion_interval(int(one.sum()), len(one), claim.boot.confidence)
     claim.check(iv.with_sample(0, split.n_tokens * split.n_positions), n_live_features=len(one),
                 n_features=split.n_features)

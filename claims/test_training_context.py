@@ -18,7 +18,7 @@ def test_beyond_context_degrades_vs_control(claim):
     """(dCE_sae(O) / dCE_sae(I)) / (dCE_ctl(O) / dCE_ctl(I))."""
     claim.require_full_context_sae()
     claim.require_beyond_context()
-    claim.check(control_ratio(claim.measurements(), claim.hook, claim.boot))
+    claim.check(control_ratio(claim.measurements(), claim.sae_id, claim.boot))
 
 
 @pytest.mark.claim("full-context-training-fixes", reads=("sae", "full_context_sae"))
@@ -27,6 +27,6 @@ def test_full_context_training_fixes(claim):
     claim.require_full_context_sae()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_positive(control_excess(m, claim.hook, claim.boot), "control-relative excess")
-    claim.check(control_fix_share(m, claim.hook, claim.boot),
-                full_context_size=claim.subject.full_context_saes[claim.hook].cfg.metadata.context_size)
+    claim.require_positive(control_excess(m, claim.sae_id, claim.boot), "control-relative excess")
+    claim.check(control_fix_share(m, claim.sae_id, claim.boot),
+                full_context_size=claim.subject.full_context_saes[claim.sae_id].cfg.metadata.context_size)

@@ -28,7 +28,7 @@ def test_a_memory_budget_bounds_each_step_and_changes_no_result():
     subj = tiny_subject(n_seqs=5, seq_len=16)
     small = 4 * 16 * 64 * 2  # two sequences' widest activation
     assert stack_rows(subj.model, 16, torch.device("cpu"), small, fused=True) == 2
-    assert sae_rows(subj, subj.hooks, 16, torch.device("cpu"), 4 * 16 * 32) == 1
+    assert sae_rows(subj, subj.sae_ids, 16, torch.device("cpu"), 4 * 16 * 32) == 1
     variants = ("zero", "sae", "shift_pos", "random_error")
     a = measure(subj, variants=variants, progress=False)
     b = measure(subj, variants=variants, progress=False, budget_bytes=small)

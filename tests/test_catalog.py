@@ -15,8 +15,8 @@ def _claim(**kw) -> Claim:
 
 class Info:
     def __init__(self, hooks, full=()):
-        self.hooks = list(hooks)
-        self.full_context_hooks = list(full)
+        self.sae_ids = list(hooks)
+        self.full_context_sae_ids = list(full)
 
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.2.hook_resid_post",
@@ -63,7 +63,7 @@ def test_duplicates_unknown_ids_and_idempotent_registration():
 
 
 def test_user_scopes_join_the_vocabulary():
-    s = register_scope(Scope("mlp_out", "per mlp_out hook", lambda i: [h for h in i.hooks if h.endswith("mlp_out")]))
+    s = register_scope(Scope("mlp_out", "per mlp_out hook", lambda i: [h for h in i.sae_ids if h.endswith("mlp_out")]))
     try:
         assert _claim(scope="mlp_out").rows(Info(HOOKS)) == ["blocks.1.hook_mlp_out"]
         with pytest.raises(ClaimError, match="already registered with another meaning"):

@@ -35,8 +35,8 @@ SMALL = [
 LABELS = {
     "dce_by_position": ("position p", "added loss dCE (nats / token)"),
     "l0_by_position": ("position p", "L0: active latents of SAE(x)"),
-    "recovery_bars": ("hook", "share of the excess loss recovered"),
-    "norms": ("hook", "L2 norm (log scale)"),
+    "recovery_bars": ("SAE id", "share of the excess loss recovered"),
+    "norms": ("SAE id", "L2 norm (log scale)"),
     "wpos_pca": ("PC1", "PC2"),
     "feature_split_hist": ("variance share of the better single factor", "live features"),
     "decoded_positions_plot": ("true position", "position decoded from SAE(x)"),
@@ -90,7 +90,7 @@ def test_evidence_rows_and_not_applicable_rows_keep_the_hooks_forward_order():
 
     hooks = ("blocks.2.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.3.hook_resid_post",
              "blocks.3.hook_resid_pre", "blocks.1.attn.hook_z")
-    rows = [SimpleNamespace(subject="s", hook=h) for h in hooks]
-    assert [r.hook for r in sorted(rows, key=_row_order)] == [
+    rows = [SimpleNamespace(subject="s", sae_id=h) for h in hooks]
+    assert [r.sae_id for r in sorted(rows, key=_row_order)] == [
         "blocks.1.hook_resid_pre", "blocks.1.attn.hook_z", "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre",
         "blocks.3.hook_resid_post"]

@@ -57,7 +57,7 @@ def test_no_learned_positions():
     subject.model = tiny_model(positional="rotary")
     fx, s = _fixture(subject, "wpos-helix", "model")
     assert "rotary, not a learned absolute W_pos" in _skipped(fx.require_learned_positions)
-    assert s.store.not_applicable[0].hook == "model"
+    assert s.store.not_applicable[0].sae_id == "model"
 
 
 def test_no_hook_in_scope():
@@ -96,7 +96,7 @@ def test_check_judges_records_and_compares_with_the_ledger(low, high, expected, 
         ev = fx.check(iv, note="x")
         assert (ev.verdict, ev.expected, ev.method, ev.extra) == (expected, expected, "cluster bootstrap (BCa)",
                                                                  {"note": "x"})
-    assert len(s.store.evidence) == 1 and s.store.evidence[0].hook == HOOK
+    assert len(s.store.evidence) == 1 and s.store.evidence[0].sae_id == HOOK
 
 
 def test_check_twice_is_an_error():
@@ -204,7 +204,7 @@ def test_every_inference_architecture_is_measured_and_l0_claims_know_fixed_k(arc
 
     cls, extra = ARCHITECTURES[arch]
     subject = tiny_subject(n_seqs=3, seq_len=16, hooks=[HOOK, "blocks.1.hook_mlp_out"])
-    for hook in subject.hooks:
+    for hook in subject.sae_ids:
         cfg = getattr(sae_lens, f"{cls}Config")(d_in=16, d_sae=32, **extra)
         cfg.metadata.hook_name, cfg.metadata.context_size = hook, 8
         sae = getattr(sae_lens, cls)(cfg)
@@ -226,3 +226,13 @@ def test_every_inference_architecture_is_measured_and_l0_claims_know_fixed_k(arc
         assert "fixed by construction" in _skipped(fx.require_free_l0)
     else:
         fx.require_free_l0()
+
+
+def test_old_spellings_of_the_row_warn_and_still_work():
+    """`claim.hook` and `claim.row` were the row's SAE id under other names; `claim.sae_id` is the one accessor."""
+    fx, _ = _fixture(tiny_subject())
+    assert fx.sae_id == HOOK
+    with pytest.warns(DeprecationWarning, match="claim.hook is deprecated: use claim.sae_id"):
+        assert fx.hook == HOOK
+    with pytest.warns(DeprecationWarning, match="claim.row is deprecated: use claim.sae_id"):
+        assert fx.row == HOOK

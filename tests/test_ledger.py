@@ -63,7 +63,7 @@ def test_a_ledger_without_its_sample_is_strict_everywhere():
 
 
 def test_the_drafted_sample_round_trips(tmp_path):
-    ev = [{"subject": "organism", "claim": "wpos-helix", "hook": "model", "verdict": "refuted", "estimate": 0.48,
+    ev = [{"subject": "organism", "claim": "wpos-helix", "sae_id": "model", "verdict": "refuted", "estimate": 0.48,
            "ci_low": 0.48, "ci_high": 0.48, "confidence": 0.999, "direction": ">=", "threshold": 0.945}]
     text = draft(ev, "organism", Catalog(THREAD_CLAIMS), Sample(128, 512), seed=0, family_confidence=0.95)
     assert "[_drafted]\nn_seqs = 128\nseq_len = 512\nseed = 0\nfamily_confidence = 0.95" in text

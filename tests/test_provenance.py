@@ -16,9 +16,9 @@ def test_digests_follow_content_not_identity():
 
 def test_the_record_lifts_model_release_and_ids_out_of_the_provenance():
     subj = tiny_subject(n_seqs=3, seq_len=12)
-    subj.provenance.update(model="m", release="r", sae_ids=list(subj.hooks), note="kept")
+    subj.provenance.update(model="m", release="r", sae_ids=list(subj.sae_ids), note="kept")
     rec = subject_record("tiny", subj, "cpu")
-    assert (rec.name, rec.model, rec.release, rec.sae_ids, rec.device) == ("tiny", "m", "r", subj.hooks, "cpu")
+    assert (rec.name, rec.model, rec.release, rec.sae_ids, rec.device) == ("tiny", "m", "r", subj.sae_ids, "cpu")
     assert (rec.n_seqs, rec.seq_len) == (3, 12) and rec.provenance == {"note": "kept"}
     assert set(rec.sae_sha256) == set(subj.saes) | set(subj.full_context_saes)
     assert rec.tokens_sha256 == tensor_sha256(subj.tokens)

@@ -43,8 +43,8 @@ def test_every_claim_on_every_sae_kind_is_a_verdict_or_not_applicable(run):
     proc, data = run["proc"], run["data"]
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert {o["outcome"] for o in data["outcomes"]} <= {"passed", "skipped"}
-    judged = {(e["subject"], e["claim"], e["hook"]) for e in data["evidence"]}
-    na = {(n["subject"], n["claim"], n["hook"]): n["reason"] for n in data["not_applicable"]}
+    judged = {(e["subject"], e["claim"], e["sae_id"]) for e in data["evidence"]}
+    na = {(n["subject"], n["claim"], n["sae_id"]): n["reason"] for n in data["not_applicable"]}
     assert all(reason for reason in na.values())
     assert not judged & set(na)
     ids = {i for s, _, i in judged | set(na) if s == MIXED}
@@ -85,6 +85,6 @@ def test_the_rotary_subject_runs_every_context_claim(run):
 def test_describing_and_loading_agree(spec):
     info = describe_subject(spec)
     subject = load_subject(spec, n_seqs=2, seq_len=64)
-    assert info.hooks == subject.sae_ids
-    assert {i: info.hook_of(i) for i in info.hooks} == {i: subject.hook_of(i) for i in subject.sae_ids}
-    assert info.full_context_hooks == sorted(subject.full_context_saes, key=subject.sae_ids.index)
+    assert info.sae_ids == subject.sae_ids
+    assert {i: info.hook_of(i) for i in info.sae_ids} == {i: subject.hook_of(i) for i in subject.sae_ids}
+    assert info.full_context_sae_ids == sorted(subject.full_context_saes, key=subject.sae_ids.index)

@@ -37,7 +37,7 @@ def test_the_readme_example_runs_outside_the_repository(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *argv[1:], timeout=600)
     result.assert_outcomes(passed=6)  # 5 hooks in context + the layer-0 SAE beyond it, as the ledger says
     payload = json.loads((pytester.path / "report" / "report.json").read_text())
-    verdicts = {(e["claim"], e["hook"]): e["verdict"] for e in payload["evidence"]}
+    verdicts = {(e["claim"], e["sae_id"]): e["verdict"] for e in payload["evidence"]}
     assert verdicts[("layer0-explains-most-variance-beyond-context", "blocks.0.hook_resid_pre")] == "refuted"
     assert payload["header"]["family_size"] == 6
     assert "explains-most-variance-in-context" in (pytester.path / "REPORT.md").read_text()

@@ -55,7 +55,7 @@ def test_a_run_notes_the_reads_of_its_selected_claim_tests_per_sae_id():
     session.catalog = Catalog([claim("per-hook", "all"), claim("across", "across_resid_pre"),
                                claim("model", "model")])
     session.collected, session.reads = True, {}
-    session._infos = {"subj": SimpleNamespace(hooks=ids, full_context_hooks=[], hook_of=lambda i: i)}
+    session._infos = {"subj": SimpleNamespace(sae_ids=ids, full_context_sae_ids=[], hook_of=lambda i: i)}
     session.note_reads([item("per-hook", ids[0], reads=("shift_pos",)), item("across", "resid_pre", reads=("zero",)),
                         item("model", "model", reads=()), item("model", "model", reference="ref")])
     reads = session.reads["subj"]

@@ -17,7 +17,7 @@ def _recorder(baseline=None) -> Recorder:
 
 
 def _evidence(estimate: float = 1.0) -> Evidence:
-    return Evidence(claim="c", subject="s", hook="model", statistic="stat", estimate=estimate, ci_low=0.9,
+    return Evidence(claim="c", subject="s", sae_id="model", statistic="stat", estimate=estimate, ci_low=0.9,
                     ci_high=1.1, confidence=0.99, threshold=0.5, direction=">", n_seqs=4, n_tokens=40,
                     verdict="holds")
 

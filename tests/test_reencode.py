@@ -127,7 +127,7 @@ def test_a_solver_that_cannot_finish_is_reported_not_used():
 
 def test_unconverged_tokens_stop_every_statistic_that_reads_them():
     subj = tiny_subject(n_seqs=3, seq_len=20, ctx=6, hooks=["blocks.0.hook_resid_pre"])
-    h = subj.hooks[0]
+    h = subj.sae_ids[0]
     m = measure(subj, variants=("sae", "reencode"), progress=False)
     flags = m.get("reencode", h, "unconverged")
     assert np.isnan(flags[:, 0]).all() and np.nansum(flags) == 0
@@ -143,12 +143,12 @@ def test_unconverged_tokens_stop_every_statistic_that_reads_them():
 def test_in_context_l0_is_the_mean_sae_l0_over_in_context_non_bos_tokens():
     subj = tiny_subject(n_seqs=3, seq_len=20, ctx=6)
     subj.tokens[1, 3] = 0  # a BOS inside the context
-    stats = in_context_stats(subj, subj.hooks)
+    stats = in_context_stats(subj, subj.sae_ids)
     store = {}
     subj.model.run_with_hooks(subj.tokens, fwd_hooks=[(h, lambda a, hook: store.setdefault(hook.name, a))
-                                                      for h in subj.hooks], return_type=None)
+                                                      for h in subj.sae_ids], return_type=None)
     use = subj.tokens[:, 1:6] != 0
-    for h in subj.hooks:
+    for h in subj.sae_ids:
         with torch.no_grad():
             l0 = (subj.saes[h].encode(store[h][:, 1:6]) > 0).sum(-1).double()
         assert stats[h].sae_l0 == pytest.approx(float(l0[use].mean()))

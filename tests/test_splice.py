@@ -21,8 +21,8 @@ def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
     assert {"pos_repair_out", "reencode"} <= set(VARIANTS)
     subj = tiny_subject(n_layers=n_layers, ctx=ctx, n_seqs=3, seq_len=20, seed=seed)
     m = measure(subj, variants=VARIANTS, batch_size=8, seed=seed, progress=False)
-    stats = in_context_stats(subj, subj.hooks)
-    naive = naive_losses(subj, subj.tokens, subj.hooks, VARIANTS, stats, seed)
+    stats = in_context_stats(subj, subj.sae_ids)
+    naive = naive_losses(subj, subj.tokens, subj.sae_ids, VARIANTS, stats, seed)
     for (v, hook), ref in naive.items():
         np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
         np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)
@@ -32,7 +32,7 @@ def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
 def test_clean_variant_adds_no_loss(seed):
     subj = tiny_subject(seed=seed, n_seqs=2, seq_len=16)
     m = measure(subj, variants=("clean",), progress=False)
-    for hook in subj.hooks:
+    for hook in subj.sae_ids:
         np.testing.assert_allclose(m.get("clean", hook, "dce"), 0, atol=1e-5)
         np.testing.assert_allclose(m.get("clean", hook, "kl"), 0, atol=1e-5)
         np.testing.assert_allclose(m.get("clean", hook, "sq_err"), 0, atol=1e-10)
@@ -65,7 +65,7 @@ def test_bos_tokens_inside_a_sequence_are_not_patched():
     subj = tiny_subject(n_seqs=2, seq_len=12)
     subj.tokens[0, 6] = 0  # a document boundary
     m = measure(subj, variants=("sae",), progress=False)
-    for hook in subj.hooks:
+    for hook in subj.sae_ids:
         assert m.get("sae", hook, "sq_err")[0, 6] == 0
         assert np.isnan(m.get("sae", hook, "l0")[0, 6])
         assert m.get("sae", hook, "sq_err")[0, 5] > 0
@@ -75,9 +75,9 @@ def test_tidy_table_has_one_row_per_variant_hook_sequence_position():
     subj = tiny_subject(n_seqs=2, seq_len=10)
     m = measure(subj, variants=("sae", "zero"), progress=False)
     t = m.tidy()
-    n = 2 * len(subj.hooks) * 2 * 9
+    n = 2 * len(subj.sae_ids) * 2 * 9
     assert all(len(v) == n for v in t.values())
-    assert set(t["variant"]) == {"sae", "zero"}
+    assert set(t["variant"]) == {"sae", "zero"} and set(t["sae_id"]) == set(subj.sae_ids)
 
 
 def test_measuring_a_hook_without_sae_is_an_error():
@@ -97,7 +97,7 @@ def test_every_hook_kind_stacked_equals_separate_hooked_forwards(seed, layer):
     hooks = [f"blocks.{layer}.{k}" for k in HOOK_KINDS]
     subj = tiny_subject(n_layers=2, ctx=6, n_seqs=3, seq_len=14, seed=seed, hooks=hooks)
     m = measure(subj, variants=VARIANTS, batch_size=2, max_stack=4, seed=seed, progress=False)
-    naive = naive_losses(subj, subj.tokens, subj.hooks, VARIANTS, in_context_stats(subj, subj.hooks), seed)
+    naive = naive_losses(subj, subj.tokens, subj.sae_ids, VARIANTS, in_context_stats(subj, subj.sae_ids), seed)
     assert set(naive) == set(m.metrics)
     for (v, hook), ref in naive.items():
         np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0, err_msg=f"{v} {hook}")
@@ -113,7 +113,7 @@ def test_two_saes_on_one_hook_are_measured_separately_by_id():
     subj.context_sizes = {"small": 8, "other": 8}
     assert subj.sae_ids == ["other", "small"] and subj.ids_at(hook) == ["other", "small"]
     m = measure(subj, variants=("sae",), progress=False)
-    assert m.hooks == ["other", "small"]
+    assert m.sae_ids == ["other", "small"]
     assert not np.allclose(m.get("sae", "small", "dce"), m.get("sae", "other", "dce"))
     one = measure(subj, hooks=["small"], variants=("sae",), progress=False)
     np.testing.assert_allclose(one.get("sae", "small", "dce"), m.get("sae", "small", "dce"), atol=1e-6)
@@ -126,7 +126,7 @@ def test_activation_statistics_leave_out_bos_tokens():
     subj = tiny_subject(n_seqs=3, seq_len=12)
     subj.tokens[1, 6] = 0  # a document boundary
     m = measure(subj, variants=("sae",), progress=False)
-    hook = subj.hooks[1]
+    hook = subj.sae_ids[1]
     for stat in ("x_norm", "wpos_share"):
         arr = m.activation[hook][stat]
         assert np.isnan(arr[:, 0]).all() and np.isnan(arr[1, 6])
@@ -171,8 +171,8 @@ def test_in_context_stats_read_only_the_context(seed, ctx, fused):
     orig = splice._clean_cache
     with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
         mp.setattr(splice, "_clean_cache", lambda m, toks, *a: widths.append(toks.shape[1]) or orig(m, toks, *a))
-        ref = _full_length_stats(subj, subj.hooks)
-        got = in_context_stats(subj, subj.hooks, fused_attention=fused)
+        ref = _full_length_stats(subj, subj.sae_ids)
+        got = in_context_stats(subj, subj.sae_ids, fused_attention=fused)
     assert widths and set(widths) == {max(ctx)}
     for h, (mu, var, l0) in ref.items():
         np.testing.assert_allclose(got[h].mean.numpy(), mu.float().numpy(), atol=2e-6, rtol=0)
@@ -188,7 +188,7 @@ def test_in_context_stats_read_whole_sequences_of_a_model_that_looks_ahead(monke
     widths = []
     orig = splice._clean_cache
     monkeypatch.setattr(splice, "_clean_cache", lambda m, toks, *a: widths.append(toks.shape[1]) or orig(m, toks, *a))
-    in_context_stats(subj, subj.hooks)
+    in_context_stats(subj, subj.sae_ids)
     assert set(widths) == {12}
 
 
@@ -234,7 +234,7 @@ def test_fused_attention_every_hook_kind_equals_eager_and_naive(seed, layer):
     clean = -lp.gather(-1, subj.tokens[:, 1:, None])[..., 0].numpy()
     np.testing.assert_allclose(m.clean_ce, clean, atol=1e-5, rtol=0)
     np.testing.assert_allclose(eager.clean_ce, clean, atol=1e-5, rtol=0)
-    naive = naive_losses(subj, subj.tokens, subj.hooks, VARIANTS, in_context_stats(subj, subj.hooks,
+    naive = naive_losses(subj, subj.tokens, subj.sae_ids, VARIANTS, in_context_stats(subj, subj.sae_ids,
                                                                                    fused_attention=False), seed)
     assert set(naive) == set(m.metrics) == set(eager.metrics)
     for (v, hook), ref in naive.items():
@@ -267,5 +267,5 @@ def test_zero_alone_runs_as_one_shared_row():
     subj = tiny_subject(n_seqs=3, seq_len=12)
     alone = measure(subj, variants=("zero",), progress=False)
     beside = measure(subj, variants=("zero", "sae"), progress=False)
-    for hook in subj.hooks:
+    for hook in subj.sae_ids:
         np.testing.assert_allclose(alone.get("zero", hook, "ce"), beside.get("zero", hook, "ce"), atol=1e-5)

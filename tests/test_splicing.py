@@ -121,8 +121,8 @@ def test_zero_at_a_residual_hook_runs_one_sequence(monkeypatch):
     monkeypatch.setattr(splicing, "suffix_run", spy)
     m = measure(subj, variants=("zero", "sae"), batch_size=4, progress=False)
     assert rows == {"blocks.0.hook_resid_pre": 4 + 1, "blocks.1.hook_resid_post": 4 + 1, "blocks.0.hook_attn_out": 8}
-    stats = in_context_stats(subj, subj.hooks)
-    naive = naive_losses(subj, subj.tokens, subj.hooks, ("zero", "sae"), stats, 0)
+    stats = in_context_stats(subj, subj.sae_ids)
+    naive = naive_losses(subj, subj.tokens, subj.sae_ids, ("zero", "sae"), stats, 0)
     for (v, hook), ref in naive.items():
         np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
         np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)

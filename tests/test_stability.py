@@ -23,7 +23,7 @@ def verdicts_for_seed(seed: int, out: Path, *extra: str) -> dict[tuple[str, str,
                     "--sae-seed", str(seed), "--sae-report", str(report), *extra], cwd=ROOT, check=False,
                    capture_output=True, text=True)
     payload = json.loads((report.parent / "report" / "report.json").read_text())
-    return {(e["subject"], e["claim"], e["hook"]): e["verdict"] for e in payload["evidence"]}
+    return {(e["subject"], e["claim"], e["sae_id"]): e["verdict"] for e in payload["evidence"]}
 
 
 @pytest.mark.slow

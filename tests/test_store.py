@@ -6,7 +6,7 @@ from saeclaims.store import EvidenceStore, NotApplicable, SubjectRecord
 
 
 def _evidence(claim: str, hook: str) -> Evidence:
-    return Evidence(claim=claim, subject="s", hook=hook, statistic="x", estimate=1.0, ci_low=0.5, ci_high=1.5,
+    return Evidence(claim=claim, subject="s", sae_id=hook, statistic="x", estimate=1.0, ci_low=0.5, ci_high=1.5,
                     confidence=0.99, threshold=0.5, direction=">", n_seqs=4, n_tokens=40, verdict="holds")
 
 
@@ -37,4 +37,4 @@ def test_a_worker_payload_merges_into_the_controller():
     other = EvidenceStore(family_size=3)
     other.evidence.append(_evidence("a", "h1"))
     controller.merge_json(other.to_json())
-    assert controller.family_size == 7 and [e.hook for e in controller.evidence] == ["h0", "h1"]
+    assert controller.family_size == 7 and [e.sae_id for e in controller.evidence] == ["h0", "h1"]

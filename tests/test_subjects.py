@@ -50,12 +50,12 @@ def test_release_ids_name_their_hooks_without_downloading():
     assert hook_in_id("blocks.2.attn.hook_z") == "blocks.2.attn.hook_z"
     assert hook_in_id("layer_5/width_16k/average_l0_68") is None
     info = describe_subject("gpt2-small-res-jb-feature-splitting")
-    assert len(info.hooks) == 8 and {info.hook_of(i) for i in info.hooks} == {"blocks.8.hook_resid_pre"}
+    assert len(info.sae_ids) == 8 and {info.hook_of(i) for i in info.sae_ids} == {"blocks.8.hook_resid_pre"}
     info = describe_subject("gpt2-small-hook-z-kk:blocks.3.hook_z,blocks.1.hook_z")
-    assert info.hooks == ["blocks.1.hook_z", "blocks.3.hook_z"]
+    assert info.sae_ids == ["blocks.1.hook_z", "blocks.3.hook_z"]
     assert info.hook_of("blocks.3.hook_z") == "blocks.3.attn.hook_z"
     info = describe_subject("gpt2-small-mlp-out-v5-32k:blocks.0.hook_mlp_out")
-    assert info.hooks == ["blocks.0.hook_mlp_out"]
+    assert info.sae_ids == ["blocks.0.hook_mlp_out"]
 
 
 def test_scopes_select_by_the_hook_each_sae_reads():
@@ -65,11 +65,11 @@ def test_scopes_select_by_the_hook_each_sae_reads():
     info = SubjectInfo("x", ["b.small", "a.big", "blocks.1.hook_resid_pre", "mlp"],
                        hook_names={"b.small": "blocks.0.hook_resid_pre", "a.big": "blocks.0.hook_resid_pre",
                                    "mlp": "blocks.0.hook_mlp_out"})
-    assert info.hooks == ["a.big", "b.small", "mlp", "blocks.1.hook_resid_pre"]
+    assert info.sae_ids == ["a.big", "b.small", "mlp", "blocks.1.hook_resid_pre"]
     assert SCOPES["resid_pre"].rows(info) == ["a.big", "b.small", "blocks.1.hook_resid_pre"]
     assert SCOPES["resid_pre0"].rows(info) == ["a.big", "b.small"]
     assert SCOPES["later_resid_pre"].rows(info) == ["blocks.1.hook_resid_pre"]
-    assert SCOPES["all"].rows(info) == info.hooks
+    assert SCOPES["all"].rows(info) == info.sae_ids
 
 
 @needs_organism
@@ -78,7 +78,7 @@ def test_organism_loads_offline_with_its_saes(monkeypatch):
     s = load_organism(n_seqs=4, seq_len=128)
     card = json.loads((ORGANISM / "card.json").read_text())
     n_layers = card["spec"]["model"]["n_layers"]
-    assert s.hooks == [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
+    assert s.sae_ids == [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
         f"blocks.{n_layers - 1}.hook_resid_post"]
     assert set(s.context_sizes.values()) == {card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]}
     assert sorted(s.full_context_saes) == sorted(s.saes)
@@ -201,7 +201,7 @@ def local_gpt2_subject(tmp_path):
 
 def test_local_hf_checkpoint_loads_through_the_release_code(local_gpt2_subject):
     s = load_subject(f"local:{local_gpt2_subject}")
-    assert s.hooks == ["blocks.1.hook_resid_pre"]
+    assert s.sae_ids == ["blocks.1.hook_resid_pre"]
     assert s.model.cfg.d_model == s.saes["blocks.1.hook_resid_pre"].cfg.d_in == 32
     assert s.context_sizes == {"blocks.1.hook_resid_pre": 8}
     assert s.model.cfg.n_ctx == 64 and s.has_learned_positions

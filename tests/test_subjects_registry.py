@@ -53,7 +53,7 @@ def test_a_registered_prefix_is_dispatched(tiny_source):
     source, calls = tiny_source
     s = load_subject("tiny:x", "cpu", 3, 16)
     assert s.name == "tiny" and calls == [("tiny:x", "cpu", 3, 16, None)]
-    assert describe_subject("tiny:x").hooks == ["blocks.0.hook_resid_pre"]
+    assert describe_subject("tiny:x").sae_ids == ["blocks.0.hook_resid_pre"]
     assert subjects.find_source("tiny:x") is source
     with pytest.raises(SubjectError, match=r"tiny:NAME \(a random test model\)"):
         load_subject("nope")

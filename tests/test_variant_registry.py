@@ -44,8 +44,8 @@ def registered():
 def test_a_registered_variant_is_spliced_and_agrees_with_the_naive_baseline(registered):
     subj = tiny_subject(n_layers=2, ctx=6, n_seqs=3, seq_len=16, seed=3)
     m = measure(subj, variants=("sae", "half_sae"), batch_size=2, seed=0, progress=False)
-    naive = naive_losses(subj, subj.tokens, subj.hooks, ("sae", "half_sae"), in_context_stats(subj, subj.hooks), 0)
-    for hook in subj.hooks:
+    naive = naive_losses(subj, subj.tokens, subj.sae_ids, ("sae", "half_sae"), in_context_stats(subj, subj.sae_ids), 0)
+    for hook in subj.sae_ids:
         np.testing.assert_allclose(m.get("half_sae", hook, "ce"), naive[("half_sae", hook)]["ce"].numpy(), atol=1e-5)
         # halfway spliced: less loss added than SAE(x) on average
         assert np.nanmean(m.get("half_sae", hook, "dce")) <= np.nanmean(m.get("sae", hook, "dce")) + 1e-6
@@ -53,7 +53,7 @@ def test_a_registered_variant_is_spliced_and_agrees_with_the_naive_baseline(regi
 
 def test_every_table_reads_the_declaration(registered):
     subj = tiny_subject(n_layers=1, ctx=6, n_seqs=2, seq_len=12)
-    key = subj.hooks[0]
+    key = subj.sae_ids[0]
     assert variants_at(subj, key, ("half_sae",)) == ["half_sae"]
     assert sae_passes(("sae", "half_sae")) == 2 and sae_passes(("sae", "half_sae"), shared_sae=True) == 1
     assert reads_problem(("half_sae",)) is None

@@ -34,7 +34,7 @@ def test_declared_reads_narrow_the_splice_and_an_undeclared_read_is_measured_on_
     from saeclaims.reads import VariantReads
 
     s = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
-    h0, h1 = s.hooks[0], s.hooks[1]
+    h0, h1 = s.sae_ids[0], s.sae_ids[1]
     reads = VariantReads()
     reads.add([h0], ("shift_pos",))
     wb = Workbench(s, reads=reads)
@@ -58,7 +58,7 @@ def test_an_undeclared_read_reaches_measurements_taken_before_a_merge():
     from saeclaims.reads import VariantReads
 
     s = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
-    h0, h1 = s.hooks[0], s.hooks[1]
+    h0, h1 = s.sae_ids[0], s.sae_ids[1]
     reads = VariantReads()
     reads.add([h0, h1], ())
     wb = Workbench(s, reads=reads, eager=False)

@@ -46,7 +46,7 @@ class Baseline:
         return cls(path, report, reps)
 
     def rows(self) -> dict[str, Evidence]:
-        return {row_key(e.subject, e.claim, e.hook): e for e in self.report.evidence}
+        return {row_key(e.subject, e.claim, e.sae_id): e for e in self.report.evidence}
 
     def paired_with(self, subject: str, tokens_sha256: str, seed: int, n_resamples: int) -> bool:
         """Same tokens, same seed and as many resamples: the same sequences in every resample."""
@@ -88,7 +88,7 @@ def compare(base: Evidence, cur: Evidence, base_reps: np.ndarray | None, cur_rep
         pairing = "unpaired (normal approximation)"
     excludes_zero = (low > 0 or high < 0) if math.isfinite(low) and math.isfinite(high) else False
     tol = claim.drift_tolerance
-    return DriftRow(cur.claim, cur.subject, cur.hook, base.estimate, cur.estimate, d, low, high, pairing, tol,
+    return DriftRow(cur.claim, cur.subject, cur.sae_id, base.estimate, cur.estimate, d, low, high, pairing, tol,
                     bool(excludes_zero and abs(d) > tol), base.verdict, cur.verdict)
 
 
@@ -97,7 +97,7 @@ def compare_runs(baseline: Baseline, evidence: list[Evidence], replicates: dict[
                  seed: int = 0) -> BaselineComparison:
     """Every row in both runs compared; rows only in one run listed as added or removed."""
     base_rows = baseline.rows()
-    cur_rows = {row_key(e.subject, e.claim, e.hook): e for e in evidence}
+    cur_rows = {row_key(e.subject, e.claim, e.sae_id): e for e in evidence}
     out = BaselineComparison(str(baseline.path))
     out.added = sorted(k for k in cur_rows if k not in base_rows)
     out.removed = sorted(k for k in base_rows if k not in cur_rows)

@@ -31,8 +31,8 @@ class HookListing(Protocol):
     (`hooks`; equal to hook names unless several SAEs read one hook), the ids with a control, and the hook
     each id reads."""
 
-    hooks: list[str]
-    full_context_hooks: list[str]
+    sae_ids: list[str]
+    full_context_sae_ids: list[str]
 
     def hook_of(self, sae_id: str) -> str: ...
 
@@ -66,7 +66,7 @@ def _layer(info: HookListing, sae_id: str) -> int | None:
 
 
 def _resid_pre(info: HookListing) -> list[str]:
-    return [i for i in info.hooks if _hook(info, i).endswith("hook_resid_pre")]
+    return [i for i in info.sae_ids if _hook(info, i).endswith("hook_resid_pre")]
 
 
 SCOPES: dict[str, Scope] = {}
@@ -81,12 +81,12 @@ def register_scope(scope: Scope) -> Scope:
 
 
 for _s in (
-    Scope("all", "per SAE", lambda i: list(i.hooks)),
+    Scope("all", "per SAE", lambda i: list(i.sae_ids)),
     Scope("resid_pre", "per resid_pre SAE", _resid_pre),
     Scope("resid_pre0", "resid_pre 0", lambda i: [h for h in _resid_pre(i) if _layer(i, h) == 0]),
     Scope("later_resid_pre", "resid_pre L >= 1",
           lambda i: [h for h in _resid_pre(i) if (_layer(i, h) or 0) >= 1]),
-    Scope("full_context", "per SAE with a full-context SAE", lambda i: list(i.full_context_hooks)),
+    Scope("full_context", "per SAE with a full-context SAE", lambda i: list(i.full_context_sae_ids)),
     Scope("across_resid_pre", "across resid_pre hooks", None, "resid_pre"),
     Scope("model", "the model", None, "model"),
 ):

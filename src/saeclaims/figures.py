@@ -115,7 +115,7 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
         if r.full_context_dce:
             ax.plot(*_smooth(r.full_context_dce[1:]), color="k", ls="--", lw=1, label="control: full-context SAE(x)")
         ax.axvline(r.context_size, color="grey", ls=":", label=f"training context ({r.context_size})")
-        ax.set_title(r.hook, fontsize=9)
+        ax.set_title(r.sae_id, fontsize=9)
         ax.set_xlabel("position p")
         ax.set_ylabel("added loss dCE (nats / token)")
     labels: dict[str, object] = {}  # one legend for all panels, below them, so it hides no curve
@@ -134,7 +134,7 @@ def dce_by_position(out: Path, subject: str, records: list[PositionCurves]) -> s
 def l0_by_position(out: Path, subject: str, records: list[L0Curve]) -> str:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for r in records:
-        ax.plot(*_smooth(r.l0[1:]), lw=1, label=r.hook)
+        ax.plot(*_smooth(r.l0[1:]), lw=1, label=r.sae_id)
     for c in sorted({r.context_size for r in records}):
         ax.axvline(c, color="grey", ls=":")
     ax.set_xlabel("position p")
@@ -172,8 +172,8 @@ def recovery_bars(out: Path, subject: str, records: list[Recoveries]) -> str:
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(np.arange(len(records)) + 0.4 - width / 2)
     ax.set_xlim(-0.5, len(records) - 0.2)
-    ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
-    ax.set_xlabel("hook")
+    ax.set_xticklabels([_short(r.sae_id) for r in records], fontsize=8)
+    ax.set_xlabel("SAE id")
     ax.set_ylabel("share of the excess loss recovered")
     ax.legend(fontsize=6, loc="upper right")
     ax.set_title(f"{subject}: recovery of the beyond-context excess dCE_sae(O) - dCE_sae(I), per repair\n"
@@ -189,8 +189,8 @@ def norms(out: Path, subject: str, records: list[HookNorms]) -> str:
     if wpn is not None:
         ax.axhline(wpn, color="C1", ls="--", label="mean ||W_pos[p]||")
     ax.set_xticks(range(len(records)))
-    ax.set_xticklabels([_short(r.hook) for r in records], fontsize=8)
-    ax.set_xlabel("hook")
+    ax.set_xticklabels([_short(r.sae_id) for r in records], fontsize=8)
+    ax.set_xlabel("SAE id")
     ax.set_yscale("log")
     ax.set_ylabel("L2 norm (log scale)")
     ax.legend(fontsize=7)
@@ -252,8 +252,8 @@ def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositio
 def _row_order(row) -> tuple:
     from .subjects.core import hook_in_id, hook_order
 
-    named = hook_in_id(row.hook)
-    return (row.subject, hook_order(named) if named else (-1, 0), row.hook)
+    named = hook_in_id(row.sae_id)
+    return (row.subject, hook_order(named) if named else (-1, 0), row.sae_id)
 
 
 def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
@@ -264,7 +264,7 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
         return None
     fig, ax = plt.subplots(figsize=(7, 3.4))
     # judged and not-applicable rows together, in forward order of their hooks (as REPORT.md's tables)
-    rows = sorted([(f"{e.subject}\n{_short(e.hook)}", e) for e in evs + nas], key=lambda r: _row_order(r[1]))
+    rows = sorted([(f"{e.subject}\n{_short(e.sae_id)}", e) for e in evs + nas], key=lambda r: _row_order(r[1]))
     evs = [e for _, e in rows if isinstance(e, Evidence)]
     x = np.array([j for j, (_, e) in enumerate(rows) if isinstance(e, Evidence)])
     est = np.array([e.estimate for e in evs])
@@ -338,7 +338,7 @@ def drift_figure(out: Path, cmp, families: dict[str, str]) -> str:
         ax.scatter(d, y, c=colors, s=12, zorder=3)
         ax.axvline(0, color="grey", lw=0.6)
         ax.set_yticks(y)
-        ax.set_yticklabels([f"{r.claim} @ {_short(r.hook)}" for r in rows], fontsize=5.5)
+        ax.set_yticklabels([f"{r.claim} @ {_short(r.sae_id)}" for r in rows], fontsize=5.5)
         ax.set_xlabel("current - baseline (statistic's units)", fontsize=7)
         ax.set_title(f"{family} (red: drifted)", fontsize=8)
     fig.suptitle("Changes since baseline: difference and interval per row", fontsize=10)

@@ -9,6 +9,7 @@ applicability guards, `check(interval)` and `not_applicable(reason)`. Modelled o
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -38,21 +39,21 @@ class ClaimUsageError(RuntimeError):
 
 
 class ClaimFixture:
-    def __init__(self, claim: Claim, subject_name: str, row: str, run: RunAccess, recorder: Recorder,
+    def __init__(self, claim: Claim, subject_name: str, sae_id: str, run: RunAccess, recorder: Recorder,
                  reference: bool = False, nodeid: str = "",
                  record_property: Callable[[str, object], None] | None = None) -> None:
         self.nodeid = nodeid
         self._record_property = record_property or (lambda name, value: None)
         self.claim = claim
         self.subject_name = subject_name
-        self.row = row
+        self.sae_id = sae_id  # the row: the SAE id of a per-SAE claim; a scope's single row ("model") otherwise
         self.reference = reference
         self._run = run
         self._recorder = recorder
         self.evidence: Evidence | None = None
 
     def __repr__(self) -> str:
-        return f"<claim {self.claim.id} @ {self.subject_name}/{self.row}>"
+        return f"<claim {self.claim.id} @ {self.subject_name}/{self.sae_id}>"
 
     # ------------------------------------------------------------ what the test reads
 
@@ -62,18 +63,21 @@ class ClaimFixture:
 
     @property
     def hook(self) -> str:
-        """The row: the SAE id of a per-SAE claim (the hook name for most releases; 'model' and the like for
-        single-row scopes). Measurements and instruments are keyed by it."""
-        return self.row
+        """Deprecated: the row's SAE id is `sae_id` (the hook the SAE reads is `hook_point`)."""
+        warnings.warn("claim.hook is deprecated: use claim.sae_id (the row's SAE id) or claim.hook_point (the hook "
+                      "it reads)", DeprecationWarning, stacklevel=2)
+        return self.sae_id
 
     @property
-    def sae_id(self) -> str:
-        return self.row
+    def row(self) -> str:
+        """Deprecated: `sae_id` is the row."""
+        warnings.warn("claim.row is deprecated: use claim.sae_id", DeprecationWarning, stacklevel=2)
+        return self.sae_id
 
     @property
     def hook_point(self) -> str:
         """The hook the row's SAE reads (e.g. blocks.1.hook_mlp_out), as opposed to its id."""
-        return self.subject.hook_of(self.row)
+        return self.subject.hook_of(self.sae_id)
 
     @property
     def subject(self):
@@ -94,13 +98,13 @@ class ClaimFixture:
     def measurements(self, hooks: list[str] | None = None):
         """Splice measurements at `hooks` (default: this test's hook, or every hook for single-row scopes)."""
         if hooks is None and self.claim.scope_info.per_hook:
-            hooks = [self.hook]
+            hooks = [self.sae_id]
         return self.workbench.measurements(hooks)
 
     def reencode_measurements(self, hooks: list[str] | None = None):
         """`sae` and `reencode` at this test's hook on the first --reencode-seqs sequences (re-encoding is
         costly; the row's n_seqs says how many were used)."""
-        return self.workbench.reencode_measurements(hooks or [self.hook])
+        return self.workbench.reencode_measurements(hooks or [self.sae_id])
 
     def add_series(self, series: Series) -> None:
         """Data for the report's figures (see `series.py` and `figures.py`)."""
@@ -111,13 +115,13 @@ class ClaimFixture:
     def not_applicable(self, reason: str, **premise: Any) -> NoReturn:
         """Record that the claim's premise is absent here (with the premise's own estimate) and skip."""
         __tracebackhide__ = True
-        self._recorder.record_not_applicable(NotApplicable(self.claim.id, self.subject_name, self.row, reason,
+        self._recorder.record_not_applicable(NotApplicable(self.claim.id, self.subject_name, self.sae_id, reason,
                                                           premise, self.nodeid))
-        pytest.skip(f"{self.claim.id} not applicable to {self.subject_name}/{self.row}: {reason}")
+        pytest.skip(f"{self.claim.id} not applicable to {self.subject_name}/{self.sae_id}: {reason}")
 
     def require_hook(self) -> None:
         __tracebackhide__ = True
-        if self.row == NO_HOOK:
+        if self.sae_id == NO_HOOK:
             self.not_applicable(f"the subject has no SAE at this claim's hooks ({self.claim.scope_info.description})")
 
     def require_learned_positions(self) -> None:
@@ -127,7 +131,7 @@ class ClaimFixture:
         if not self.subject.has_learned_positions:
             self.not_applicable(f"the model's positions are {self.subject.model.cfg.positional_embedding_type}, "
                                 "not a learned absolute W_pos")
-        if self.claim.scope_info.per_hook and self.row != NO_HOOK and not is_residual(self.hook_point):
+        if self.claim.scope_info.per_hook and self.sae_id != NO_HOOK and not is_residual(self.hook_point):
             self.not_applicable(f"W_pos[p] is a summand of the residual stream only; this SAE reads "
                                 f"{self.hook_point}", hook=self.hook_point)
 
@@ -145,12 +149,11 @@ class ClaimFixture:
                                 "SAE per hook; select one with RELEASE:id,id", hook=h, sae_ids=", ".join(v))
         return ids
 
-    def require_beyond_context(self, hook: str | None = None) -> None:
-        """Positions beyond the SAE's training context must exist at the run's --seq-len."""
+    def require_beyond_context(self, sae_id: str | None = None) -> None:
+        """Positions beyond the SAE's (default: this row's) training context must exist at the run's --seq-len."""
         __tracebackhide__ = True
         self.require_hook()
-        hook = hook or self.hook
-        ctx = self.subject.context_sizes[hook]
+        ctx = self.subject.context_sizes[sae_id or self.sae_id]
         if self.subject.seq_len <= ctx + 1:
             self.not_applicable(f"--seq-len {self.subject.seq_len} leaves no position beyond the SAE's training "
                                 f"context {ctx}: raise it above {ctx + 1}")
@@ -168,7 +171,7 @@ class ClaimFixture:
         """L0 statistics mean nothing for an SAE whose L0 is fixed by construction (TopK keeps k latents)."""
         __tracebackhide__ = True
         self.require_hook()
-        sae = self.subject.saes[self.hook]
+        sae = self.subject.saes[self.sae_id]
         arch = sae_architecture(sae)
         k = getattr(sae.cfg, "k", None)
         if k is not None and "topk" in str(arch).lower():
@@ -178,9 +181,9 @@ class ClaimFixture:
     def require_full_context_sae(self) -> None:
         __tracebackhide__ = True
         self.require_hook()
-        if self.hook not in self.subject.full_context_saes:
+        if self.sae_id not in self.subject.full_context_saes:
             self.not_applicable("the subject has no full-context SAE family (control) at this hook")
-        if self.hook not in self.subject.saes:
+        if self.sae_id not in self.subject.saes:
             self.not_applicable("the release under test has no SAE at this control hook to compare with")
 
     # ------------------------------------------------------------ the verdict
@@ -194,12 +197,12 @@ class ClaimFixture:
         c = self.claim
         ledger = self._recorder.ledger(self.subject_name)
         ev = Evidence(
-            claim=c.id, subject=self.subject_name, hook=self.row, statistic=c.statistic,
+            claim=c.id, subject=self.subject_name, sae_id=self.sae_id, statistic=c.statistic,
             estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high,
             confidence=interval.confidence, threshold=c.threshold, direction=c.direction,
             n_seqs=interval.n_seqs, n_tokens=interval.n_tokens,
             verdict=verdict(interval.low, interval.high, c.threshold, c.direction),
-            expected=ledger.expected(c.id, self.row), extra=extra, method=interval.method,
+            expected=ledger.expected(c.id, self.sae_id), extra=extra, method=interval.method,
         )
         ev.agreement = ledger.agreement(ev.verdict, ev.expected, self._recorder.sample(self.subject_name))
         self.evidence = ev

@@ -21,7 +21,7 @@ class Quantity:
     """Mean of a metric for one variant at one hook over positions [lo, hi)."""
 
     variant: str
-    hook: str
+    sae_id: str
     metric: str
     lo: int
     hi: int | None
@@ -32,9 +32,9 @@ class Quantity:
 
     def parts(self, m: Measurements, key: str) -> dict[str, np.ndarray]:
         if self.metric in ("x_norm", "wpos_share"):
-            arr = m.activation[self.hook][self.metric]
+            arr = m.activation[self.sae_id][self.metric]
         else:
-            arr = m.get(self.variant, self.hook, self.metric)
+            arr = m.get(self.variant, self.sae_id, self.metric)
         hi = arr.shape[1] if self.hi is None else min(self.hi, arr.shape[1])
         if self.lo >= hi:
             raise ValueError(f"empty position range [{self.lo}, {hi}) for {self}")
@@ -48,13 +48,13 @@ class Quantity:
         """A variant whose solver reports unconverged tokens (reencode) is never read silently."""
         if self.metric == "unconverged":
             return
-        flags = m.metrics.get((self.variant, self.hook), {}).get("unconverged")
+        flags = m.metrics.get((self.variant, self.sae_id), {}).get("unconverged")
         if flags is None:
             return
         bad = np.nansum(flags[:, self.lo : hi])
         if bad > 0:
             total = int(np.isfinite(flags[:, self.lo : hi]).sum())
-            raise UnconvergedError(f"variant {self.variant} at {self.hook}: the solver did not converge on "
+            raise UnconvergedError(f"variant {self.variant} at {self.sae_id}: the solver did not converge on "
                                    f"{int(bad)} of {total} tokens in positions [{self.lo}, {hi}); its "
                                    "statistics would mix in codes that are not its answer")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import CATALOG, Catalog
+from .schema import migrate
 from .stats import VERDICTS
 
 if sys.version_info >= (3, 11):
@@ -58,9 +59,9 @@ class Ledger:
     path: Path | None = None
     drafted_at: Sample | None = None
 
-    def expected(self, claim: str, hook: str) -> str:
+    def expected(self, claim: str, sae_id: str) -> str:
         entry = self.entries.get(claim, {})
-        return entry.get(hook, entry.get("default", "holds"))
+        return entry.get(sae_id, entry.get("default", "holds"))
 
     def agreement(self, verdict: str, expected: str, sample: Sample | None) -> str:
         """`ok`, `MISMATCH`, or `differs`: at a sample size other than the ledger's, only a contradiction
@@ -161,12 +162,12 @@ def draft(evidence: list[dict], subject: str, catalog: Catalog = CATALOG, sample
                 continue
             if f"[{claim}]" not in lines:
                 lines += [f"[{claim}]"]
-            lines.append(f'"{e["hook"]}" = "{e["verdict"]}"  # {e["estimate"]:.4g} '
+            lines.append(f'"{e["sae_id"]}" = "{e["verdict"]}"  # {e["estimate"]:.4g} '
                          f'[{e["ci_low"]:.4g}, {e["ci_high"]:.4g}] at {e["confidence"]:.2%}, '
                          f'claim {e["direction"]} {e["threshold"]:g}')
         if f"[{claim}]" in lines:
             lines.append("")
-    held = [f"{e['claim']} @ {e['hook']}: {e['estimate']:.4g} [{e['ci_low']:.4g}, {e['ci_high']:.4g}]"
+    held = [f"{e['claim']} @ {e['sae_id']}: {e['estimate']:.4g} [{e['ci_low']:.4g}, {e['ci_high']:.4g}]"
             for es in by_claim.values() for e in es if e["verdict"] == "holds"]
     lines += ["# Recorded as holding (no entry needed):"] + [f"#   {h}" for h in held]
     return "\n".join(lines) + "\n"
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("report_json", type=Path)
     p.add_argument("--subject", default="organism")
     args = p.parse_args(argv)
-    payload = json.loads(args.report_json.read_text())
+    payload = migrate(json.loads(args.report_json.read_text()))
     subj = payload.get("header", {}).get("subjects", {}).get(args.subject, {})
     sample = Sample(subj["n_seqs"], subj["seq_len"]) if "n_seqs" in subj else None
     header = payload.get("header", {})

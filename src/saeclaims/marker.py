@@ -19,7 +19,7 @@ class ClaimMarker:
     reads: tuple[str, ...] | None = None  # the splice variants it reads; None: every variant
     reference: str | None = None  # judged on this reference data instead of a subject
     subject: str = ""  # the parametrised subject (the reference's name for a reference test)
-    row: str = ""  # the parametrised row: an SAE id, or the scope's single row
+    sae_id: str = ""  # the parametrised row: an SAE id, or the scope's single row
 
 
 CLAIM_MARKER = pytest.StashKey[ClaimMarker]()
@@ -40,6 +40,6 @@ def record(item: pytest.Item, mark: pytest.Mark, params: dict) -> ClaimMarker:
     reads = mark.kwargs.get("reads")
     marker = ClaimMarker(id=mark.args[0], reads=None if reads is None else tuple(reads),
                          reference=mark.kwargs.get("reference"), subject=params["sae_subject"],
-                         row=params["sae_hook"])
+                         sae_id=params["sae_hook"])
     item.stash[CLAIM_MARKER] = marker
     return marker

@@ -33,10 +33,10 @@ class HookStats:
 @dataclass
 class Measurements:
     """Per-token results. Arrays are [n_seqs, T-1]: column p belongs to position p, whose next-token
-    loss is measured there. `tidy()` gives the long (variant, hook, sequence, position) table."""
+    loss is measured there. `tidy()` gives the long (variant, sae_id, sequence, position) table."""
 
     subject: str
-    hooks: list[str]
+    sae_ids: list[str]
     variants: list[str]
     context_sizes: dict[str, int]
     clean_ce: np.ndarray
@@ -70,13 +70,13 @@ class Measurements:
                            f"{sorted(self.metrics)}") from None
 
     def tidy(self) -> dict[str, np.ndarray]:
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("variant", "hook", "sequence", "position",
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("variant", "sae_id", "sequence", "position",
                                                              *LOSS_METRICS, *RECON_METRICS)}
         n, p = self.clean_ce.shape
         seq, pos = np.meshgrid(np.arange(n), np.arange(p), indexing="ij")
-        for (name, hook), m in self.metrics.items():
+        for (name, sae_id), m in self.metrics.items():
             cols["variant"].append(np.full(n * p, name, dtype=object))
-            cols["hook"].append(np.full(n * p, hook, dtype=object))
+            cols["sae_id"].append(np.full(n * p, sae_id, dtype=object))
             cols["sequence"].append(seq.ravel())
             cols["position"].append(pos.ravel())
             for k in (*LOSS_METRICS, *RECON_METRICS):

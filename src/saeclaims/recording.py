@@ -39,7 +39,7 @@ class Recorder:
     def record(self, evidence: Evidence, replicates=None) -> None:
         self.store.evidence.append(evidence)
         if replicates is not None:
-            self.store.replicates[row_key(evidence.subject, evidence.claim, evidence.hook)] = [
+            self.store.replicates[row_key(evidence.subject, evidence.claim, evidence.sae_id)] = [
                 float(x) for x in replicates]
 
     def record_not_applicable(self, row: NotApplicable) -> None:
@@ -75,7 +75,7 @@ class Recorder:
         base_run = self.baseline()
         if base_run is None:
             return None
-        key = row_key(evidence.subject, evidence.claim, evidence.hook)
+        key = row_key(evidence.subject, evidence.claim, evidence.sae_id)
         base = base_run.rows().get(key)
         if base is None:
             return None

@@ -61,7 +61,7 @@ def _fmt(x: float) -> str:
 
 
 def _order(ev: dict, ids: list[str]) -> tuple:
-    h = ev["hook"]  # an SAE id: ordered by the hook it names, then by id
+    h = ev["sae_id"]  # an SAE id: ordered by the hook it names, then by id
     named = hook_in_id(h)
     return (ev["subject"], ids.index(ev["claim"]) if ev["claim"] in ids else 99,
             hook_order(named) if named else (-1, 0), h)
@@ -124,13 +124,13 @@ def baseline_lines(cmp: Any, claims: list[Claim], figs: list[str]) -> list[str]:
            f"verdicts flipped, {len(cmp.added)} added, {len(cmp.removed)} removed. A row drifted when the "
            "interval of current - baseline excludes 0 and the difference exceeds the claim's tolerance; paired "
            "rows resample the same sequences in both runs (same tokens and seed).", "",
-           "| claim | subject | hook | baseline | current | difference [CI] | pairing | tolerance | change |",
+           "| claim | subject | SAE id | baseline | current | difference [CI] | pairing | tolerance | change |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in cmp.rows:
         change = ", ".join(x for x in ("**drifted**" if r.drifted else "",
                                        f"**flipped** {r.baseline_verdict} -> {r.current_verdict}" if r.flipped else "")
                            if x) or "-"
-        out.append(f"| `{r.claim}` | {r.subject} | {r.hook} | {_fmt(r.baseline)} | {_fmt(r.current)} | "
+        out.append(f"| `{r.claim}` | {r.subject} | {r.sae_id} | {_fmt(r.baseline)} | {_fmt(r.current)} | "
                    f"{r.difference:+.3g} [{_fmt(r.low)}, {_fmt(r.high)}] | {r.pairing} | {r.tolerance:g} | {change} |")
     for label, keys in (("Added (not in the baseline)", cmp.added), ("Removed (not in this run)", cmp.removed),
                         ("Not comparable", cmp.not_comparable)):
@@ -214,18 +214,18 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
     out += ["## Verdicts", "",
             "Holds: the whole interval is on the claim's side of the threshold; refuted: wholly on the "
             "other side; else inconclusive. Expected verdicts come from `claims/expected/<subject>.toml`.",
-            "", "| claim | subject | hook | estimate [CI] | method | threshold | verdict | expected | status |",
+            "", "| claim | subject | SAE id | estimate [CI] | method | threshold | verdict | expected | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for e in evidence:
         status = {"ok": "ok", "differs": "differs (other sample size)"}.get(e.status, "**MISMATCH**")
-        out.append(f"| `{e.claim}` | {e.subject} | {e.hook} | {_fmt(e.estimate)} [{_fmt(e.ci_low)}, "
+        out.append(f"| `{e.claim}` | {e.subject} | {e.sae_id} | {_fmt(e.estimate)} [{_fmt(e.ci_low)}, "
                    f"{_fmt(e.ci_high)}] | {e.method} | {e.direction} {e.threshold:g} | {e.verdict} | {e.expected} "
                    f"| {status} |")
     if not_applicable:
         out += ["", "Not applicable:", ""]
         for n in not_applicable:
             premise = "; ".join(f"{k} {v}" for k, v in n.premise.items())
-            out.append(f"- `{n.claim}` on {n.subject}/{n.hook}: {n.reason}" + (f" ({premise})" if premise else ""))
+            out.append(f"- `{n.claim}` on {n.subject}/{n.sae_id}: {n.reason}" + (f" ({premise})" if premise else ""))
     if baseline is not None:
         out += ["", *baseline_lines(baseline, claims, figures.get("_baseline", []))]
     out += ["", "## Claims", ""]
@@ -237,7 +237,7 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
                 f"Statistic: {claim.statistic} ({claim.scope_info.description}).  ",
                 f"Threshold: {claim.direction} {claim.threshold:g}, because {claim.why}", ""]
         if evs:
-            out.append("Results: " + "; ".join(f"{e.subject}/{e.hook} {_fmt(e.estimate)} "
+            out.append("Results: " + "; ".join(f"{e.subject}/{e.sae_id} {_fmt(e.estimate)} "
                                                f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}] {e.verdict}"
                                                for e in evs) + ".")
         else:

@@ -1,7 +1,8 @@
 """report.json as a versioned, validated file: its typed form, the JSON Schema generated from those types
 (`report.schema.json` in the package is this generator's output, checked by a test), and loading.
 
-Bump SCHEMA_VERSION whenever a field changes meaning or is removed; `--baseline` refuses other versions.
+Bump SCHEMA_VERSION whenever a field changes meaning or is removed, and teach `migrate` the step from the
+version before (users keep last release's report as their baseline); `--baseline` refuses other versions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from .preflight import PublishedCheck
 from .stats import Evidence
 from .store import NotApplicable, Outcome, SubjectRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 named each row's SAE id `hook` (evidence, not-applicable rows, baseline drift rows); version 2 calls
+# it `sae_id`. Users keep last release's report as their baseline, so a version-1 file is migrated on read.
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 REPLICATES_FILE = "replicates.npz"  # beside report.json: each row's bootstrap replicates (for --baseline)
 
@@ -52,7 +55,7 @@ class DriftRow:
 
     claim: str
     subject: str
-    hook: str
+    sae_id: str  # the row (an SAE id, or a scope's single row)
     baseline: float
     current: float
     difference: float
@@ -69,7 +72,7 @@ class DriftRow:
         return self.baseline_verdict != self.current_verdict
 
     def one_line(self) -> str:
-        return (f"drift: {self.claim} @ {self.subject}/{self.hook}: baseline {self.baseline:.4g}, current "
+        return (f"drift: {self.claim} @ {self.subject}/{self.sae_id}: baseline {self.baseline:.4g}, current "
                 f"{self.current:.4g}, difference {self.difference:+.4g} [{self.low:.4g}, {self.high:.4g}] "
                 f"({self.pairing}) beyond the tolerance {self.tolerance:g}")
 
@@ -184,6 +187,19 @@ def _from(tp: Any, value: Any) -> Any:
     return value
 
 
+def migrate(payload: dict) -> dict:
+    """A report of an older schema version brought to this one, in place (a newer or unknown one is left for
+    `validate` to refuse by name)."""
+    if payload.get("schema_version") == 1:
+        rows = [*payload.get("evidence", []), *payload.get("not_applicable", [])]
+        rows += (payload.get("baseline") or {}).get("rows", [])
+        for row in rows:
+            if isinstance(row, dict) and "hook" in row:
+                row["sae_id"] = row.pop("hook")
+        payload["schema_version"] = 2
+    return payload
+
+
 def load_report(path: Path) -> ReportFile:
     """A report.json, validated, as typed objects."""
     path = Path(path)
@@ -193,7 +209,7 @@ def load_report(path: Path) -> ReportFile:
         raise ReportFileError(f"{path} is not a sae-claims report.json: {exc}") from None
     if not isinstance(payload, dict) or "evidence" not in payload:
         raise ReportFileError(f"{path} is not a sae-claims report.json (no evidence rows)")
-    validate(payload)
+    validate(migrate(payload))
     return _from(ReportFile, payload)
 
 

@@ -196,7 +196,7 @@ class ClaimSession:
             if info is None:
                 continue
             per_hook = self.catalog.get(marker.id).scope_info.per_hook
-            ids = [marker.row] if per_hook and marker.row in info.hooks else list(info.hooks)
+            ids = [marker.sae_id] if per_hook and marker.sae_id in info.sae_ids else list(info.sae_ids)
             self.reads.setdefault(marker.subject, VariantReads()).add(ids, marker.reads)
 
     def load_selected(self, items: list[pytest.Item]) -> None:

@@ -243,10 +243,10 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     forward, SAE codes, a log-softmax chunk); default 8 MiB on CPU (under glibc's mmap threshold), 1 GiB
     on CUDA. The run's peak memory is the model, SAEs, the per-token result arrays and a few such blocks.
     """
-    hooks = list(hooks) if hooks is not None else subject.hooks
+    hooks = list(hooks) if hooks is not None else subject.sae_ids
     missing = [h for h in hooks if h not in subject.saes]
     if missing:
-        raise SubjectError(f"no SAE {missing[0]!r} in subject {subject.name}; its SAE ids: {subject.hooks}")
+        raise SubjectError(f"no SAE {missing[0]!r} in subject {subject.name}; its SAE ids: {subject.sae_ids}")
     w_pos = w_pos_of(subject.model)
     for h in hooks:
         for v in variants_at(subject, h, variants):
@@ -257,7 +257,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     if n < 1:
         raise ValueError(f"n_seqs must select at least one sequence, got {n_seqs}")
     asked = [v for h in hooks for v in variants.get(h, ())] if isinstance(variants, Mapping) else variants
-    res = Measurements(subject=subject.name, hooks=hooks, variants=list(dict.fromkeys(asked)),
+    res = Measurements(subject=subject.name, sae_ids=hooks, variants=list(dict.fromkeys(asked)),
                        context_sizes=dict(subject.context_sizes),
                        clean_ce=np.zeros((n, t - 1), dtype=np.float32))
     for h in hooks:

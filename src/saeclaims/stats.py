@@ -57,7 +57,7 @@ class Evidence:
 
     claim: str
     subject: str
-    hook: str
+    sae_id: str  # the row: an SAE id, or the single row of a scope without one per SAE ("model")
     statistic: str
     estimate: float
     ci_low: float
@@ -80,7 +80,7 @@ class Evidence:
         return "ok" if self.verdict == self.expected else "MISMATCH"
 
     def one_line(self) -> str:
-        return (f"{self.claim} @ {self.subject}/{self.hook}: {self.statistic} = {self.estimate:.4g} "
+        return (f"{self.claim} @ {self.subject}/{self.sae_id}: {self.statistic} = {self.estimate:.4g} "
                 f"[{self.ci_low:.4g}, {self.ci_high:.4g}] ({self.confidence:.2%} CI), claim {self.direction} "
                 f"{self.threshold:g} -> {self.verdict} (expected {self.expected}; "
                 f"{self.n_seqs} seqs, {self.n_tokens} tokens)")

@@ -17,7 +17,7 @@ class NotApplicable:
 
     claim: str
     subject: str
-    hook: str
+    sae_id: str  # the row (an SAE id, or a scope's single row)
     reason: str
     premise: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""

@@ -46,12 +46,12 @@ class Workbench:
     def measurements(self, hooks: list[str] | None = None) -> Measurements:
         """Measurements covering `hooks` (default: every hook); missing hooks are measured together, each with
         the variants the run's claim tests read there (`reads`; a read of any other is measured on demand)."""
-        want = list(hooks) if hooks is not None else self.subject.hooks
-        have = set() if self._m is None else set(self._m.hooks)
-        missing = [h for h in self.subject.hooks if h in want and h not in have]
+        want = list(hooks) if hooks is not None else self.subject.sae_ids
+        have = set() if self._m is None else set(self._m.sae_ids)
+        missing = [h for h in self.subject.sae_ids if h in want and h not in have]
         if missing:
             if self.eager and self._m is None:
-                missing = self.subject.hooks
+                missing = self.subject.sae_ids
             variants = self.variants()
             if self.reads is not None:
                 variants = {h: self.reads.variants_for(h, variants) for h in missing}
@@ -70,7 +70,7 @@ class Workbench:
         """A claim test read a variant that no selected test's marker declares at this hook: measure it now, in
         a pass of its own (same sequences, seed and kernels), and say how to share the main pass instead."""
         m = self._m
-        if (m is None or hook not in m.hooks or variant not in self.variants()
+        if (m is None or hook not in m.sae_ids or variant not in self.variants()
                 or not variants_at(self.subject, hook, [variant])):
             return None  # not a variant this run splices here: Measurements.get says what was measured
         if (variant, hook) in m.metrics:  # measured since the caller's Measurements were merged into m
@@ -98,7 +98,7 @@ class Workbench:
     def reencode_measurements(self, hooks: list[str]) -> Measurements:
         """`sae` and `reencode` on the first `reencode_seqs` sequences, in a call of their own, so the
         costly sparse coding stays bounded and its statistics stay paired with the SAE's on sequences."""
-        have = set() if self._re is None else set(self._re.hooks)
+        have = set() if self._re is None else set(self._re.sae_ids)
         missing = [h for h in hooks if h not in have]
         if missing:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
@@ -156,7 +156,7 @@ def _by_position(arr: np.ndarray) -> list[float]:
 
 
 def _merge(a: Measurements, b: Measurements, order: list[str]) -> Measurements:
-    hooks = [h for h in order if h in set(a.hooks) | set(b.hooks)]
-    return Measurements(subject=a.subject, hooks=hooks, variants=a.variants,
+    hooks = [h for h in order if h in set(a.sae_ids) | set(b.sae_ids)]
+    return Measurements(subject=a.subject, sae_ids=hooks, variants=a.variants,
                         context_sizes={**a.context_sizes, **b.context_sizes}, clean_ce=a.clean_ce,
                         metrics={**a.metrics, **b.metrics}, activation={**a.activation, **b.activation})

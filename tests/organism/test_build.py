@@ -42,7 +42,7 @@ def test_smoke_build_writes_every_artifact_and_a_card(smoke):
 def test_smoke_organism_loads_as_a_subject(smoke):
     out, card = smoke
     s = load_organism(out)
-    assert s.hooks == ["blocks.0.hook_resid_pre"] and s.context_sizes == {"blocks.0.hook_resid_pre": 8}
+    assert s.sae_ids == ["blocks.0.hook_resid_pre"] and s.context_sizes == {"blocks.0.hook_resid_pre": 8}
     assert s.tokens.shape == (8, 64) and (s.tokens[:, 0] == card["bos_token_id"]).all()
 
 

@@ -49,11 +49,6 @@ class Subject:
         """SAE ids in forward order of their hooks (then by id)."""
         return sorted(self.saes, key=lambda i: (*hook_order(self.hook_of(i)), i))
 
-    @property
-    def hooks(self) -> list[str]:
-        """The SAE ids (the name predates several SAEs per hook; equal to hook names for most releases)."""
-        return self.sae_ids
-
     def hook_of(self, sae_id: str) -> str:
         """The hook point the SAE reads (sae_lens's cfg.metadata.hook_name)."""
         sae = self.saes[sae_id] if sae_id in self.saes else self.full_context_saes.get(sae_id)

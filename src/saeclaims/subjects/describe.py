@@ -20,19 +20,19 @@ from .release import parse_release_spec
 
 @dataclass
 class SubjectInfo:
-    """A subject's SAE ids (`hooks`, in forward order), the hook each reads, and the ids with a control."""
+    """A subject's SAE ids (in forward order of their hooks), the hook each reads, and the ids with a control."""
 
     spec: str
-    hooks: list[str]
-    full_context_hooks: list[str] = field(default_factory=list)
+    sae_ids: list[str]
+    full_context_sae_ids: list[str] = field(default_factory=list)
     hook_names: dict[str, str] = field(default_factory=dict)  # SAE id -> hook (absent: the id is the hook)
 
     def hook_of(self, sae_id: str) -> str:
         return self.hook_names.get(sae_id, sae_id)
 
     def __post_init__(self) -> None:
-        self.hooks = _ordered(self.hooks, self.hook_of)
-        self.full_context_hooks = _ordered(self.full_context_hooks, self.hook_of)
+        self.sae_ids = _ordered(self.sae_ids, self.hook_of)
+        self.full_context_sae_ids = _ordered(self.full_context_sae_ids, self.hook_of)
 
 
 def _scan_sae_dirs(root: Path) -> list[tuple[str, str, int]]:
