@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules import module
 
 _OLMO_QK_NORM = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 _MARK = "_saeclaims_fused"
@@ -62,6 +63,7 @@ _PASSED_PREFIXES = ("q_norm.", "k_norm.")
 
 
 def _attention_classes() -> tuple[type, ...]:
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens.components import Attention, GroupedQueryAttention
 
     return Attention, GroupedQueryAttention
@@ -114,6 +116,7 @@ class FusedAttention:
 
 def _skipped_points(attn) -> list:
     """The module's hook points that the fused forward does not pass through (scores, pattern, ...)."""
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens.hook_points import HookPoint
 
     return [m for name, m in attn.named_modules() if isinstance(m, HookPoint)
@@ -128,8 +131,6 @@ def any_hooked(points) -> bool:
 
 def global_module_hooks() -> bool:
     """Whether torch has global module hooks (they would see every module a fused forward skips)."""
-    from torch.nn.modules import module
-
     return bool(module._global_forward_hooks or module._global_forward_pre_hooks
                 or module._global_backward_hooks or module._global_backward_pre_hooks)
 

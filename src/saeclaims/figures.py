@@ -31,6 +31,7 @@ from .series import (  # noqa: E402
     WposRows,
 )
 from .stats import Evidence  # noqa: E402
+from .subjects.core import hook_in_id, hook_order  # noqa: E402
 from .variants import REGISTRY  # noqa: E402
 
 VERDICT_COLOR = {"holds": "C2", "refuted": "C3", "inconclusive": "0.55"}
@@ -250,8 +251,6 @@ def decoded_positions_plot(out: Path, subject: str, records: list[DecodedPositio
 
 
 def _row_order(row) -> tuple:
-    from .subjects.core import hook_in_id, hook_order
-
     named = hook_in_id(row.sae_id)
     return (row.subject, hook_order(named) if named else (-1, 0), row.sae_id)
 

@@ -35,6 +35,7 @@ _MARK = "_saeclaims_fused_norm"
 
 
 def _tanh_gelus() -> tuple:
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens.utilities.activation_functions import gelu_fast, gelu_new
 
     return gelu_new, gelu_fast
@@ -56,6 +57,7 @@ def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 def _norm_classes() -> tuple[type, ...]:
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens.components import LayerNorm, LayerNormPre
 
     return LayerNormPre, LayerNorm

@@ -35,7 +35,10 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
+
+import yaml
 
 L0 = "l0"
 EXPLAINED_VARIANCE = "explained_variance"
@@ -101,10 +104,6 @@ def status_of(measured: float, published: float | None, tolerance: float) -> str
 def _directory_blocks() -> dict[str, str]:
     """Top-level key -> its YAML text, from sae_lens's pretrained_saes.yaml (split, not parsed: parsing the
     whole directory takes seconds, one release's entry milliseconds)."""
-    from importlib.resources import files
-
-    import yaml
-
     try:
         text = files("sae_lens").joinpath("pretrained_saes.yaml").read_text(encoding="utf-8")
     except (FileNotFoundError, ModuleNotFoundError):
@@ -125,8 +124,6 @@ def _directory_blocks() -> dict[str, str]:
 def published_statistics(release: str) -> dict[str, dict[str, float | None]] | None:
     """SAE id -> {statistic: published value or None} for a release of sae_lens's pretrained directory;
     None when sae_lens knows no such release (organism and local subjects)."""
-    import yaml
-
     block = _directory_blocks().get(release)
     if block is None:
         return None
@@ -205,9 +202,9 @@ def measure_in_context(subject: Any, sae_ids: list[str] | None = None,
     """Each SAE's L0 and explained variance over positions [1, min(ctx, seq_len)) of every evaluation sequence,
     BOS/EOS/pad excluded. One forward pass per batch for all SAEs, on tokens truncated to the largest context
     and stopped after the deepest hooked block (activations before position ctx do not depend on later tokens)."""
-    import torch
+    import torch  # lazy, as below: schema.py (PublishedCheck) stays free of torch for the ledger tool
 
-    from .subjects.core import hook_order, sae_hook_name
+    from .subjects.core import hook_order, sae_hook_name  # lazy: subjects import torch
 
     ids = list(sae_ids if sae_ids is not None else subject.saes)
     if not ids:
@@ -246,7 +243,7 @@ def measure_in_context(subject: Any, sae_ids: list[str] | None = None,
 def check_published(subject: Any, name: str | None = None) -> list[PublishedCheck]:
     """Every SAE x statistic of a sae_lens release subject against the published value; [] for subjects that
     are no sae_lens release (organism, local:DIR)."""
-    from .subjects.core import sae_hook_name
+    from .subjects.core import sae_hook_name  # lazy: subjects import torch (see in_context_statistics)
 
     release = subject.provenance.get("release") if isinstance(subject.provenance, dict) else None
     if not isinstance(release, str) or release.startswith("local:"):

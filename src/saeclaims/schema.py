@@ -149,7 +149,7 @@ def json_schema() -> dict:
 
 def validate(payload: dict) -> None:
     """Raise ReportFileError naming the first place the payload departs from the schema."""
-    import jsonschema
+    import jsonschema  # lazy: only where a report is validated
 
     version = payload.get("schema_version") if isinstance(payload, dict) else None
     if version != SCHEMA_VERSION:

@@ -105,7 +105,7 @@ class RunSettings:
 
 
 def _check_device(name: str) -> None:
-    import torch
+    import torch  # lazy: the plugin imports settings.py and must not import torch
 
     try:
         dev = torch.device(name)

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "smollm2":
         return _smollm2(p, args)
 
+    # lazy: each subcommand loads only its own builder
     from .build import BuildSpec, build, smoke_spec
 
     if not args.corpus.is_dir():
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mixed(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # lazy: each subcommand loads only its own builder
     from .mixed import MixedSpec, build_mixed
 
     if not args.corpus.is_dir():
@@ -81,6 +83,7 @@ def _mixed(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _rotary(args: argparse.Namespace) -> int:
+    # lazy: each subcommand loads only its own builder
     from .rotary import RotarySpec, build_rotary, smoke_rotary_spec
 
     card = build_rotary(args.out, smoke_rotary_spec(args.seed) if args.smoke else RotarySpec(seed=args.seed))
@@ -90,6 +93,7 @@ def _rotary(args: argparse.Namespace) -> int:
 
 
 def _smollm2(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # lazy: each subcommand loads only its own builder
     from .smollm2 import SmolSpec, build_smollm2, smoke_smol_spec
 
     if not args.corpus.is_dir():

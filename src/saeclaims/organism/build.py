@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import __version__
+from ..artifacts import hash_tree, sha256_file
 from ..positional import top_k_variance_share
 from . import corpus as corpus_mod
-from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
+from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE, make_model
 from .model import (
     WEIGHT_PROCESSING,
     ModelSpec,
@@ -102,6 +104,7 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
 
 
 def _stage_data(spec: BuildSpec, corpus_dir: Path, out: Path, work: Path, card: dict):
+    # lazy: only the tokenizer stage needs it
     from tokenizers import Tokenizer
 
     t0 = time.time()
@@ -143,7 +146,6 @@ def _positions(spec: BuildSpec, gpt2_wpos: Path, card: dict) -> np.ndarray | Non
         return None
     if spec.model.positions != "gpt2":
         raise ValueError(f"unknown positions {spec.model.positions!r}: use 'gpt2' or 'sinusoidal'")
-    from ..artifacts import sha256_file
 
     ref = load_reference(gpt2_wpos)
     helix = helix_positions(ref, spec.model.n_ctx, spec.model.d_model, 1.0, spec.model.position_share, spec.seed,
@@ -161,9 +163,8 @@ def _positions(spec: BuildSpec, gpt2_wpos: Path, card: dict) -> np.ndarray | Non
 
 
 def _stage_model(spec: BuildSpec, stream, bos, out: Path, work: Path, card: dict, gpt2_wpos: Path):
+    # lazy: only where weights are written or read
     from safetensors.torch import load_file, save_file
-
-    from .layout import make_model
 
     model_path, cfg_path = out / MODEL_FILE, out / MODEL_CONFIG
     eval_tokens = np.load(out / EVAL_TOKENS)
@@ -202,6 +203,7 @@ def _stage_saes(spec: BuildSpec, model, stream, bos, out: Path, card: dict) -> N
 
 
 def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens import SAE
 
     eval_tokens = np.load(out / EVAL_TOKENS)
@@ -233,9 +235,6 @@ def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
 
 
 def build(corpus_dir: Path, out: Path, spec: BuildSpec, gpt2_wpos: Path = DEFAULT_GPT2_WPOS) -> dict:
-    from .. import __version__
-    from ..artifacts import hash_tree
-
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".build"
     work.mkdir(exist_ok=True)

@@ -78,6 +78,7 @@ def split_corpus(
 
 def train_tokenizer(docs: list[Document], vocab_size: int):
     """Byte-level BPE (GPT-2's scheme) with one special token serving as BOS and EOS."""
+    # lazy: only the tokenizer stage needs it
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())

@@ -21,6 +21,7 @@ BOS_TOKEN = "<|endoftext|>"
 
 def make_model(cfg_dict: dict[str, Any]):
     """An untrained HookedTransformer of the organism's shape; weights are loaded or trained after."""
+    # lazy: transformer_lens imports transformers and datasets (seconds); loading the organism needs only the layout
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     return HookedTransformer(HookedTransformerConfig(**cfg_dict))

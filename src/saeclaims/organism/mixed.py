@@ -16,13 +16,20 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from .. import __version__
+from ..artifacts import hash_tree
+from ..subjects.loading import load_tl_native
+from . import corpus as corpus_mod
 from .layout import CARD_FILE, EVAL_TOKENS, TOKENIZER_FILE
+from .saes import sae_quality, train_sae_config
 
 log = logging.getLogger("saeclaims.organism")
 
@@ -71,8 +78,13 @@ class MixedSpec:
 def training_config(sae: MixedSAE, d_in: int, spec: MixedSpec):
     """The sae_lens training config of one SAE; an attn.hook_z SAE gets sae_lens's hook_z reshaping,
     so the saved SAE takes (..., n_heads, d_head) activations as sae_lens's hook_z releases do."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAEConfig
+
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens.saes.standard_sae import StandardTrainingSAEConfig
+
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
     steps = spec.training_tokens // spec.train_batch_size_tokens
@@ -97,9 +109,8 @@ def hook_d_in(model, hook: str) -> int:
 def training_stream(organism: Path, corpus_dir: Path, seed: int, n_docs: int) -> tuple[np.ndarray, int]:
     """Tokens from the organism's own train split (the same held-out documents as its card, checked
     by the corpus files' sha256), so no evaluation text reaches these SAEs either."""
+    # lazy: only the tokenizer stage needs it
     from tokenizers import Tokenizer
-
-    from . import corpus as corpus_mod
 
     card = json.loads((organism / CARD_FILE).read_text())
     spec = card["spec"]
@@ -115,12 +126,6 @@ def training_stream(organism: Path, corpus_dir: Path, seed: int, n_docs: int) ->
 
 def build_mixed(out: Path, organism: Path, corpus_dir: Path, spec: MixedSpec | None = None) -> dict:
     """Train (or keep, when already there) every SAE of the spec, then measure all and write the card."""
-    from tqdm.auto import tqdm
-
-    from .. import __version__
-    from ..artifacts import hash_tree
-    from ..subjects.loading import load_tl_native
-    from .saes import train_sae_config
 
     spec = spec or MixedSpec()
     out.mkdir(parents=True, exist_ok=True)
@@ -169,9 +174,8 @@ def build_mixed(out: Path, organism: Path, corpus_dir: Path, spec: MixedSpec | N
 def measure_mixed(out: Path, model, spec: MixedSpec) -> dict[str, dict]:
     """Each SAE's card entry: what it is, how it was trained, and its L0 / explained variance in
     (positions [1, ctx)) and beyond (positions [ctx, 512)) its context on the first quality_seqs rows."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens import SAE
-
-    from .saes import sae_quality
 
     tokens = np.load(out / EVAL_TOKENS)[: spec.quality_seqs]
     trained = {s.sae_id: s for s in spec.saes}
@@ -201,6 +205,4 @@ def _sparsity(sae: MixedSAE) -> dict[str, Any]:
 
 
 def _version(package: str) -> str:
-    from importlib.metadata import version
-
     return version(package)

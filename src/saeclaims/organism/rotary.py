@@ -25,8 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from .. import __version__
+from ..artifacts import hash_tree
+from ..subjects.loading import load_tl_native
 from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
+from .saes import SAESpec, sae_quality, train_sae
 
 log = logging.getLogger("saeclaims.organism")
 
@@ -100,6 +105,7 @@ def synthetic_documents(spec: RotarySpec, n: int, seed: int) -> np.ndarray:
 def word_tokenizer(d_vocab: int):
     """A word-level tokenizer for the synthetic vocabulary (`<|bos|>`, w1 .. w{d_vocab-1}), so the
     model folder is complete: text round-trips and BOS is named."""
+    # lazy: only the tokenizer stage needs it
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {BOS: 0, **{f"w{i}": i for i in range(1, d_vocab)}}
@@ -112,7 +118,7 @@ def word_tokenizer(d_vocab: int):
 def train_rotary_model(spec: RotarySpec, docs: np.ndarray):
     """AdamW with warm-up and cosine decay on full-length documents, so every position up to n_ctx is
     trained (a rotary model does not extrapolate past the lengths it saw)."""
-    from tqdm.auto import tqdm
+    # lazy: transformer_lens imports transformers and datasets (seconds); loading the organism needs only the layout
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(spec.seed)
@@ -151,13 +157,8 @@ def build_rotary(out: Path, spec: RotarySpec | None = None) -> dict:
     """Synthetic data, model, SAEs at spec.sae_context (and the full-context controls), card.
 
     Writes into `out` from scratch each time; returns the card."""
+    # lazy: only where weights are written or read
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
-    from .. import __version__
-    from ..artifacts import hash_tree
-    from ..subjects.loading import load_tl_native
-    from .saes import SAESpec, sae_quality, train_sae
 
     spec = spec or RotarySpec()
     t_start = time.time()
@@ -199,6 +200,7 @@ def build_rotary(out: Path, spec: RotarySpec | None = None) -> dict:
 
 
 def _sae_entry(model, d: Path, hook: str, ctx: int, tokens: np.ndarray, quality) -> dict:
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens import SAE
 
     sae = SAE.load_from_disk(str(d), device="cpu")

@@ -6,6 +6,7 @@ held-out evaluation shard.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .corpus import windows
 
 log = logging.getLogger("saeclaims.organism")
 
@@ -37,6 +40,7 @@ def train_sae(
     out_dir: Path, dataset_path: str = "saeclaims-organism-train", verbose: bool = True,
 ):
     """One standard ReLU SAE via `LanguageModelSAETrainingRunner`, saved with sae_lens's format."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens.saes.standard_sae import StandardTrainingSAEConfig
 
     steps = spec.training_tokens // spec.train_batch_size_tokens
@@ -60,10 +64,11 @@ def train_sae_config(
     """Any sae_lens training SAE config (standard, JumpReLU, TopK, ...) through sae_lens's own
     `LanguageModelSAETrainingRunner`, on windows of `context_size` tokens that begin with BOS, so the
     saved cfg.json records the context, hook and BOS handling the way a real release does."""
+    # lazy: datasets is heavy; only the SAE training stage needs it
     from datasets import Dataset
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
-    from .corpus import windows
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
     n_windows = -(-training_tokens // context_size) + 64
     rng = np.random.default_rng([seed, context_size])
@@ -122,7 +127,6 @@ def train_sae_config(
 def canonical_cfg(path: Path) -> None:
     """Rewrite an SAE's cfg.json with sorted keys: sae_lens builds part of it from a set of field names,
     so its key order (and the file's sha256) changes from run to run with string hashing."""
-    import json
 
     path.write_text(json.dumps(json.loads(path.read_text()), sort_keys=True))
 

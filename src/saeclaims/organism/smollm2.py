@@ -33,9 +33,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from .. import __version__
+from ..artifacts import hash_tree
+from ..attention import fused_attention
+from ..subjects.loading import load_sae_dir
+from ..subjects.smollm2 import load_smollm2_model
 from .corpus import Document, split_corpus
 from .layout import CARD_FILE, EVAL_TOKENS, windows
+from .saes import canonical_cfg, reconstruction_quality
 
 log = logging.getLogger("saeclaims.organism.smollm2")
 
@@ -111,9 +118,6 @@ def token_stream(tokenizer, docs: list[Document], separator: int) -> np.ndarray:
 def cache_activations(model, tokens: np.ndarray, hooks: list[str], batch_tokens: int,
                       desc: str) -> dict[str, torch.Tensor]:
     """Every hook's activations [n_seqs, T, d] in one pass per batch up to the deepest hook (fused attention)."""
-    from tqdm.auto import tqdm
-
-    from ..attention import fused_attention
 
     stop = max(int(h.split(".")[1]) for h in hooks) + 1
     batch = max(1, batch_tokens // tokens.shape[1])
@@ -146,7 +150,10 @@ class CachedActivations(Iterator[torch.Tensor]):
 
 def runner_config(model, hook: str, context: int, spec: SmolSpec, separator: int, out_dir: Path):
     """The sae_lens runner config this SAE would be trained with by `LanguageModelSAETrainingRunner`."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
+
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens.saes.standard_sae import StandardTrainingSAEConfig
 
     steps = spec.training_samples // spec.batch_tokens
@@ -167,12 +174,17 @@ def train_from_cache(model, hook: str, context: int, acts: torch.Tensor, spec: S
                      out_dir: Path, dummy_rows: np.ndarray) -> None:
     """sae_lens's runner builds the SAE and its metadata; its SAETrainer trains it on the cache; its
     `save_final_sae` writes it. Weights are then stored in float16."""
+    # lazy: datasets is heavy; only the SAE training stage needs it
     from datasets import Dataset
-    from sae_lens import LanguageModelSAETrainingRunner
-    from sae_lens.training.sae_trainer import SAETrainer
-    from safetensors.torch import load_file, save_file
 
-    from .saes import canonical_cfg
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
+    from sae_lens import LanguageModelSAETrainingRunner
+
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    # lazy: only where weights are written or read
+    from safetensors.torch import load_file, save_file
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     cfg = runner_config(model, hook, context, spec, separator, tmp)
@@ -198,7 +210,6 @@ def train_from_cache(model, hook: str, context: int, acts: torch.Tensor, spec: S
 
 def sae_quality_cached(sae, acts: torch.Tensor, lo: int, hi: int) -> dict:
     """The card's L0 and explained variance at positions [lo, hi) of cached activations [n_seqs, T, d]."""
-    from .saes import reconstruction_quality
 
     return reconstruction_quality(sae, acts[:, lo:hi].reshape(-1, acts.shape[-1]), lo, hi)
 
@@ -206,10 +217,6 @@ def sae_quality_cached(sae, acts: torch.Tensor, lo: int, hi: int) -> dict:
 def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None = None,
                   model=None, tokenizer=None) -> dict:
     """Tokens, activation caches, SAEs, card; resumable stage by stage. Returns the card."""
-    from .. import __version__
-    from ..artifacts import hash_tree
-    from ..subjects.loading import load_sae_dir
-    from ..subjects.smollm2 import load_smollm2_model
 
     spec = spec or SmolSpec()
     t_start = time.time()

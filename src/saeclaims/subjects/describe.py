@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..organism.layout import CARD_FILE
 from .core import SubjectError, hook_in_id, hook_kind, hook_order
+from .loading import _hub_errors, offline_unless_reachable
 from .local import PREFIX as LOCAL_PREFIX
 from .organism import organism_dir
 from .release import parse_release_spec
@@ -81,6 +82,7 @@ def describe_local(spec: str) -> SubjectInfo:
 def describe_release(spec: str) -> SubjectInfo:
     """A release's SAE ids from sae_lens's directory and the hook each reads: named in the id for most
     releases; otherwise read from the SAE's config (a small download, or the hub cache)."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     release, ids = parse_release_spec(spec)
@@ -100,9 +102,9 @@ def describe_release(spec: str) -> SubjectInfo:
 
 
 def _hook_from_config(release: str, sae_id: str) -> str:
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
 
-    from .loading import _hub_errors, offline_unless_reachable
 
     with _hub_errors(f"the config of SAE {release}/{sae_id}"), offline_unless_reachable():
         cfg = load_sae_config_from_huggingface(release, sae_id)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
+from ..organism.layout import windows
 from .core import HubUnavailableError, SubjectError
 
 TL_CONFIG = "model_config.json"  # a TransformerLens-native folder: HookedTransformerConfig fields
@@ -37,8 +40,10 @@ def load_tl_native(path: Path, device: str = "cpu", dtype: str | torch.dtype | N
     The state dict is loaded strictly and unprocessed: it is TransformerLens's own, so re-running
     `from_pretrained`'s processing would change it (and cannot fold a LayerNorm that was already folded).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: only where weights are read from disk
+    from safetensors.torch import load_file  # lazy: only where weights are read from disk
+
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     path = Path(path)
@@ -72,7 +77,7 @@ def load_tl_native(path: Path, device: str = "cpu", dtype: str | torch.dtype | N
 def tokenizer_from_file(path: Path, bos_token: str | None = None):
     """A transformers tokenizer from a bare `tokenizers` file; BOS (also EOS and PAD) is `bos_token`,
     else the file's only special token, so windows and tokens_from_texts agree on it."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # lazy: only HF checkpoints need transformers
 
     if bos_token is None:
         specials = [t["content"] for t in json.loads(Path(path).read_text()).get("added_tokens", [])
@@ -98,6 +103,7 @@ def load_hooked_model(name_or_path: str, device: str = "cpu", **from_pretrained_
     saved: weight-processing flags (sae_lens records `center_writing_weights` with every SAE) do not
     apply to it and are ignored; `dtype` is honoured; anything else is an error.
     """
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens import HookedTransformer
 
     path = Path(name_or_path)
@@ -110,8 +116,9 @@ def load_hooked_model(name_or_path: str, device: str = "cpu", **from_pretrained_
     if not (path / "config.json").exists():
         with _hub_errors(f"model {name_or_path}"), offline_unless_reachable():
             return HookedTransformer.from_pretrained(name_or_path, device=device, **from_pretrained_kwargs)
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens import loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: only HF checkpoints need transformers
 
     hf_cfg = json.loads((path / "config.json").read_text())
     if hf_cfg.get("model_type") == "gpt2" and "n_ctx" not in hf_cfg:
@@ -136,6 +143,7 @@ def load_hooked_model(name_or_path: str, device: str = "cpu", **from_pretrained_
 
 def load_sae_dir(path: Path, device: str = "cpu"):
     """One SAE folder as written by sae_lens's `save_model`; a clear error instead of a missing-file trace."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens import SAE
 
     if not (path / "cfg.json").exists():
@@ -146,10 +154,7 @@ def load_sae_dir(path: Path, device: str = "cpu"):
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP probe of the hub endpoint, so an offline machine fails in seconds, not retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    import huggingface_hub.constants as hf
+    import huggingface_hub.constants as hf  # lazy: the hub client loads only where the hub is asked
 
     url = urlparse(hf.ENDPOINT)
     try:
@@ -162,7 +167,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 @contextmanager
 def offline_unless_reachable() -> Iterator[None]:
     """Cache-only hub access when the hub cannot be reached: cached files load, missing ones fail fast."""
-    import huggingface_hub.constants as hf
+    import huggingface_hub.constants as hf  # lazy: the hub client loads only where the hub is asked
 
     if hf.HF_HUB_OFFLINE or hub_reachable():
         yield
@@ -213,8 +218,6 @@ class _hub_errors:
 def tokens_from_texts(texts: Iterable[str], tokenizer: Any, n_seqs: int, seq_len: int, bos: int) -> torch.Tensor:
     """Concatenate documents (BOS between them, as sae_lens does) into windows of seq_len that begin with
     BOS; the tokenizer's own special tokens are left out, so no window starts with two BOS tokens."""
-    from ..organism.layout import windows
-
     ids: list[int] = []
     need = n_seqs * (seq_len - 1) + 1
     for text in texts:

@@ -19,6 +19,7 @@ def parse_release_spec(spec: str) -> tuple[str, list[str] | None]:
 
 def is_release(spec: str) -> bool:
     """Whether sae_lens's directory knows the spec's release; the registry's test for the fallback source."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     return parse_release_spec(spec)[0] in get_pretrained_saes_directory()
@@ -27,7 +28,10 @@ def is_release(spec: str) -> bool:
 def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int = 1024,
                  text_file: Path | None = None, dataset: str = "Skylion007/openwebtext") -> Subject:
     """The release's model and SAEs, evaluated on `text_file` or the first documents of `dataset`."""
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens import SAE
+
+    # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     release, ids = parse_release_spec(spec)
@@ -75,7 +79,7 @@ def _eval_tokens(model, n_seqs: int, seq_len: int, text_file: Path | None, datas
         texts = Path(text_file).read_text(encoding="utf-8").split("\n\n")
     else:
         with _hub_errors(f"dataset {dataset}"), offline_unless_reachable():
-            from datasets import load_dataset
+            from datasets import load_dataset  # lazy: only a release subject without --text-file reads a hub dataset
 
             texts = (row["text"] for row in load_dataset(dataset, split="train", streaming=True))
     return tokens_from_texts(texts, tok, n_seqs, seq_len, bos)

@@ -116,8 +116,8 @@ def load_smollm2_hf(gguf_path: Path | str | None = None) -> tuple[Any, Any]:
             raise SubjectError(f"reading {path} needs the `gguf` package: {INSTALL_HINT}")
         if not path.is_file():
             raise SubjectError(f"{path}: no such GGUF file")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # lazy: the plugin imports settings.py and must not import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: only HF checkpoints need transformers
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -137,7 +137,10 @@ def load_smollm2_model(device: str = "cpu", gguf_path: Path | str | None = None,
     `load_smollm2_hf`) to reuse ones already loaded. BOS is not prepended by default: SmolLM2's tokenizer
     adds none, so TransformerLens must not either for the activations to be those the model computes.
     """
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens import HookedTransformer
+
+    # lazy: transformer_lens imports transformers and datasets (seconds); only where a model is built
     from transformer_lens import loading_from_pretrained as loading
 
     if hf_model is None or tokenizer is None:
