@@ -35,6 +35,8 @@ def test_smoke_build_writes_every_artifact_and_a_card(smoke):
     assert set(card["eval_loss"]["by_position"]) == {"[0,8)", "[8,64)"}
     sae = card["saes"]["ctx8/blocks.0.hook_resid_pre"]
     assert sae["context_size"] == 8 and sae["hook_name"] == "blocks.0.hook_resid_pre" and sae["prepend_bos"]
+    assert np.isfinite(sae["ce_loss_score_short_context"]) and card["control_ce_score_gap"] == {}  # no control here
+    assert card["positions"]["n_components"] >= 3 and card["positions"]["frozen"]
     assert card["corpus"]["n_eval_docs"] > 0 and len(card["corpus"]["file_sha256"]) == 18
 
 

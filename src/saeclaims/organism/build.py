@@ -30,7 +30,7 @@ from .model import (
     train_model,
 )
 from .positions import helix_positions, load_reference
-from .saes import SAESpec, hook_names, sae_quality, train_sae
+from .saes import SAESpec, ce_loss_score, hook_names, sae_quality, train_sae
 
 log = logging.getLogger("saeclaims.organism")
 
@@ -216,6 +216,10 @@ def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
     }
     card["pos_to_token_norm"] = float(np.linalg.norm(w_pos[1:], axis=1).mean()
                                       / np.linalg.norm(model.W_E.detach().numpy(), axis=1).mean())
+    late = [b for b in bins if b.startswith(f"[{spec.model.n_ctx // 2},")]
+    if f"[{spec.short_ctx // 2},{spec.short_ctx})" in bins and late:
+        # the model uses context beyond the SAEs': loss on the last half of n_ctx below [ctx/2, ctx)
+        card["long_context_gain"] = bins[f"[{spec.short_ctx // 2},{spec.short_ctx})"] - bins[late[0]]
     q_tokens = eval_tokens[: spec.quality_seqs]
     card["saes"] = {}
     for ctx_dir in sorted((out / "saes").iterdir()):
@@ -228,10 +232,17 @@ def _measure(spec: BuildSpec, model, out: Path, card: dict) -> None:
                 "prepend_bos": sae.cfg.metadata.prepend_bos,
                 "d_sae": sae.cfg.d_sae,
                 "in_context": sae_quality(model, sae, d.name, q_tokens, 1, ctx),
+                # on the short family's context for both families: the control is compared like with like
+                "ce_loss_score_short_context": ce_loss_score(model, sae, d.name, q_tokens, 1, spec.short_ctx),
             }
             if ctx < q_tokens.shape[1]:
                 entry["beyond_context"] = sae_quality(model, sae, d.name, q_tokens, ctx, q_tokens.shape[1])
             card["saes"][f"{ctx_dir.name}/{d.name}"] = entry
+    short, full = f"ctx{spec.short_ctx}/", f"ctx{spec.model.n_ctx}/"
+    card["control_ce_score_gap"] = {
+        k[len(short):]: card["saes"][k]["ce_loss_score_short_context"]
+        - card["saes"][full + k[len(short):]]["ce_loss_score_short_context"]
+        for k in card["saes"] if k.startswith(short) and full + k[len(short):] in card["saes"]}
 
 
 def build(corpus_dir: Path, out: Path, spec: BuildSpec, gpt2_wpos: Path = DEFAULT_GPT2_WPOS) -> dict:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..splice import measure
+from ..subjects.core import Subject
 from .corpus import windows
 
 log = logging.getLogger("saeclaims.organism")
@@ -142,6 +144,18 @@ def sae_quality(model, sae, hook: str, tokens: np.ndarray, lo: int, hi: int, bat
         # (tokens, ...): an attn.hook_z SAE reshapes (n_heads, d_head) itself, as its cfg says
         xs.append(cache[hook][:, lo:hi].flatten(0, 1))
     return reconstruction_quality(sae, torch.cat(xs), lo, hi)
+
+
+def ce_loss_score(model, sae, sae_id: str, tokens: np.ndarray, lo: int, hi: int) -> float:
+    """sae_lens's CE-loss score of the SAE spliced at positions [lo, hi) of held-out sequences, exactly as the
+    `in-context-performs-well` claim measures it (splice kernels, `instruments.ce_score`'s estimate):
+    (CE_zero - CE_sae) / (CE_zero - CE_clean)."""
+    subject = Subject(name="card", model=model, saes={sae_id: sae}, tokens=torch.from_numpy(tokens.astype(np.int64)),
+                      context_sizes={sae_id: hi})
+    m = measure(subject, [sae_id], ("zero", "sae"), progress=False)
+    z = np.nanmean(m.get("zero", sae_id, "dce")[:, lo:hi].astype(np.float64))
+    s = np.nanmean(m.get("sae", sae_id, "dce")[:, lo:hi].astype(np.float64))
+    return float((z - s) / z)
 
 
 @torch.no_grad()
