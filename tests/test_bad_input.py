@@ -38,6 +38,7 @@ CASES = [
          "asked for sequences of 2000 tokens, the evaluation set has 512"),
     Case("seq-len not beyond any context", ("--seq-len", "64"),
          "--seq-len 64 leaves no position beyond any SAE's training context"),
+    Case("negative seed", ("--sae-seed", "-1"), "--sae-seed -1: seeds are non-negative integers"),
     Case("n-seqs 0", ("--n-seqs", "0"), "--n-seqs 0: a cluster bootstrap needs at least 2 sequences"),
     Case("n-seqs 1", ("--n-seqs", "1"), "--n-seqs 1: a cluster bootstrap needs at least 2 sequences"),
     Case("cuda without a GPU", ("--sae-device", "cuda"), "--sae-device cuda: no CUDA device is available here"),

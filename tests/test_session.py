@@ -67,3 +67,25 @@ def test_worker_payloads_merge_with_the_largest_peak_memory(tmp_path):
     controller.worker_peak = {}
     controller.merge_worker_payload(payload)
     assert 0 < controller.worker_peak["rss"] < 1e9
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_a_failed_run(tmp_path, monkeypatch):
+    from saeclaims import session as session_mod
+    from saeclaims.store import SubjectRecord
+    from tests.test_store import _evidence
+
+    (tmp_path / "REPORT.md").write_text("the last good report")
+    s = _session(tmp_path)
+    s.config = SimpleNamespace(rootpath=tmp_path, invocation_params=SimpleNamespace(args=("claims",)))
+    s.t0, s.baseline = 0.0, None
+    s.store.subjects["s"] = SubjectRecord("s", "m", "r", ["h0"], {"h0": 8}, 64, 4, 32)
+    s.store.evidence.append(_evidence("a", "h0"))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "report"))
+
+    monkeypatch.setattr(session_mod, "write_report", denied)
+    line = s.finish(pytest.ExitCode.OK)
+    assert line == (f"saeclaims: could not write the report (PermissionError: [Errno 13] Permission denied: "
+                    f"'{tmp_path / 'report'}'); {tmp_path / 'REPORT.md'} left as it was")
+    assert s.report_failed and (tmp_path / "REPORT.md").read_text() == "the last good report"

@@ -16,6 +16,7 @@ def _ok(tmp_path: Path) -> RunSettings:
 
 
 @pytest.mark.parametrize(("change", "message"), [
+    ({"seed": -1}, "--sae-seed -1: seeds are non-negative integers"),
     ({"n_seqs": 1}, "--n-seqs 1: a cluster bootstrap needs at least 2 sequences"),
     ({"seq_len": 1}, "--seq-len 1: sequences need at least 2 tokens"),
     ({"family_confidence": 1.0}, "--family-confidence 1.0 must be in (0, 1)"),
@@ -32,7 +33,7 @@ def test_each_rule_refuses_just_past_its_edge(tmp_path, change, message):
 
 
 @pytest.mark.parametrize("change", [
-    {"n_seqs": 2}, {"seq_len": 2}, {"family_confidence": 0.999}, {"n_resamples": 100}, {"batch_size": 1},
+    {"seed": 0}, {"n_seqs": 2}, {"seq_len": 2}, {"family_confidence": 0.999}, {"n_resamples": 100}, {"batch_size": 1},
     {"memory_budget_mib": 0.5}, {"reencode_seqs": 2}, {"write_report": False, "report": Path("/proc/x/R.md")},
 ])
 def test_each_rule_accepts_its_edge(tmp_path, change):

@@ -210,6 +210,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["saeclaims"] = cs.worker_payload()
         return
     cs.closing_line = cs.finish(exitstatus)
+    if cs.report_failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # the run's output was not written: not a success
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -47,6 +47,7 @@ class ReportHeader:
     options: dict[str, Any] = field(default_factory=dict)
     published: list[PublishedCheck] = field(default_factory=list)  # release SAEs vs sae_lens's published stats
     peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
+    command: str = ""  # the command line that ran (pytest and its arguments)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -84,6 +85,7 @@ class ClaimSession:
         self.problems: list[str] = []
         self.baseline: Baseline | None = None
         self.collected = False
+        self.report_failed = False  # the report could not be written: the run fails with one line
         self.recorder = Recorder(self.store, catalog, self.ledger, lambda: self.baseline,
                                  lambda: self.bootstrap.confidence, settings.seed, settings.n_resamples,
                                  settings.fail_on_drift)
@@ -352,13 +354,18 @@ class ClaimSession:
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
             wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options(),
             published=[c for c in self.published if c.subject in self.store.subjects],
-            peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()})
+            peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()},
+            command=shlex.join(["pytest", *self.config.invocation_params.args]))
         if self.baseline is not None:
             claims = {c["id"]: Claim.from_dict(c) for c in self.store.claims}
             fam = bonferroni_confidence(s.family_confidence, max(1, self.store.family_size))
             self.store.baseline = compare_runs(self.baseline, self.store.evidence, self.store.replicates, claims,
                                                {k: self.recorder.paired(k) for k in self.store.subjects}, fam, s.seed)
-        write_report(s.report, header, self.store)
+        try:
+            write_report(s.report, header, self.store)
+        except OSError as exc:  # e.g. a report folder that became unwritable while the tests ran
+            self.report_failed = True
+            return f"saeclaims: could not write the report ({_one_line(exc)}); {keep}"
         return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
 
 

@@ -70,6 +70,8 @@ class RunSettings:
 
     def validate(self) -> None:
         """Bad options stop the run before collection, as pytest's own usage errors do (exit code 4)."""
+        if self.seed < 0:
+            raise pytest.UsageError(f"--sae-seed {self.seed}: seeds are non-negative integers (numpy's generators)")
         if self.n_seqs is not None and self.n_seqs < 2:
             raise pytest.UsageError(f"--n-seqs {self.n_seqs}: a cluster bootstrap needs at least 2 sequences")
         if self.seq_len is not None and self.seq_len < 2:
