@@ -3,6 +3,7 @@
 from saeclaims.series import HookNorms, L0Curve
 from saeclaims.stats import Evidence
 from saeclaims.store import EvidenceStore, NotApplicable, SubjectRecord
+from saeclaims.subject_facts import SubjectFact
 
 
 def _evidence(claim: str, hook: str) -> Evidence:
@@ -27,14 +28,24 @@ def test_a_worker_payload_merges_into_the_controller():
     worker.subjects["s"] = SubjectRecord("s", "m", "r", ["h0", "h1"], {"h0": 8, "h1": 8}, 64, 4, 32)
     worker.replicates["s|a|h0"] = [0.9, 1.1]
     worker.failed_subjects["t"] = "OSError: gone"
+    worker.add_fact(SubjectFact("s", "wpos_helix_share", "", 0.95, None, None, True))
+    worker.add_fact(SubjectFact("s", "l0", "h0", 20.0, 19.0, 21.0, True))
     controller = EvidenceStore(claims=[{"id": "a"}])
     controller.merge_json(worker.to_json())
     assert controller.evidence == worker.evidence and controller.not_applicable == worker.not_applicable
     assert controller.series == worker.series and controller.subjects == worker.subjects
     assert controller.family_size == 7 and controller.claims == [{"id": "a"}]  # a claim is listed once
     assert controller.untested_claims == ["b"] and controller.replicates == {"s|a|h0": [0.9, 1.1]}
-    assert controller.failed_subjects == {"t": "OSError: gone"}
+    assert controller.failed_subjects == {"t": "OSError: gone"} and controller.facts == worker.facts
     other = EvidenceStore(family_size=3)
     other.evidence.append(_evidence("a", "h1"))
     controller.merge_json(other.to_json())
     assert controller.family_size == 7 and [e.sae_id for e in controller.evidence] == ["h0", "h1"]
+
+
+def test_a_later_fact_of_the_same_key_replaces_the_earlier():
+    store = EvidenceStore()
+    store.add_fact(SubjectFact("s", "l0", "h", 20.0, 19.0, 21.0, True))
+    store.add_fact(SubjectFact("s", "l0", "g", 5.0, 4.0, 6.0, False))
+    store.add_fact(SubjectFact("s", "l0", "h", 22.0, 21.0, 23.0, True))
+    assert [(f.sae_id, f.estimate) for f in store.facts] == [("g", 5.0), ("h", 22.0)]

@@ -68,3 +68,21 @@ def test_an_undeclared_read_reaches_measurements_taken_before_a_merge():
     with pytest.warns(RuntimeWarning, match="zero at"):
         got = early.get("zero", h0, "dce")
     assert late.get("zero", h0, "dce") is got
+
+
+def test_facts_are_recorded_once_per_subject_and_per_sae():
+    """The subject facts come from the first measurement: the model's once, each SAE's with its hook; a rotary
+    model has no W_pos helix fact."""
+    s = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
+    facts = []
+    wb = Workbench(s, record_fact=facts.append)
+    wb.measurements()
+    model_level = [f.fact for f in facts if not f.sae_id]
+    assert model_level == ["wpos_helix_share", "long_context_gain"]
+    assert {(f.sae_id, f.fact) for f in facts if f.sae_id} == {
+        (h, k) for h in s.sae_ids for k in ("explained_variance", "l0", "ce_loss_score")}
+    s2 = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
+    s2.model = tiny_model(positional="rotary")
+    facts2 = []
+    Workbench(s2, record_fact=facts2.append).measurements()
+    assert [f.fact for f in facts2 if not f.sae_id] == ["long_context_gain"]

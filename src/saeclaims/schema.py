@@ -18,6 +18,7 @@ from typing import Any
 from .preflight import PublishedCheck
 from .stats import Evidence
 from .store import NotApplicable, Outcome, SubjectRecord
+from .subject_facts import SubjectFact
 
 SCHEMA_VERSION = 2
 # Version 1 named each row's SAE id `hook` (evidence, not-applicable rows, baseline drift rows); version 2 calls
@@ -97,6 +98,7 @@ class ReportFile:
     not_applicable: list[NotApplicable] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     baseline: BaselineComparison | None = None
+    facts: list[SubjectFact] = field(default_factory=list)  # the subjects' properties beside GPT-2's (not verdicts)
 
 
 # ---------------------------------------------------------------- JSON Schema from the types

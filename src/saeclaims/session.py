@@ -282,7 +282,7 @@ class ClaimSession:
             s = self.settings
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
-                record_series=self.store.add_series,
+                record_series=self.store.add_series, record_fact=self.store.add_fact,
                 progress=self._uncaptured if s.shows_progress(self.is_worker, self._on_terminal()) else None,
                 eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes,
                 reads=self.reads.get(spec))

@@ -9,6 +9,7 @@ from typing import Any
 
 from .series import Series, from_payload, series_key, to_payload
 from .stats import Evidence
+from .subject_facts import SubjectFact
 
 
 @dataclass
@@ -56,6 +57,7 @@ class EvidenceStore:
     evidence: list[Evidence] = field(default_factory=list)
     not_applicable: list[NotApplicable] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
+    facts: list[SubjectFact] = field(default_factory=list)  # what each subject shares with GPT-2 (subject_facts)
     subjects: dict[str, SubjectRecord] = field(default_factory=dict)
     family_size: int = 0
     claims: list[dict] = field(default_factory=list)  # the catalogue the rows were judged against
@@ -69,11 +71,16 @@ class EvidenceStore:
         key = series_key(s)
         self.series = [x for x in self.series if series_key(x) != key] + [s]
 
+    def add_fact(self, f: SubjectFact) -> None:
+        key = (f.subject, f.fact, f.sae_id)
+        self.facts = [x for x in self.facts if (x.subject, x.fact, x.sae_id) != key] + [f]
+
     def to_json(self) -> str:
         return json.dumps({
             "evidence": [asdict(e) for e in self.evidence],
             "not_applicable": [asdict(n) for n in self.not_applicable],
             "series": [to_payload(s) for s in self.series],
+            "facts": [asdict(f) for f in self.facts],
             "subjects": {k: asdict(v) for k, v in self.subjects.items()},
             "family_size": self.family_size, "claims": self.claims, "untested_claims": self.untested_claims,
             "failed_subjects": self.failed_subjects, "replicates": self.replicates,
@@ -85,6 +92,8 @@ class EvidenceStore:
         self.not_applicable.extend(NotApplicable(**n) for n in other.get("not_applicable", []))
         for s in other.get("series", []):
             self.add_series(from_payload(s))
+        for f in other.get("facts", []):
+            self.add_fact(SubjectFact(**f))
         for k, v in other.get("subjects", {}).items():
             self.subjects[k] = SubjectRecord(**v)
         self.family_size = max(self.family_size, int(other.get("family_size", 0)))

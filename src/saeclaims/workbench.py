@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .fact_measurement import model_facts, sae_facts
 from .instruments import excess, recovery
 from .measurements import Measurements
 from .reads import VariantReads
@@ -17,6 +18,7 @@ from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import measure
 from .splicing import variants_at
 from .stats import DEFAULT_BOOTSTRAP, Bootstrap
+from .subject_facts import SubjectFact
 from .subjects import Subject
 from .variants import variant_names
 
@@ -27,7 +29,8 @@ class Workbench:
     def __init__(self, subject: Subject, boot: Bootstrap = DEFAULT_BOOTSTRAP, batch_size: int = 16,
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
                  progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
-                 reencode_seqs: int = 16, budget_bytes: int | None = None, reads: VariantReads | None = None):
+                 reencode_seqs: int = 16, budget_bytes: int | None = None, reads: VariantReads | None = None,
+                 record_fact: Callable[[SubjectFact], None] | None = None):
         self.subject = subject
         self.reads = reads  # what the run's claim tests read per SAE id (None: every variant everywhere)
         self._unread: set[tuple[str, str]] = set()  # pairs measured on demand (warned once each)
@@ -37,6 +40,7 @@ class Workbench:
         self.batch_size = batch_size
         self.autocast = AUTOCAST[autocast]
         self.record_series = record_series or (lambda s: None)
+        self.record_fact = record_fact or (lambda f: None)
         self.progress = progress
         self.eager = eager  # measure every hook on first use (one clean pass serves all)
         self._m: Measurements | None = None
@@ -60,10 +64,18 @@ class Workbench:
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                               autocast_dtype=self.autocast, progress=self.progress is not None,
                               budget_bytes=self.budget_bytes)
+            first = self._m is None
             self._m = new if self._m is None else _merge(self._m, new, self.subject.sae_ids)
             self._m.on_missing = self._measure_unread
+            if first:
+                w_pos = self.subject.model.W_pos.detach().float().cpu().numpy() \
+                    if self.subject.has_learned_positions else None
+                for f in model_facts(self.subject.name, self._m, w_pos, self.boot):
+                    self.record_fact(f)
             for h in missing:
                 self._record_series(h)
+                for f in sae_facts(self.subject.name, self._m, h, self.boot):
+                    self.record_fact(f)
         return self._m
 
     def _measure_unread(self, variant: str, hook: str) -> dict[str, np.ndarray] | None:

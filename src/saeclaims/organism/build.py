@@ -44,7 +44,7 @@ def _organism_train() -> TrainSpec:
 
 
 def _organism_sae() -> SAESpec:
-    return SAESpec(d_sae=2048, training_tokens=3_000_000, l1_coefficient=1.5)
+    return SAESpec(d_sae=2048, training_tokens=4_000_000, l1_coefficient=0.8)
 
 
 @dataclass(frozen=True)
