@@ -80,13 +80,14 @@ def test_position_not_most_of_it_output(claim):
     claim.check(_recovery(claim, "pos_repair_out"))
 
 
-@pytest.mark.claim("position-not-most-of-it-vs-control", reads=("sae", "shift_pos", "full_context_sae"))
+@pytest.mark.claim("position-not-most-of-it-vs-control", reads=("sae", "shift_pos", "full_context_sae", "zero"))
 def test_position_not_most_of_it_vs_control(claim):
     """Recovery of shift_pos over the excess beyond the full-context control's position trend."""
     claim.require_learned_positions()
     claim.require_full_context_sae()
     claim.require_beyond_context()
     m = claim.measurements()
+    claim.require_matched_control(m)
     claim.require_positive(control_excess(m, claim.sae_id, claim.boot), "control-relative excess")
     claim.check(control_recovery(m, claim.sae_id, "shift_pos", claim.boot))
 

@@ -13,20 +13,23 @@ from saeclaims.instruments import control_excess, control_fix_share, control_rat
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.claim("beyond-context-degrades-vs-control", reads=("sae", "full_context_sae"))
+@pytest.mark.claim("beyond-context-degrades-vs-control", reads=("sae", "full_context_sae", "zero"))
 def test_beyond_context_degrades_vs_control(claim):
     """(dCE_sae(O) / dCE_sae(I)) / (dCE_ctl(O) / dCE_ctl(I))."""
     claim.require_full_context_sae()
     claim.require_beyond_context()
-    claim.check(control_ratio(claim.measurements(), claim.sae_id, claim.boot))
+    m = claim.measurements()
+    claim.require_matched_control(m)
+    claim.check(control_ratio(m, claim.sae_id, claim.boot))
 
 
-@pytest.mark.claim("full-context-training-fixes", reads=("sae", "full_context_sae"))
+@pytest.mark.claim("full-context-training-fixes", reads=("sae", "full_context_sae", "zero"))
 def test_full_context_training_fixes(claim):
     """Share of the short SAE's control-relative excess that the full-context SAE removes."""
     claim.require_full_context_sae()
     claim.require_beyond_context()
     m = claim.measurements()
+    claim.require_matched_control(m)
     claim.require_positive(control_excess(m, claim.sae_id, claim.boot), "control-relative excess")
     claim.check(control_fix_share(m, claim.sae_id, claim.boot),
                 full_context_size=claim.subject.full_context_saes[claim.sae_id].cfg.metadata.context_size)

@@ -236,3 +236,29 @@ def test_old_spellings_of_the_row_warn_and_still_work():
         assert fx.hook == HOOK
     with pytest.warns(DeprecationWarning, match="claim.row is deprecated: use claim.sae_id"):
         assert fx.row == HOOK
+
+
+@pytest.mark.parametrize(("control_dce", "applicable"), [
+    (0.1, True),    # the control adds what the SAE adds in context: like with like
+    (0.4, False),   # the control is worse in context by 0.3/2 = 0.15 of CE-loss score: unlike
+    (0.13, False),  # a gap of 0.015: just over the 0.01 mark
+])
+def test_control_relative_claims_need_a_control_like_the_sae(control_dce, applicable):
+    """Planted: zero ablation adds 2 nats, the SAE 0.1 in context; the control adds `control_dce`."""
+    from tests.test_instruments import HOOKS, synthetic
+
+    m = synthetic({("sae", HOOKS[0]): 0.1, ("zero", HOOKS[0]): 2.0, ("full_context_sae", HOOKS[0]): control_dce},
+                  {("sae", HOOKS[0]): 0.5, ("zero", HOOKS[0]): 2.0, ("full_context_sae", HOOKS[0]): control_dce},
+                  noise=0.002)
+    subject = tiny_subject()
+    subject.full_context_saes = {HOOKS[0]: subject.saes[HOOKS[0]]}
+    fx, s = _fixture(subject, "beyond-context-degrades-vs-control")
+    if applicable:
+        fx.require_matched_control(m)
+        assert not s.store.not_applicable
+        return
+    msg = _skipped(lambda: fx.require_matched_control(m))
+    assert "the control is not shown to be like the SAE in context" in msg
+    (row,) = s.store.not_applicable
+    gap = (control_dce - 0.1) / 2.0
+    assert float(row.premise["control_ce_gap"].split()[0]) == pytest.approx(gap, rel=0.05)

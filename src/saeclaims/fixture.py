@@ -17,10 +17,13 @@ from typing import Any, NoReturn
 import pytest
 
 from .catalog import NO_HOOK, Claim
+from .fact_measurement import control_gap
+from .measurements import Measurements
 from .recording import Recorder
 from .series import Series
 from .stats import Bootstrap, Evidence, Interval, verdict
 from .store import NotApplicable
+from .subject_facts import CONTROL_GAP
 from .subjects.core import Subject, is_residual, sae_architecture
 from .workbench import Workbench
 
@@ -185,6 +188,19 @@ class ClaimFixture:
             self.not_applicable("the subject has no full-context SAE family (control) at this hook")
         if self.sae_id not in self.subject.saes:
             self.not_applicable("the release under test has no SAE at this control hook to compare with")
+
+    def require_matched_control(self, m: Measurements) -> None:
+        """Control-relative claims compare like with like: they apply only where the full-context control's
+        in-context quality matches the SAE's (CE-loss scores on [1, ctx) within 0.01, the whole interval:
+        `subject_facts.CONTROL_GAP`). A weaker control makes any SAE look good beside it."""
+        __tracebackhide__ = True
+        self.require_full_context_sae()
+        gap = control_gap(m, self.sae_id, self.boot)
+        if CONTROL_GAP.meets(gap.estimate, gap.low, gap.high) is not True:
+            shown = f"{gap.estimate:.4g} [{gap.low:.4g}, {gap.high:.4g}]"
+            self.not_applicable(f"the control is not shown to be like the SAE in context (|CE-loss score gap| on "
+                                f"[1, ctx) not wholly <= {CONTROL_GAP.high:g} at {gap.confidence:.2%})",
+                                control_ce_gap=shown)
 
     # ------------------------------------------------------------ the verdict
 
