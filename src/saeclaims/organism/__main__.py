@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--work", type=Path, default=Path("build/smollm2-work"), help="activation caches (resume)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--smoke", action="store_true", help="tiny sizes")
+    c = sub.add_parser("card", help="rewrite the card's README.md and loss figure from an organism's card.json")
+    c.add_argument("--out", type=Path, default=Path("fixtures/organism"), help="the organism folder")
     args = p.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return _rotary(args)
     if args.cmd == "smollm2":
         return _smollm2(p, args)
+    if args.cmd == "card":
+        return _card(p, args)
 
     # lazy: each subcommand loads only its own builder
     from .build import BuildSpec, build, smoke_spec
@@ -66,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     summary["saes"] = {k: {"l0": v["in_context"]["l0"], "ev": v["in_context"]["explained_variance"]}
                        for k, v in card["saes"].items()}
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _card(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .card_readme import write_card_readme
+    from .layout import CARD_FILE
+
+    card_path = args.out / CARD_FILE
+    if not card_path.is_file():
+        p.error(f"{card_path} does not exist: build the organism first (`python -m saeclaims.organism build`)")
+    write_card_readme(args.out, json.loads(card_path.read_text()))
+    print(f"wrote {args.out / 'README.md'}")
     return 0
 
 

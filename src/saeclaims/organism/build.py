@@ -19,6 +19,7 @@ from .. import __version__
 from ..artifacts import hash_tree, sha256_file
 from ..positional import top_k_variance_share
 from . import corpus as corpus_mod
+from .card_readme import CARD_DOCS, write_card_readme
 from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE, make_model
 from .model import (
     WEIGHT_PROCESSING,
@@ -263,7 +264,8 @@ def build(corpus_dir: Path, out: Path, spec: BuildSpec, gpt2_wpos: Path = DEFAUL
     _stage_saes(spec, model, stream, bos, out, card)
     _measure(spec, model, out, card)
     card["stages"]["last_run_s"] = round(time.time() - t0, 1)
-    card["sha256"] = hash_tree(out, exclude={CARD_FILE, "build.log"})
+    write_card_readme(out, card)
+    card["sha256"] = hash_tree(out, exclude={CARD_FILE, "build.log", *CARD_DOCS})
     tmp = card_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     tmp.replace(card_path)
