@@ -16,6 +16,7 @@ from saeclaims.instruments import (
     beyond_over_inside,
     ce_score,
     contrast,
+    control_ratio,
     excess,
     excess_removed_share,
     inside,
@@ -94,21 +95,37 @@ def test_reencoding_recovers(claim):
     claim.check(excess_removed_share(m, claim.sae_id, "reencode", claim.boot))
 
 
-@pytest.mark.claim("encoder-off-distribution", reads=("sae",))
+@pytest.mark.claim("encoder-off-distribution", reads=("sae", "full_context_sae", "zero"))
 def test_encoder_off_distribution(claim):
-    """mean L0 over O divided by mean L0 over I (not applicable to fixed-L0 architectures such as TopK)."""
+    """L0's beyond/inside ratio over the control's (not applicable to fixed-L0 architectures such as TopK, or
+    without a control of like quality: the raw ratio mixes L0's position trend with the encoder's failure)."""
     claim.require_free_l0()
+    claim.require_full_context_sae()
     claim.require_beyond_context()
-    claim.check(beyond_over_inside(claim.measurements(), claim.sae_id, "sae", "l0", claim.boot))
+    m = claim.measurements()
+    claim.require_matched_control(m)
+    claim.check(control_ratio(m, claim.sae_id, claim.boot, metric="l0"))
+
+
+def _errors_vs_random(claim, region) -> None:
+    m = claim.measurements()
+    where = region(m, claim.sae_id)
+    require_positive_denominator(claim, m, Quantity("random_error", claim.sae_id, "dce", *where),
+                                 f"mean dCE_random_error({'I' if region is inside else 'O'})")
+    claim.check(ratio(m, Quantity("sae", claim.sae_id, "dce", *where),
+                      Quantity("random_error", claim.sae_id, "dce", *where), claim.boot))
 
 
 @pytest.mark.claim("errors-worse-than-random", reads=("sae", "random_error"))
 def test_errors_worse_than_random(claim):
-    """mean dCE_sae(O) / mean dCE_random_error(O), the error of the same norm in a random direction."""
+    """mean dCE_sae(I) / mean dCE_random_error(I), the error of the same norm in a random direction (Gurnee's
+    claim is about SAEs within their training context)."""
+    claim.require_hook()
+    _errors_vs_random(claim, inside)
+
+
+@pytest.mark.claim("errors-worse-than-random-beyond", reads=("sae", "random_error"))
+def test_errors_worse_than_random_beyond(claim):
+    """mean dCE_sae(O) / mean dCE_random_error(O)."""
     claim.require_beyond_context()
-    m = claim.measurements()
-    o = outside(m, claim.sae_id)
-    require_positive_denominator(claim, m, Quantity("random_error", claim.sae_id, "dce", *o),
-                                 "mean dCE_random_error(O)")
-    claim.check(ratio(m, Quantity("sae", claim.sae_id, "dce", *o), Quantity("random_error", claim.sae_id, "dce", *o),
-                      claim.boot))
+    _errors_vs_random(claim, outside)

@@ -20,6 +20,7 @@ from saeclaims.instruments import (
     layer_trend,
     mean_of,
     metric_recovery,
+    ratio,
     recovery,
     share_of_tokens,
 )
@@ -309,3 +310,46 @@ def test_statistics_closing_over_unhashable_values_are_not_cached():
     assert _memo_key(parts, scaled(3.0), boot) != k1
     assert _memo_key({"a_sum": np.arange(4.0) + 1e-12, "a_n": np.ones(4)}, scaled(2.0), boot) != k1
     assert _memo_key(parts, scaled(2.0), Bootstrap(seed=1)) != k1
+
+
+def _l0_subject(sae_in, sae_out, ctl_in, ctl_out, n=30, t=32, seed=0) -> Measurements:
+    """L0 of the SAE and of its control, constant inside and beyond the context, plus noise."""
+    rng = np.random.default_rng(seed)
+    m = Measurements("planted", HOOKS, ["sae", "full_context_sae"], {h: CTX for h in HOOKS},
+                     clean_ce=np.full((n, t - 1), 3.0, dtype=np.float32))
+    for v, (a, b) in (("sae", (sae_in, sae_out)), ("full_context_sae", (ctl_in, ctl_out))):
+        met = {k: np.zeros((n, t - 1), dtype=np.float32) for k in (*LOSS_METRICS, *RECON_METRICS)}
+        met["l0"] = (np.where(np.arange(t - 1) < CTX, a, b)[None] + rng.normal(0, 0.5, (n, t - 1))).astype(np.float32)
+        m.metrics[(v, HOOKS[0])] = met
+    return m
+
+
+@pytest.mark.parametrize(("sae", "ctl", "want"), [
+    ((10, 30), (10, 15), "holds"),     # planted: the encoder fires more beyond than the position trend predicts
+    ((10, 20), (10, 20), "inconclusive"),  # planted: L0 rises with position for both, no encoder failure
+    ((10, 12), (10, 20), "refuted"),   # the SAE rises less than its control
+])
+def test_the_l0_control_ratio_tells_an_encoder_failure_from_a_position_trend(sae, ctl, want):
+    """`encoder-off-distribution`'s planted controls: the raw L0 ratio is 2 or more in the first two cases
+    alike; only the ratio over the control's tells them apart."""
+    from saeclaims.stats import verdict
+
+    m = _l0_subject(*sae, *ctl)
+    iv = control_ratio(m, HOOKS[0], Bootstrap(0.99, 0, 500), metric="l0")
+    assert verdict(iv.low, iv.high, 1.0, ">") == want
+    raw = beyond_over_inside(m, HOOKS[0], "sae", "l0", Bootstrap(0.99, 0, 500))
+    assert raw.low > 1.0 or want == "refuted"
+
+
+@pytest.mark.parametrize(("sae_in", "rand_in", "want"), [
+    (0.3, 0.1, "holds"),         # planted: the SAE's error costs 3x a random one of its norm
+    (0.15, 0.1, "refuted"),      # 1.5x: worse than random, not 'much worse' (Gurnee's 2x)
+])
+def test_errors_vs_random_in_context_uses_gurnees_factor(sae_in, rand_in, want):
+    from saeclaims.stats import verdict
+
+    m = synthetic({("sae", HOOKS[0]): sae_in, ("random_error", HOOKS[0]): rand_in},
+                  {("sae", HOOKS[0]): 0.9, ("random_error", HOOKS[0]): 0.9}, noise=0.005)
+    iv = ratio(m, Quantity("sae", HOOKS[0], "dce", *inside(m, HOOKS[0])),
+               Quantity("random_error", HOOKS[0], "dce", *inside(m, HOOKS[0])), Bootstrap(0.99, 0, 500))
+    assert verdict(iv.low, iv.high, 2.0, ">") == want

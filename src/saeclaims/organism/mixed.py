@@ -2,7 +2,7 @@
 
 `fixtures/mixed/` is a `local:` folder. Its subject.json points at the organism's TransformerLens-native
 model (`../organism`), so nothing large is duplicated; it holds SAEs trained by sae_lens's own trainer
-at the organism's short context (64) on hooks and architectures the organism's residual ReLU family
+at the organism's short context (128) on hooks and architectures the organism's residual ReLU family
 does not cover: attn_out, mlp_out, attn.hook_z (sae_lens's hook_z reshaping), resid_mid, and two SAEs
 on one hook (standard and TopK), so that every claim meets every kind.
 
@@ -64,13 +64,13 @@ MIXED_SAES: tuple[MixedSAE, ...] = (
 @dataclass(frozen=True)
 class MixedSpec:
     seed: int = 0
-    context_size: int = 64  # the organism's short context (n_ctx / 8)
+    context_size: int = 128  # the organism's short context (n_ctx / 8, as gpt2-small-res-jb's 128 of 1024)
     d_sae: int = 256
     training_tokens: int = 500_000
     train_batch_size_tokens: int = 2048
     lr: float = 2e-3
     stream_docs: int = 150  # training documents sampled from the organism's train split (~700k tokens)
-    n_eval_seqs: int = 64  # rows of the organism's eval_tokens.npy copied (64 x 512 uint16: 64 KiB)
+    n_eval_seqs: int = 32  # rows of the organism's eval_tokens.npy copied (32 x 1024 uint16: 64 KiB)
     quality_seqs: int = 32  # rows the card's L0 / explained variance are measured on
     saes: tuple[MixedSAE, ...] = field(default_factory=lambda: MIXED_SAES)
 
@@ -173,7 +173,7 @@ def build_mixed(out: Path, organism: Path, corpus_dir: Path, spec: MixedSpec | N
 
 def measure_mixed(out: Path, model, spec: MixedSpec) -> dict[str, dict]:
     """Each SAE's card entry: what it is, how it was trained, and its L0 / explained variance in
-    (positions [1, ctx)) and beyond (positions [ctx, 512)) its context on the first quality_seqs rows."""
+    (positions [1, ctx)) and beyond (positions [ctx, n_ctx)) its context on the first quality_seqs rows."""
     # lazy: sae_lens imports transformer_lens and datasets (seconds); builders only
     from sae_lens import SAE
 
