@@ -121,9 +121,19 @@ def test_sae_thinks_earlier(claim):
     claim.require_learned_positions()
     claim.require_beyond_context()
     s, ctx = claim.subject, claim.subject.context_sizes[claim.sae_id]
+    # The null: a short SAE's decoder maps any code (random ones too) to an early position, so the instrument
+    # shows power only where a decoder that saw late positions, the full-context control's, decodes them late.
+    claim.require_full_context_sae()
+    null = decoded_positions(s.model, s.full_context_saes[claim.sae_id], s.tokens)[:, ctx:]
+    null_share = share_of_tokens(null < ctx, claim.boot)
+    if not null_share.high < 0.5:
+        claim.not_applicable("the full-context control's reconstruction decodes to an early position too, so "
+                             "the instrument cannot see late positions on this subject",
+                             control_share_decoded_early=f"{null_share.estimate:.4g} [{null_share.low:.4g}, "
+                                                         f"{null_share.high:.4g}]")
     decoded = decoded_positions(s.model, s.saes[claim.sae_id], s.tokens)[:, ctx:]
     claim.add_series(DecodedPositions(s.name, claim.sae_id, ctx, ctx, decoded.mean(0).tolist()))
-    claim.check(share_of_tokens(decoded < ctx, claim.boot))
+    claim.check(share_of_tokens(decoded < ctx, claim.boot), control_share_decoded_early=null_share.estimate)
 
 
 @pytest.mark.claim("features-disjoint-layer0", reads=())

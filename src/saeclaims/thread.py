@@ -149,7 +149,9 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "all", figures=("dce_by_position",)),
     Claim("sae-thinks-earlier", "positional", "follow-up", FOLLOW_UP,
           "At late positions the layer 0 SAE 'thinks' it is at an earlier position.",
-          "share of p in O whose position decoded from the reconstruction is < ctx", ">=", 0.5,
+          "share of p in O whose position decoded from the reconstruction is < ctx; judged where the full-context "
+          "control's reconstruction decodes most late tokens late (the null: a short decoder maps any code early)",
+          ">=", 0.5,
           "'thinks it is earlier' as a rule, not an exception: at least half the late tokens.",
           "resid_pre0", figures=("decoded_positions_plot",)),
     Claim("wpos-helix", "positional", "follow-up", FOLLOW_UP,
