@@ -18,6 +18,7 @@ from saeclaims.instruments import (
     contrast,
     control_ratio,
     excess,
+    excess_floor,
     excess_removed_share,
     inside,
     mean_of,
@@ -87,11 +88,13 @@ def test_reencoding_recovers(claim):
     """1 - excess_reencode / excess_sae on the first --reencode-seqs sequences, where the SAE's excess is > 0."""
     claim.require_beyond_context()
     # the premise on every sequence first (cheap: the shared splice), so no excess costs no sparse coding
-    claim.require_positive(excess(claim.measurements(), claim.sae_id, boot=claim.boot),
-                           "excess dCE_sae(O) - dCE_sae(I)")
+    full = claim.measurements()
+    claim.require_substantial(excess(full, claim.sae_id, boot=claim.boot), "excess dCE_sae(O) - dCE_sae(I)",
+                              excess_floor(full, claim.sae_id))
     m = claim.reencode_measurements()
-    claim.require_positive(excess(m, claim.sae_id, boot=claim.boot),
-                           f"excess dCE_sae(O) - dCE_sae(I) on the first {m.n_seqs} sequences")
+    claim.require_substantial(excess(m, claim.sae_id, boot=claim.boot),
+                              f"excess dCE_sae(O) - dCE_sae(I) on the first {m.n_seqs} sequences",
+                              excess_floor(m, claim.sae_id))
     claim.check(excess_removed_share(m, claim.sae_id, "reencode", claim.boot))
 
 

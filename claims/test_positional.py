@@ -20,6 +20,7 @@ from saeclaims.instruments import (
     control_excess,
     control_recovery,
     excess,
+    excess_floor,
     inside,
     mean_of,
     metric_recovery,
@@ -46,7 +47,7 @@ def _recovery(claim, variant: str):
     claim.require_learned_positions()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_positive(excess(m, claim.sae_id, boot=claim.boot), EXCESS)
+    claim.require_substantial(excess(m, claim.sae_id, boot=claim.boot), EXCESS, excess_floor(m, claim.sae_id))
     return recovery(m, claim.sae_id, variant, claim.boot)
 
 
@@ -88,7 +89,8 @@ def test_position_not_most_of_it_vs_control(claim):
     claim.require_beyond_context()
     m = claim.measurements()
     claim.require_matched_control(m)
-    claim.require_positive(control_excess(m, claim.sae_id, claim.boot), "control-relative excess")
+    claim.require_substantial(control_excess(m, claim.sae_id, claim.boot), "control-relative excess",
+                              excess_floor(m, claim.sae_id))
     claim.check(control_recovery(m, claim.sae_id, "shift_pos", claim.boot))
 
 
@@ -98,8 +100,8 @@ def test_positional_not_large_share_of_mse(claim):
     claim.require_learned_positions()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_positive(excess(m, claim.sae_id, metric="nmse", boot=claim.boot),
-                           "excess nMSE_sae(O) - nMSE_sae(I)")
+    claim.require_substantial(excess(m, claim.sae_id, metric="nmse", boot=claim.boot),
+                              "excess nMSE_sae(O) - nMSE_sae(I)", excess_floor(m, claim.sae_id, "nmse"))
     claim.check(metric_recovery(m, claim.sae_id, "shift_pos", "nmse", claim.boot))
 
 

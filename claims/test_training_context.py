@@ -8,7 +8,7 @@ beyond/inside ratio is the position baseline the short SAE is judged against.
 
 import pytest
 
-from saeclaims.instruments import control_excess, control_fix_share, control_ratio
+from saeclaims.instruments import control_excess, control_fix_share, control_ratio, excess_floor
 
 pytestmark = pytest.mark.gpu
 
@@ -30,6 +30,7 @@ def test_full_context_training_fixes(claim):
     claim.require_beyond_context()
     m = claim.measurements()
     claim.require_matched_control(m)
-    claim.require_positive(control_excess(m, claim.sae_id, claim.boot), "control-relative excess")
+    claim.require_substantial(control_excess(m, claim.sae_id, claim.boot), "control-relative excess",
+                              excess_floor(m, claim.sae_id))
     claim.check(control_fix_share(m, claim.sae_id, claim.boot),
                 full_context_size=claim.subject.full_context_saes[claim.sae_id].cfg.metadata.context_size)

@@ -262,3 +262,34 @@ def test_control_relative_claims_need_a_control_like_the_sae(control_dce, applic
     (row,) = s.store.not_applicable
     gap = (control_dce - 0.1) / 2.0
     assert float(row.premise["control_ce_gap"].split()[0]) == pytest.approx(gap, rel=0.05)
+
+
+@pytest.mark.parametrize(("dce_out", "applicable"), [
+    (0.3 + 0.06, True),    # an excess of 0.06 over 0.3 in context: above max(0.02, 0.03)
+    (0.3 + 0.025, False),  # significant (noise 0.002) but below the floor of 0.03 (a tenth of 0.3)
+])
+def test_an_excess_must_be_large_enough_to_matter(dce_out, applicable):
+    from saeclaims.instruments import excess, excess_floor
+    from tests.test_instruments import HOOKS, synthetic
+
+    m = synthetic({("sae", HOOKS[0]): 0.3}, {("sae", HOOKS[0]): dce_out}, noise=0.002)
+    floor = excess_floor(m, HOOKS[0])
+    assert floor == pytest.approx(0.03, abs=1e-3)
+    ex = excess(m, HOOKS[0], boot=Bootstrap(0.99, 0, 500))
+    assert ex.low > 0  # significant either way
+    fx, s = _fixture(tiny_subject(), "layer0-error-is-positional")
+    if applicable:
+        fx.require_substantial(ex, "excess", floor)
+        assert not s.store.not_applicable
+        return
+    msg = _skipped(lambda: fx.require_substantial(ex, "excess", floor))
+    assert "below its floor of 0.03" in msg
+    assert s.store.not_applicable[0].premise["floor"] == "0.03"
+
+
+def test_the_floor_is_an_absolute_minimum_for_small_in_context_losses():
+    from saeclaims.instruments import excess_floor
+    from tests.test_instruments import HOOKS, synthetic
+
+    m = synthetic({("sae", HOOKS[0]): 0.05}, {("sae", HOOKS[0]): 0.5}, noise=0.0)
+    assert excess_floor(m, HOOKS[0]) == 0.02  # a tenth of 0.05 is 0.005 < 0.02

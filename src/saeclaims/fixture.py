@@ -170,6 +170,17 @@ class ClaimFixture:
             self.not_applicable(f"no {what} to divide by (its {premise.confidence:.2%} interval is not wholly "
                                 "above 0)", **{what: shown})
 
+    def require_substantial(self, premise: Interval, what: str, floor: float) -> None:
+        """An excess a share is taken of must be significant (`require_positive`) and large enough to matter:
+        its estimate at least `floor` (`instruments.excess_floor`, stated from the words); else not
+        applicable, with the premise and the floor shown."""
+        __tracebackhide__ = True
+        self.require_positive(premise, what)
+        if premise.estimate < floor:
+            shown = f"{premise.estimate:.4g} [{premise.low:.4g}, {premise.high:.4g}]"
+            self.not_applicable(f"the {what} is below its floor of {floor:.4g}: too small for a share of it to "
+                                "mean anything", **{what: shown, "floor": f"{floor:.4g}"})
+
     def require_free_l0(self) -> None:
         """L0 statistics mean nothing for an SAE whose L0 is fixed by construction (TopK keeps k latents)."""
         __tracebackhide__ = True

@@ -189,6 +189,20 @@ def excess(m: Measurements, hook: str, variant: str = "sae", metric: str = "dce"
     return _boot(m, q, lambda t: _mean(t, "o") - _mean(t, "i"), _check_boot(boot))
 
 
+# An excess a recovery divides by must be large enough to matter, not only significant (issue 23): at least a
+# fiftieth of a nat per token (nMSE: of the variance) and a tenth of what the SAE adds in context. Set from the
+# words ("degrades", "fails") before looking at any subject: a share of a negligible failure says nothing.
+EXCESS_FLOOR = {"dce": 0.02, "nmse": 0.02}
+EXCESS_FLOOR_SHARE = 0.1
+
+
+def excess_floor(m: Measurements, hook: str, metric: str = "dce", variant: str = "sae") -> float:
+    """max(EXCESS_FLOOR[metric], EXCESS_FLOOR_SHARE x the variant's mean metric in context)."""
+    arr = m.get(variant, hook, metric)[:, slice(*inside(m, hook))].astype(np.float64)
+    in_context = float(np.nanmean(arr)) if np.isfinite(arr).any() else 0.0
+    return max(EXCESS_FLOOR[metric], EXCESS_FLOOR_SHARE * in_context)
+
+
 def _control_quantities(m: Measurements, hook: str, variant: str, control: str, metric: str) -> dict[str, Quantity]:
     check_beyond_context(m, hook)
     o, i = outside(m, hook), inside(m, hook)
