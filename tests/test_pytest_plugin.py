@@ -83,6 +83,38 @@ def test_a_verdict_against_the_ledger_fails_with_the_evidence_in_one_line(sandbo
     assert "**MISMATCH**" in (sandbox.path / "out" / "REPORT.md").read_text()
 
 
+def _no_bare_nan(token):
+    raise ValueError(f"report.json holds a bare {token}, which is not JSON")
+
+
+def test_a_nan_interval_is_undefined_and_report_json_stays_json(sandbox):
+    """A statistic that does not exist (a ratio over nothing) is "undefined", not "inconclusive", and
+    report.json stays valid JSON (null where the number is NaN), valid against its schema."""
+    sandbox.makepyfile(test_claims='''
+import math
+import pytest
+from saeclaims.stats import Interval
+
+
+@pytest.mark.claim("toy-0")
+def test_nan(claim):
+    claim.check(Interval(math.nan, math.nan, math.inf, claim.boot.confidence, 4, 40))
+''')
+    result = _run(sandbox)
+    result.assert_outcomes(failed=1)
+    assert "-> undefined (the statistic is not a finite number here) (expected holds" in result.stdout.str()
+    text = (sandbox.path / "out" / "report" / "report.json").read_text()
+    payload = json.loads(text, parse_constant=_no_bare_nan)
+    (row,) = payload["evidence"]
+    assert (row["estimate"], row["ci_low"], row["ci_high"], row["verdict"]) == (None, None, None, "undefined")
+    from saeclaims.schema import load_report
+
+    assert load_report(sandbox.path / "out" / "report" / "report.json").evidence[0].estimate != 0  # NaN back
+    md = (sandbox.path / "out" / "REPORT.md").read_text()
+    assert "| nan [nan, inf] |" in md and "| undefined |" in md
+    assert "Undefined (the statistic is NaN or infinite, not judged): `toy-0`" in md
+
+
 def test_registered_claims_without_a_test_are_listed_in_the_report(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
     _run(sandbox).assert_outcomes(passed=2)

@@ -86,7 +86,7 @@ def summary_lines(evidence: list[Evidence]) -> list[str]:
         by_claim: dict[str, list[Evidence]] = {}
         for e in evs:
             by_claim.setdefault(e.claim, []).append(e)
-        groups: dict[str, list[str]] = {"holds": [], "refuted": [], "inconclusive": [], "mixed": []}
+        groups: dict[str, list[str]] = {"holds": [], "refuted": [], "inconclusive": [], "undefined": [], "mixed": []}
         for claim, es in by_claim.items():
             verdicts = Counter(e.verdict for e in es)
             if len(verdicts) == 1:
@@ -96,6 +96,7 @@ def summary_lines(evidence: list[Evidence]) -> list[str]:
                 groups["mixed"].append(f"`{claim}` ({parts} of {len(es)} hooks)")
         lines.append(f"**{subject}**")
         for name, label in (("holds", "Hold"), ("refuted", "Refuted"), ("inconclusive", "Inconclusive"),
+                            ("undefined", "Undefined (the statistic is NaN or infinite, not judged)"),
                             ("mixed", "Differ by hook")):
             if groups[name]:
                 lines.append(f"- {label}: {', '.join(groups[name])}")
@@ -259,7 +260,9 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
         out += [f"**Warning:** registered claims with no test in this suite: {', '.join(untested)}.", ""]
     out += ["## Verdicts", "",
             "Holds: the whole interval is on the claim's side of the threshold; refuted: wholly on the "
-            "other side; else inconclusive. Expected verdicts come from `claims/expected/<subject>.toml`.",
+            "other side; else inconclusive; undefined: the statistic or its interval is NaN or infinite (e.g. a "
+            "ratio over nothing), so there is nothing to judge. Expected verdicts come from "
+            "`claims/expected/<subject>.toml`.",
             "", "| claim | subject | SAE id | estimate [CI] | method | threshold | verdict | expected | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for e in evidence:
