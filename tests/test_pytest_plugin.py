@@ -115,6 +115,30 @@ def test_nan(claim):
     assert "Undefined (the statistic is NaN or infinite, not judged): `toy-0`" in md
 
 
+def test_a_selection_where_nothing_applies_writes_a_report_saying_why(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+
+
+@pytest.mark.claim("toy-0")
+def test_a(claim):
+    claim.not_applicable("the premise is absent here", premise="0.1 [0, 0.2]")
+
+
+@pytest.mark.claim("toy-1")
+def test_b(claim):
+    claim.not_applicable("the premise is absent here")
+''')
+    result = _run(sandbox)
+    result.assert_outcomes(skipped=2)
+    assert ("no row was judged, all 2 selected rows are not applicable (the premise is absent here)"
+            in result.stdout.str())
+    md = (sandbox.path / "out" / "REPORT.md").read_text()
+    assert ("- the premise is absent here: `toy-0` on organism/model (premise 0.1 [0, 0.2]), `toy-1` on "
+            "organism/model") in md
+    assert len(_payload(sandbox)["not_applicable"]) == 2
+
+
 def test_registered_claims_without_a_test_are_listed_in_the_report(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
     _run(sandbox).assert_outcomes(passed=2)

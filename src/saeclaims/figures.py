@@ -317,6 +317,8 @@ def draw_all(out: Path, evidence: list[Evidence], series: list[Series], not_appl
         if not records:
             continue
         owners = [c.id for c in claims if spec.name in c.figures]
+        if not owners:  # no section would show it: not drawn (write_report passes only the run's claims)
+            continue
         if not spec.per_subject:
             add(owners, spec.draw(out, "all", records))
             continue

@@ -229,6 +229,22 @@ def facts_lines(facts: list[SubjectFact]) -> list[str]:
     return out + [""]
 
 
+def not_applicable_lines(not_applicable: list[NotApplicable]) -> list[str]:
+    """One bullet per reason listing its rows (and each row's premise estimate): twenty rows that are not
+    applicable for one reason read as one finding, not twenty."""
+    by_reason: dict[str, list[NotApplicable]] = {}
+    for n in not_applicable:
+        by_reason.setdefault(n.reason, []).append(n)
+    out = []
+    for reason, rows in by_reason.items():
+        shown = []
+        for n in rows:
+            premise = "; ".join(f"{k} {v}" for k, v in n.premise.items())
+            shown.append(f"`{n.claim}` on {n.subject}/{n.sae_id}" + (f" ({premise})" if premise else ""))
+        out.append(f"- {reason}: " + ", ".join(shown))
+    return out
+
+
 def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicable: list[NotApplicable],
                     figures: dict[str, list[str]], claims: list[Claim], untested: list[str] = (),
                     outcomes: list[Outcome] = (), baseline: Any = None, facts: list[SubjectFact] = ()) -> str:
@@ -271,10 +287,8 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
                    f"{_fmt(e.ci_high)}] | {e.method} | {e.direction} {e.threshold:g} | {e.verdict} | {e.expected} "
                    f"| {status} |")
     if not_applicable:
-        out += ["", "Not applicable:", ""]
-        for n in not_applicable:
-            premise = "; ".join(f"{k} {v}" for k, v in n.premise.items())
-            out.append(f"- `{n.claim}` on {n.subject}/{n.sae_id}: {n.reason}" + (f" ({premise})" if premise else ""))
+        out += ["", "Not applicable (one bullet per reason, with the rows it holds for):", ""]
+        out += not_applicable_lines(not_applicable)
     if baseline is not None:
         out += ["", *baseline_lines(baseline, claims, figures.get("_baseline", []))]
     out += ["", "## Claims", ""]
@@ -327,7 +341,11 @@ def _write_report(path: Path, header: ReportHeader, store: EvidenceStore) -> Non
     try:
         from .figures import draw_all  # matplotlib loads only when a report is drawn
 
-        figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable, claims)
+        # figures only for claims this run judged or found not applicable: a claim outside the selection (-k, a
+        # single file) gets no chart, though the workbench recorded series for it
+        in_run = {e.claim for e in evidence} | {n.claim for n in store.not_applicable}
+        figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable,
+                           [c for c in claims if c.id in in_run])
         outcomes = sorted(store.outcomes.values(), key=lambda o: o.nodeid)
         report = ReportFile(SCHEMA_VERSION, header, evidence, list(store.not_applicable), outcomes, store.baseline,
                             list(store.facts))

@@ -120,8 +120,22 @@ class ClaimSession:
         self.load_baseline()
         for spec in self.settings.subjects:
             self.describe(spec)
+        self.check_text_file()
         if self.problems:
             raise pytest.UsageError("\n".join(dict.fromkeys(self.problems)))
+
+    def check_text_file(self) -> None:
+        """--text-file given where no subject of the run reads text (they bring their own evaluation tokens)
+        would be ignored silently: a problem, reported with the others."""
+        text = self.settings.text_file
+        if text is None:
+            return
+        infos = {spec: self._infos.get(spec) for spec in self.settings.subjects}
+        if any(i is None or i.reads_text is not False for i in infos.values()):
+            return  # a subject that reads text, or one whose source does not say (or could not be described)
+        self.problems.append(f"--text-file {text} would be ignored: no subject of this run reads evaluation text "
+                             f"({', '.join(infos)} bring their own tokens; only sae_lens releases and local:DIR "
+                             "without eval_tokens.npy read it); leave the option out")
 
     def rows(self, claim: Claim, spec: str) -> list[str]:
         info = self.describe(spec)
@@ -165,6 +179,7 @@ class ClaimSession:
             if self.catalog.get(cid).scope_info.per_hook:
                 group += f"::{params['sae_hook']}"  # --dist loadgroup: a worker measures only its hooks
             item.add_marker(pytest.mark.xdist_group(group))
+        self.check_text_file()
         if self.problems:
             raise pytest.UsageError("\n".join(dict.fromkeys(self.problems)))
         if problems:
@@ -213,6 +228,10 @@ class ClaimSession:
             marker = claim_marker.parsed(item)
             if marker is not None and marker.reference is None and marker.subject not in needed:
                 needed.append(marker.subject)
+        for spec in needed:  # what the cfg.json files tell, before any model loads
+            info = self.describe(spec)
+            if info is not None and info.context_sizes and self.settings.seq_len is not None:
+                _check_beyond_context(self.settings.seq_len, sorted(set(info.context_sizes.values())), spec)
         for spec in needed:
             try:
                 subject = self.subject(spec)
@@ -220,11 +239,7 @@ class ClaimSession:
                 if isinstance(exc, PublishedMismatchError):
                     raise pytest.UsageError(self._failed[spec]) from None
                 raise pytest.UsageError(f"--sae-subject {spec} could not be loaded: {self._failed[spec]}") from exc
-            ctxs = sorted(set(subject.context_sizes.values()))
-            if subject.seq_len <= min(ctxs) + 1:
-                raise pytest.UsageError(
-                    f"--seq-len {subject.seq_len} leaves no position beyond any SAE's training context ({ctxs}) "
-                    f"of subject {spec}; the context claims need --seq-len >= {min(ctxs) + 2}")
+            _check_beyond_context(subject.seq_len, sorted(set(subject.context_sizes.values())), spec)
 
     @property
     def bootstrap(self) -> Bootstrap:
@@ -345,7 +360,8 @@ class ClaimSession:
         if self.store.failed_subjects:
             return f"saeclaims: a subject failed to load ({', '.join(self.store.failed_subjects)}); {keep}"
         measured = [e for e in self.store.evidence if e.subject in self.store.subjects]
-        if not measured:
+        not_applicable = [n for n in self.store.not_applicable if n.subject in self.store.subjects]
+        if not measured and not not_applicable:
             return f"saeclaims: no claim was measured on a subject; {keep}" if self.store.outcomes else None
         # the devices the subjects were measured on (under xdist, the workers'), not this process's
         device = ", ".join(sorted({r.device for r in self.store.subjects.values() if r.device})) or "none"
@@ -366,7 +382,20 @@ class ClaimSession:
         except OSError as exc:  # e.g. a report folder that became unwritable while the tests ran
             self.report_failed = True
             return f"saeclaims: could not write the report ({_one_line(exc)}); {keep}"
-        return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
+        if not measured:  # a selection where nothing applies still says why, in one line and in the report
+            reasons = list(dict.fromkeys(n.reason for n in not_applicable))
+            return (f"saeclaims: wrote {s.report}: no row was judged, all {len(not_applicable)} selected rows are not "
+                    f"applicable ({reasons[0]}" + (f"; and {len(reasons) - 1} more reasons" if len(reasons) > 1 else "")
+                    + ")")
+        return (f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records"
+                + (f", {len(not_applicable)} rows not applicable" if not_applicable else "") + ")")
+
+
+def _check_beyond_context(seq_len: int, ctxs: list[int], spec: str) -> None:
+    if seq_len <= min(ctxs) + 1:
+        raise pytest.UsageError(
+            f"--seq-len {seq_len} leaves no position beyond any SAE's training context ({ctxs}) "
+            f"of subject {spec}; the context claims need --seq-len >= {min(ctxs) + 2}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -91,8 +91,10 @@ class RunSettings:
             _check_device(self.device)
         if self.write_report:
             _check_writable(self.report)
-        if self.text_file is not None and not self.text_file.is_file():
-            raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
+        if self.text_file is not None:
+            if not self.text_file.is_file():
+                raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
+            _check_utf8(self.text_file)
         if self.reencode_seqs < 2:
             raise pytest.UsageError(f"--reencode-seqs {self.reencode_seqs}: a cluster bootstrap needs at least 2")
         if self.fail_on_drift and self.baseline is None:
@@ -121,6 +123,19 @@ def _check_device(name: str) -> None:
             raise pytest.UsageError(f"--sae-device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     elif dev.type != "cpu" and not (dev.type == "mps" and torch.backends.mps.is_available()):
         raise pytest.UsageError(f"--sae-device {name}: device type {dev.type!r} is not available here; use cpu or cuda")
+
+
+def _check_utf8(path: Path) -> None:
+    """The evaluation text decodes as UTF-8, read in chunks (a corpus may be large), so a binary file is one
+    usage error now instead of a bare UnicodeDecodeError once the model has loaded."""
+    offset = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            while chunk := handle.read(1 << 20):
+                offset += len(chunk)
+    except UnicodeDecodeError as exc:
+        raise pytest.UsageError(f"--text-file {path} is not UTF-8 text ({exc.reason} near character {offset}); give "
+                                "a plain-text file, documents separated by blank lines") from None
 
 
 def _check_writable(report: Path) -> None:
