@@ -139,6 +139,31 @@ def test_b(claim):
     assert len(_payload(sandbox)["not_applicable"]) == 2
 
 
+def test_a_report_path_outside_the_project_keeps_the_ledger(sandbox, tmp_path_factory):
+    """`--sae-report /dir/REPORT.md` (space form) makes pytest take /dir's side as rootdir; the ledger and
+    the report still resolve from where pytest runs, and the header and REPORT.md name the ledger."""
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
+    other = tmp_path_factory.mktemp("elsewhere")
+    (other / "REPORT.md").write_text("the previous report\n")  # an existing file is what moves pytest's rootdir
+    result = sandbox.runpytest_subprocess("-p", "no:cacheprovider", "--sae-report", str(other / "REPORT.md"))
+    result.assert_outcomes(passed=2)  # toy-1 is refuted, as the ledger expects: the ledger was read
+    out = result.stdout.str()
+    assert "saeclaims: ledger for organism: claims/expected/organism.toml: 6 entries" in out
+    assert "saeclaims: pytest's rootdir is" in out
+    md = (other / "REPORT.md").read_text()
+    assert "| ledger (expected verdicts) | claims/expected/organism.toml: 6 entries |" in md
+
+
+def test_a_missing_default_ledger_directory_is_said(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=1))
+    (sandbox.path / "claims" / "expected" / "organism.toml").unlink()
+    (sandbox.path / "claims" / "expected").rmdir()
+    result = _run(sandbox)
+    result.assert_outcomes(passed=1)
+    assert "the default ledger directory" in result.stdout.str() and "does not exist, so every row is expected" \
+        in result.stdout.str()
+
+
 def test_registered_claims_without_a_test_are_listed_in_the_report(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
     _run(sandbox).assert_outcomes(passed=2)

@@ -36,7 +36,8 @@ def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, 
                    family_confidence: float, family_size: int, wall_s: float, root: Path,
                    options: dict[str, Any] | None = None,
                    published: list[PublishedCheck] | None = None,
-                   peak_memory_mib: dict[str, float] | None = None, command: str = "") -> ReportHeader:
+                   peak_memory_mib: dict[str, float] | None = None, command: str = "",
+                   ledgers: dict[str, str] | None = None) -> ReportHeader:
     """The header of this run: the given facts plus the git commit, Python and package versions."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
@@ -50,7 +51,7 @@ def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, 
     return ReportHeader(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
                         family_confidence, family_size, wall_s, commit, platform.python_version(),
                         package_versions(), dict(options or {}), list(published or []), dict(peak_memory_mib or {}),
-                        command)
+                        command, dict(ledgers or {}))
 
 
 def _umask() -> int:
@@ -262,6 +263,8 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
                    f"{s.n_seqs} sequences x {s.seq_len} tokens (tokens sha256 {s.tokens_sha256[:12] or '?'}) |")
         if s.full_context_sae_ids:
             out.append(f"| control family | full-context SAEs: {', '.join(s.full_context_sae_ids)} |")
+        if name in header.ledgers:
+            out.append(f"| ledger (expected verdicts) | {header.ledgers[name]} |")
     out += [f"| device, dtype | {header.device}, {header.dtype} |",
             f"| seed | {header.seed} |",
             f"| versions | {', '.join(f'{k} {v}' for k, v in header.versions.items())}, python {header.python} |",
@@ -277,8 +280,8 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
     out += ["## Verdicts", "",
             "Holds: the whole interval is on the claim's side of the threshold; refuted: wholly on the "
             "other side; else inconclusive; undefined: the statistic or its interval is NaN or infinite (e.g. a "
-            "ratio over nothing), so there is nothing to judge. Expected verdicts come from "
-            "`claims/expected/<subject>.toml`.",
+            "ratio over nothing), so there is nothing to judge. Expected verdicts come from each "
+            "subject's ledger (its path and entry count are in the Run table).",
             "", "| claim | subject | SAE id | estimate [CI] | method | threshold | verdict | expected | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for e in evidence:

@@ -50,6 +50,7 @@ class ReportHeader:
     published: list[PublishedCheck] = field(default_factory=list)  # release SAEs vs sae_lens's published stats
     peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
     command: str = ""  # the command line that ran (pytest and its arguments)
+    ledgers: dict[str, str] = field(default_factory=dict)  # subject -> its ledger's path and entry count
 
 
 @dataclass

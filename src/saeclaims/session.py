@@ -332,6 +332,39 @@ class ClaimSession:
     def ledger_path(self, spec: str) -> Path:
         return ledger_file(self.settings.ledger_dir, spec)
 
+    def ledger_note(self, spec: str) -> str:
+        """Which ledger judges the subject, and how many entries it has (REPORT.md's Run table)."""
+        path = self._shown(self.ledger_path(spec))
+        try:
+            led = self.ledger(spec)  # read at collection; the xdist controller, which never collects, reads it here
+        except pytest.UsageError:
+            led = None
+        if led is None or led.path is None:
+            return f"{path}: no such file, every row is expected to hold"
+        return f"{path}: {sum(len(t) for t in led.entries.values())} entries"
+
+    def ledger_lines(self) -> list[str]:
+        """The run header's lines: each subject's ledger and entry count, and a warning when the default ledger
+        directory is missing or pytest's rootdir is not the project folder (then every row would silently be
+        judged against "expected holds")."""
+        s = self.settings
+        lines = [f"saeclaims: ledger for {spec}: {self.ledger_note(spec)}" for spec in s.subjects]
+        if not s.ledger_dir_given and not s.ledger_dir.is_dir():
+            lines.append(f"saeclaims: WARNING: the default ledger directory {s.ledger_dir} does not exist, so every "
+                         "row is expected to hold; run pytest from the project folder or pass --sae-ledger-dir DIR")
+        root = Path(self.config.rootpath)
+        if root.resolve() != s.project_dir.resolve():
+            lines.append(f"saeclaims: pytest's rootdir is {root}, not {s.project_dir} (an option value written "
+                         "with a space, like --text-file /tmp/x.txt, is read as a test path when pytest looks for "
+                         f"it; write --text-file=PATH); the ledger and report resolve from {s.project_dir}")
+        return lines
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.settings.project_dir.resolve()))
+        except ValueError:
+            return str(path)
+
     # ------------------------------------------------------------ end of run
 
     def worker_payload(self) -> str:
@@ -368,7 +401,8 @@ class ClaimSession:
         header = collect_header(
             subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
-            wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options(),
+            wall_s=time.time() - self.t0, root=s.project_dir, options=s.as_options(),
+            ledgers={spec: self.ledger_note(spec) for spec in self.store.subjects},
             published=[c for c in self.published if c.subject in self.store.subjects],
             peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()},
             command=shlex.join(["pytest", *self.config.invocation_params.args]))

@@ -37,6 +37,7 @@ class RunSettings:
     reencode_seqs: int = 16
     accept_published_mismatch: bool = False  # run on although a release's SAEs measure unlike sae_lens publishes
     memory_budget_mib: float | None = None  # transient block per splice step (splice.measure's budget_bytes)
+    project_dir: Path = Path(".")  # where the default ledger and report resolve (project_dir(config))
 
     @property
     def budget_bytes(self) -> int | None:
@@ -45,7 +46,7 @@ class RunSettings:
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
         opt = config.getoption
-        root = Path(config.rootpath)
+        root = project_dir(config)
         ledger_opt = opt("sae_ledger_dir") or config.getini("sae_ledger_dir")
         subjects = opt("sae_subject") or config.getini("sae_subject") or ["organism"]
         text = opt("text_file")
@@ -60,7 +61,7 @@ class RunSettings:
             baseline=Path(opt("baseline")) if opt("baseline") else None,
             baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
             reencode_seqs=opt("reencode_seqs"), accept_published_mismatch=opt("accept_published_mismatch"),
-            memory_budget_mib=opt("sae_memory_budget"),
+            memory_budget_mib=opt("sae_memory_budget"), project_dir=root,
         )
 
     def as_options(self) -> dict:
@@ -106,6 +107,15 @@ class RunSettings:
         if self.progress == "off" or (is_worker and self.progress != "on"):
             return False
         return self.progress == "on" or (terminal and self.verbosity >= 0)
+
+
+def project_dir(config: pytest.Config) -> Path:
+    """Where the default ledger (claims/expected) and REPORT.md resolve: the folder of the ini file pytest read,
+    else the directory pytest was started in. Not pytest's rootdir: pytest looks for it before plugins add their
+    options, so a value written with a space (`--text-file /tmp/x.txt`, `--sae-report /dir/REPORT.md`) counts
+    as a test path there and can move rootdir to /tmp or /dir, where no ledger is."""
+    inipath = getattr(config, "inipath", None)
+    return Path(inipath).parent if inipath else Path(config.invocation_params.dir)
 
 
 def _check_device(name: str) -> None:
