@@ -52,7 +52,7 @@ def test_files_named_by_options_must_exist(tmp_path):
 
 @pytest.mark.parametrize(("progress", "worker", "terminal", "verbosity", "shown"), [
     ("off", False, True, 0, False), ("on", True, False, -1, True), ("auto", True, True, 0, False),
-    ("auto", False, True, 0, True), ("auto", False, True, -1, False), ("auto", False, False, 0, False),
+    ("auto", False, True, 0, True), ("auto", False, True, -1, False), ("auto", False, False, 0, True),
 ])
 def test_progress_rule(tmp_path, progress, worker, terminal, verbosity, shown):
     s = replace(_ok(tmp_path), progress=progress, verbosity=verbosity)

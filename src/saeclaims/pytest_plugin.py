@@ -61,7 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="judge a sae_lens release although its SAEs' in-context L0 or explained variance differ from "
                      "the published values (shown at the top of REPORT.md)")
     g.addoption("--sae-progress", choices=("auto", "on", "off"), default="auto",
-                help="progress bars on the terminal past pytest's capture (auto: when stderr is a terminal)")
+                help="a progress line per SAE while the run measures, past pytest's capture (auto: unless -q or "
+                     "in an xdist worker; rewritten in place on a terminal, one line every few seconds in a log)")
     parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the ini file's folder")
     parser.addini("sae_subject", "default subjects (one per line)", type="linelist")
 

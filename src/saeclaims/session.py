@@ -19,6 +19,7 @@ from .baseline import Baseline, compare_runs
 from .catalog import CATALOG, NO_HOOK, Catalog, Claim
 from .ledger import Ledger, LedgerError, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
+from .progress import ProgressLine
 from .provenance import peak_memory_mib, subject_record
 from .reads import VariantReads, reads_problem
 from .recording import Recorder
@@ -233,6 +234,8 @@ class ClaimSession:
             if info is not None and info.context_sizes and self.settings.seq_len is not None:
                 _check_beyond_context(self.settings.seq_len, sorted(set(info.context_sizes.values())), spec)
         for spec in needed:
+            t0 = time.time()
+            self._say(f"loading subject {spec} (model and SAEs)")
             try:
                 subject = self.subject(spec)
             except Exception as exc:
@@ -240,6 +243,7 @@ class ClaimSession:
                     raise pytest.UsageError(self._failed[spec]) from None
                 raise pytest.UsageError(f"--sae-subject {spec} could not be loaded: {self._failed[spec]}") from exc
             _check_beyond_context(subject.seq_len, sorted(set(subject.context_sizes.values())), spec)
+            self._say(f"loaded {spec} in {time.time() - t0:.0f} s; measuring its SAEs before the first claim test")
 
     @property
     def bootstrap(self) -> Bootstrap:
@@ -295,13 +299,21 @@ class ClaimSession:
         """Splice measurements for a subject, computed lazily per hook and shared by all its claims."""
         if spec not in self._workbenches:
             s = self.settings
+            shown = s.shows_progress(self.is_worker, self._on_terminal())
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
                 record_series=self.store.add_series, record_fact=self.store.add_fact,
-                progress=self._uncaptured if s.shows_progress(self.is_worker, self._on_terminal()) else None,
+                progress=self._uncaptured if shown else None,
+                line=ProgressLine(tty=self._on_terminal()) if shown else None,
                 eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes,
                 reads=self.reads.get(spec))
         return self._workbenches[spec]
+
+    def _say(self, text: str) -> None:
+        """A progress line at collection (no capture then), where progress lines are shown."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self.settings.shows_progress(self.is_worker, self._on_terminal()):
+            tr.write_line(f"saeclaims: {text}")
 
     def _on_terminal(self) -> bool:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")

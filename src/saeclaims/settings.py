@@ -102,11 +102,12 @@ class RunSettings:
             raise pytest.UsageError("--fail-on-drift needs --baseline PATH (a previous report.json)")
 
     def shows_progress(self, is_worker: bool, terminal: bool) -> bool:
-        """Progress bars on a terminal (not under -q, not in xdist workers, whose output nobody sees), or
-        anywhere with --sae-progress on (e.g. CI logs)."""
+        """Progress lines by default (auto), on a terminal or in a log: a run measures for minutes before its
+        first test ends, and silence reads as a hang. Not under -q, nor in xdist workers (whose output nobody
+        sees) unless --sae-progress on; never with off. `terminal` only decides how a line is drawn."""
         if self.progress == "off" or (is_worker and self.progress != "on"):
             return False
-        return self.progress == "on" or (terminal and self.verbosity >= 0)
+        return self.progress == "on" or self.verbosity >= 0
 
 
 def project_dir(config: pytest.Config) -> Path:
