@@ -28,6 +28,7 @@ class Case:
     setup: str = ""  # how the organism copy or the ledger is broken
     ledger: str | None = None
     env: dict = field(default_factory=dict)
+    before_loading: bool = False  # refused before any subject loads (loading it fails the case)
 
 
 CASES = [
@@ -37,7 +38,9 @@ CASES = [
     Case("seq-len beyond n_ctx", ("--seq-len", "2000"),
          "asked for sequences of 2000 tokens, the evaluation set has 512"),
     Case("seq-len not beyond any context", ("--seq-len", "64"),
-         "--seq-len 64 leaves no position beyond any SAE's training context"),
+         "--seq-len 64 leaves no position beyond any SAE's training context", before_loading=True),
+    Case("seq-len 3", ("--seq-len", "3"), "--seq-len 3 leaves no position beyond any SAE's training context",
+         before_loading=True),
     Case("negative seed", ("--sae-seed", "-1"), "--sae-seed -1: seeds are non-negative integers"),
     Case("n-seqs 0", ("--n-seqs", "0"), "--n-seqs 0: a cluster bootstrap needs at least 2 sequences"),
     Case("n-seqs 1", ("--n-seqs", "1"), "--n-seqs 1: a cluster bootstrap needs at least 2 sequences"),
@@ -55,6 +58,13 @@ CASES = [
     Case("ledger: hook key that matches no hook", (), "'blocks.9.hook_resid_pre', which is not a row of this claim",
          ledger='[beyond-context-degrades]\n"blocks.9.hook_resid_pre" = "holds"\n'),
     Case("ledger directory missing", ("--sae-ledger-dir", "no/such/dir"), "ledger directory"),
+    Case("local: truncated cfg.json", (), "cfg.json is not valid JSON", setup="local-truncated-cfg",
+         before_loading=True),
+    Case("local: incomplete cfg.json", (), "cfg.json: sae_lens cannot load this SAE config",
+         setup="local-incomplete-cfg"),
+    Case("binary --text-file", (), "is not UTF-8 text", setup="binary-text", before_loading=True),
+    Case("--text-file no subject reads", (), "would be ignored: no subject of this run reads evaluation text",
+         setup="text", before_loading=True),
 ]
 
 
@@ -96,6 +106,39 @@ def _broken_organism(tmp: Path, how: str) -> Path:
     return root
 
 
+def _local_subject(tmp: Path, how: str) -> Path:
+    """A local:DIR of one organism SAE whose cfg.json is cut in half or lacks a field sae_lens needs."""
+    from saeclaims.subjects import organism_dir
+
+    root = tmp / "local"
+    sae = root / "blocks.1.hook_resid_pre"
+    sae.mkdir(parents=True)
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        shutil.copy(organism_dir() / Path(SAE).parent / name, sae / name)
+    shutil.copy(organism_dir() / "eval_tokens.npy", root / "eval_tokens.npy")
+    (root / "subject.json").write_text(json.dumps({"model": str(organism_dir())}))
+    text = (sae / "cfg.json").read_text()
+    if how == "local-truncated-cfg":
+        (sae / "cfg.json").write_text(text[: len(text) // 2])
+    else:
+        cfg = json.loads(text)
+        del cfg["d_sae"]
+        (sae / "cfg.json").write_text(json.dumps(cfg))
+    return root
+
+
+def _setup_args(tmp: Path, how: str, monkeypatch) -> list[str]:
+    """The arguments (and environment) a case's broken input needs."""
+    if how.startswith("local-"):
+        return ["--sae-subject", f"local:{_local_subject(tmp, how)}"]
+    if how in ("binary-text", "text"):
+        text = tmp / "eval.txt"
+        text.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary" if how == "binary-text" else b"plain text\n\nmore\n")
+        return ["--text-file", str(text)]
+    monkeypatch.setenv("SAECLAIMS_ORGANISM", str(_broken_organism(tmp, how)))
+    return []
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _heavy_imports_outside_the_inner_runs():
     """pytester's in-process runs drop modules they imported; pyarrow (under datasets) cannot be imported
@@ -117,11 +160,16 @@ def run_bad(pytester, monkeypatch, case: Case, tmp_path: Path):
         (ledgers / "organism.toml").write_text(case.ledger)
         args += ["--sae-ledger-dir", str(ledgers)]
     if case.setup:
-        monkeypatch.setenv("SAECLAIMS_ORGANISM", str(_broken_organism(tmp_path, case.setup)))
+        args += _setup_args(tmp_path, case.setup, monkeypatch)
+    if case.before_loading:
+        def no_loading(spec, *a, **k):
+            raise AssertionError(f"{spec} was loaded before the bad input was refused")
+
+        monkeypatch.setattr("saeclaims.session.load_subject", no_loading)
     for k, v in case.env.items():
         monkeypatch.setenv(k, v)
     if "--sae-report" in case.args:
-        args = args[2:]
+        args = args[2:]  # the report path is the case's own
     result = pytester.runpytest_inprocess(str(ROOT / "claims"), "-m", "gpu", "--rootdir", str(ROOT), "-c",
                                           str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider", "-p",
                                           "no:randomly", *args, *case.args)

@@ -83,6 +83,87 @@ def test_a_verdict_against_the_ledger_fails_with_the_evidence_in_one_line(sandbo
     assert "**MISMATCH**" in (sandbox.path / "out" / "REPORT.md").read_text()
 
 
+def _no_bare_nan(token):
+    raise ValueError(f"report.json holds a bare {token}, which is not JSON")
+
+
+def test_a_nan_interval_is_undefined_and_report_json_stays_json(sandbox):
+    """A statistic that does not exist (a ratio over nothing) is "undefined", not "inconclusive", and
+    report.json stays valid JSON (null where the number is NaN), valid against its schema."""
+    sandbox.makepyfile(test_claims='''
+import math
+import pytest
+from saeclaims.stats import Interval
+
+
+@pytest.mark.claim("toy-0")
+def test_nan(claim):
+    claim.check(Interval(math.nan, math.nan, math.inf, claim.boot.confidence, 4, 40))
+''')
+    result = _run(sandbox)
+    result.assert_outcomes(failed=1)
+    assert "-> undefined (the statistic is not a finite number here) (expected holds" in result.stdout.str()
+    text = (sandbox.path / "out" / "report" / "report.json").read_text()
+    payload = json.loads(text, parse_constant=_no_bare_nan)
+    (row,) = payload["evidence"]
+    assert (row["estimate"], row["ci_low"], row["ci_high"], row["verdict"]) == (None, None, None, "undefined")
+    from saeclaims.schema import load_report
+
+    assert load_report(sandbox.path / "out" / "report" / "report.json").evidence[0].estimate != 0  # NaN back
+    md = (sandbox.path / "out" / "REPORT.md").read_text()
+    assert "| nan [nan, inf] |" in md and "| undefined |" in md
+    assert "Undefined (the statistic is NaN or infinite, not judged): `toy-0`" in md
+
+
+def test_a_selection_where_nothing_applies_writes_a_report_saying_why(sandbox):
+    sandbox.makepyfile(test_claims='''
+import pytest
+
+
+@pytest.mark.claim("toy-0")
+def test_a(claim):
+    claim.not_applicable("the premise is absent here", premise="0.1 [0, 0.2]")
+
+
+@pytest.mark.claim("toy-1")
+def test_b(claim):
+    claim.not_applicable("the premise is absent here")
+''')
+    result = _run(sandbox)
+    result.assert_outcomes(skipped=2)
+    assert ("no row was judged, all 2 selected rows are not applicable (the premise is absent here)"
+            in result.stdout.str())
+    md = (sandbox.path / "out" / "REPORT.md").read_text()
+    assert ("- the premise is absent here: `toy-0` on organism/model (premise 0.1 [0, 0.2]), `toy-1` on "
+            "organism/model") in md
+    assert len(_payload(sandbox)["not_applicable"]) == 2
+
+
+def test_a_report_path_outside_the_project_keeps_the_ledger(sandbox, tmp_path_factory):
+    """`--sae-report /dir/REPORT.md` (space form) makes pytest take /dir's side as rootdir; the ledger and
+    the report still resolve from where pytest runs, and the header and REPORT.md name the ledger."""
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
+    other = tmp_path_factory.mktemp("elsewhere")
+    (other / "REPORT.md").write_text("the previous report\n")  # an existing file is what moves pytest's rootdir
+    result = sandbox.runpytest_subprocess("-p", "no:cacheprovider", "--sae-report", str(other / "REPORT.md"))
+    result.assert_outcomes(passed=2)  # toy-1 is refuted, as the ledger expects: the ledger was read
+    out = result.stdout.str()
+    assert "saeclaims: ledger for organism: claims/expected/organism.toml: 6 entries" in out
+    assert "saeclaims: pytest's rootdir is" in out
+    md = (other / "REPORT.md").read_text()
+    assert "| ledger (expected verdicts) | claims/expected/organism.toml: 6 entries |" in md
+
+
+def test_a_missing_default_ledger_directory_is_said(sandbox):
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=1))
+    (sandbox.path / "claims" / "expected" / "organism.toml").unlink()
+    (sandbox.path / "claims" / "expected").rmdir()
+    result = _run(sandbox)
+    result.assert_outcomes(passed=1)
+    assert "the default ledger directory" in result.stdout.str() and "does not exist, so every row is expected" \
+        in result.stdout.str()
+
+
 def test_registered_claims_without_a_test_are_listed_in_the_report(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
     _run(sandbox).assert_outcomes(passed=2)

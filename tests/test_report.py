@@ -53,7 +53,7 @@ def test_markdown_has_header_table_and_claim_sections():
             in md)
     assert "![wpos-helix](report/wpos_pca.png)" in md
     assert "https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF" in md
-    assert ("- `beyond-context-degrades` on organism/blocks.0.hook_resid_pre: no excess "
+    assert ("- no excess: `beyond-context-degrades` on organism/blocks.0.hook_resid_pre "
             "(excess -0.08 [-0.1, -0.06])") in md
     assert "registered claims with no test in this suite: my-claim" in md
 
@@ -222,3 +222,23 @@ def test_subject_facts_come_first_apart_from_the_verdicts():
     assert rows == ["| organism | blocks.0.hook_resid_pre | 21.5 (yes) | 0.0123 (**short**) |",
                     "| organism | blocks.1.hook_resid_pre | 42.8 (yes) | - |"]
     assert "The subject beside GPT-2" not in render_markdown(_header(), [], [], {}, list(THREAD_CLAIMS))
+
+
+def test_not_applicable_rows_are_grouped_by_reason():
+    na = [NotApplicable("a", "organism", h, "no learned W_pos", {}) for h in ("blocks.0.hook_resid_pre", "x")]
+    na.append(NotApplicable("b", "organism", "model", "other reason", {"k": "1"}))
+    md = render_markdown(_header(), [], na, {}, [])
+    assert ("- no learned W_pos: `a` on organism/blocks.0.hook_resid_pre, `a` on organism/x\n"
+            "- other reason: `b` on organism/model (k 1)") in md
+
+
+def test_figures_of_claims_outside_the_run_are_not_drawn(tmp_path):
+    """The workbench records series for every hook; a claim not in this run (-k) gets no chart."""
+    from saeclaims.series import Recoveries
+
+    store = _store()  # evidence for wpos-helix only
+    store.series.append(Recoveries("organism", "blocks.0.hook_resid_pre", {"shift_pos": [0.7, 0.6, 0.8]},
+                                   [0.3, 0.2, 0.4]))
+    write_report(tmp_path / "REPORT.md", _header(), store)
+    drawn = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert drawn == ["evidence-wpos-helix.png"]

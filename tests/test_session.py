@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from saeclaims.catalog import Catalog
 from saeclaims.session import ClaimSession, Family, resolve_device
 from saeclaims.settings import RunSettings
 from saeclaims.store import EvidenceStore, Outcome
@@ -32,6 +33,7 @@ def test_device_resolution(monkeypatch):
 def _session(tmp_path, **settings) -> ClaimSession:
     s = ClaimSession.__new__(ClaimSession)
     s.is_worker, s.store, s.published, s.worker_peak = False, EvidenceStore(), [], {}
+    s._ledgers, s._infos, s.catalog = {}, {}, Catalog()
     s.settings = replace(RunSettings(subjects=("organism",), device=None, n_seqs=None, seq_len=None, seed=0,
                                      family_confidence=0.95, n_resamples=2000, batch_size=16, autocast="none",
                                      text_file=None, report=tmp_path / "REPORT.md", write_report=True,

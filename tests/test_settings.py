@@ -52,7 +52,7 @@ def test_files_named_by_options_must_exist(tmp_path):
 
 @pytest.mark.parametrize(("progress", "worker", "terminal", "verbosity", "shown"), [
     ("off", False, True, 0, False), ("on", True, False, -1, True), ("auto", True, True, 0, False),
-    ("auto", False, True, 0, True), ("auto", False, True, -1, False), ("auto", False, False, 0, False),
+    ("auto", False, True, 0, True), ("auto", False, True, -1, False), ("auto", False, False, 0, True),
 ])
 def test_progress_rule(tmp_path, progress, worker, terminal, verbosity, shown):
     s = replace(_ok(tmp_path), progress=progress, verbosity=verbosity)
@@ -64,3 +64,15 @@ def test_options_for_the_report_are_plain_json_values(tmp_path):
     assert opts["subjects"] == ["organism"] and opts["text_file"] == str(tmp_path / "t.txt")
     assert replace(_ok(tmp_path), memory_budget_mib=1.5).budget_bytes == int(1.5 * 2**20)
     assert _ok(tmp_path).budget_bytes is None
+
+
+def test_defaults_resolve_from_the_ini_file_or_the_invocation_not_the_rootdir(tmp_path):
+    """pytest's rootdir moves when an existing path follows an option with a space; the defaults do not."""
+    from types import SimpleNamespace
+
+    from saeclaims.settings import project_dir
+
+    here = SimpleNamespace(dir=tmp_path / "project")
+    assert project_dir(SimpleNamespace(inipath=None, rootpath=Path("/tmp"), invocation_params=here)) == here.dir
+    ini = tmp_path / "repo" / "pyproject.toml"
+    assert project_dir(SimpleNamespace(inipath=ini, rootpath=Path("/tmp"), invocation_params=here)) == ini.parent

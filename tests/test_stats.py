@@ -43,7 +43,8 @@ def test_verdict_edges_and_nan():
     assert verdict(1.0, 2.0, 1.0, ">") == "inconclusive"
     assert verdict(1.0, 2.0, 1.0, ">=") == "holds"
     assert verdict(0.0, 1.0, 1.0, ">") == "refuted"
-    assert verdict(math.nan, 1.0, 0.0, ">") == "inconclusive"
+    assert verdict(math.nan, 1.0, 0.0, ">") == "undefined"
+    assert verdict(0.0, math.inf, 0.0, "<") == "undefined"
     with pytest.raises(ValueError, match="direction"):
         verdict(0, 1, 0, "!=")
 

@@ -31,14 +31,34 @@ def hash_tree(root: Path, exclude: set[str] = frozenset()) -> dict[str, str]:
     return out
 
 
+def git_root(path: Path) -> Path | None:
+    """The work tree `path` lies in (a folder above it holding .git), else None."""
+    for folder in Path(path).resolve().parents:
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def restore_advice(path: Path) -> str:
+    """How to get a shipped file back: `git checkout` only where the file is in a git checkout (a wheel's data
+    package or a copy is not), and for an SAE changed on purpose, the way to judge it instead."""
+    repo = git_root(path)
+    if repo is not None:
+        restore = f"restore it with `git -C {repo} checkout -- {Path(path).resolve().relative_to(repo)}`"
+    else:
+        restore = (f"{Path(path).parent} is in no git checkout: restore it from a fresh copy of the folder "
+                   "(reinstall saeclaims, or copy fixtures/organism from the repository)")
+    return (f"{restore} or rebuild with `python -m saeclaims.organism build`; to judge a changed SAE on purpose, "
+            "copy the folder and run it as --sae-subject local:DIR (README, 'Regression checks')")
+
+
 def verify_tree(root: Path, expected: dict[str, str]) -> None:
     """Raise ArtifactError naming the first missing or corrupt file."""
     for rel, digest in sorted(expected.items()):
         p = root / rel
         if not p.exists():
-            raise ArtifactError(f"missing artifact {p}: restore it with `git checkout -- {p}` "
-                                "or rebuild with `python -m saeclaims.organism build`")
+            raise ArtifactError(f"missing artifact {p}: {restore_advice(p)}")
         got = sha256_file(p)
         if got != digest:
             raise ArtifactError(f"corrupt artifact {p}: sha256 {got[:12]}… != card's {digest[:12]}…; "
-                                f"restore it with `git checkout -- {p}` or rebuild the organism")
+                                f"{restore_advice(p)}")

@@ -34,7 +34,7 @@ from .stats import Evidence  # noqa: E402
 from .subjects.core import hook_in_id, hook_order  # noqa: E402
 from .variants import REGISTRY  # noqa: E402
 
-VERDICT_COLOR = {"holds": "C2", "refuted": "C3", "inconclusive": "0.55"}
+VERDICT_COLOR = {"holds": "C2", "refuted": "C3", "inconclusive": "0.55", "undefined": "C1"}
 
 
 @dataclass(frozen=True)
@@ -278,6 +278,9 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     ax.scatter(x, est, c=colors, zorder=3)
     for j in (j for j, (_, e) in enumerate(rows) if not isinstance(e, Evidence)):
         ax.text(j, 0.5, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.4")
+    for j, e in zip(x, evs):
+        if e.verdict == "undefined":  # nothing to plot: say so where the point would be
+            ax.text(j, 0.5, "undefined", transform=ax.get_xaxis_transform(), ha="center", fontsize=7, color="C1")
     ax.axhline(evs[0].threshold, color="grey", ls=":")
     if log:
         ax.set_yscale("log")
@@ -288,7 +291,8 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     if len(lines) > 4:  # the full statistic is in REPORT.md's table; say the label is cut
         lines = lines[:3] + [textwrap.shorten(" ".join(lines[3:]), 46, placeholder=" …")]
     ax.set_ylabel("\n".join(lines), fontsize=5.5)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOR.items()]
+    shown = [v for v in VERDICT_COLOR if v != "undefined" or any(e.verdict == v for e in evs)]
+    handles = [plt.Line2D([], [], marker="o", ls="", color=VERDICT_COLOR[v], label=v) for v in shown]
     handles.append(plt.Line2D([], [], ls=":", color="grey", label=f"threshold {evs[0].direction} {evs[0].threshold:g}"))
     ax.legend(handles=handles, fontsize=6.5, loc="best")
     ax.set_title(f"{claim}: estimate and verdict-level interval per row" + (" (log scale)" if log else ""), fontsize=9)
@@ -313,6 +317,8 @@ def draw_all(out: Path, evidence: list[Evidence], series: list[Series], not_appl
         if not records:
             continue
         owners = [c.id for c in claims if spec.name in c.figures]
+        if not owners:  # no section would show it: not drawn (write_report passes only the run's claims)
+            continue
         if not spec.per_subject:
             add(owners, spec.draw(out, "all", records))
             continue

@@ -46,9 +46,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--autocast", choices=("none", "bf16", "fp16"), default="none",
                 help="autocast dtype for forward passes (GPU)")
     g.addoption("--text-file", default=None, help="evaluation text for release subjects (offline)")
-    g.addoption("--sae-report", default=None, help="where to write REPORT.md (default: <rootdir>/REPORT.md)")
+    g.addoption("--sae-report", default=None,
+                help="where to write REPORT.md (default: beside the ini file, else in the directory pytest runs in)")
     g.addoption("--no-sae-report", action="store_true", help="do not write REPORT.md")
-    g.addoption("--sae-ledger-dir", default=None, help="expected verdicts (default: claims/expected)")
+    g.addoption("--sae-ledger-dir", default=None,
+                help="expected verdicts (default: claims/expected beside the ini file, else in the directory pytest "
+                     "runs in)")
     g.addoption("--baseline", default=None, help="a previous report.json: report each row's drift with an interval")
     g.addoption("--baseline-any-subject", action="store_true", help="compare with a baseline of another subject")
     g.addoption("--fail-on-drift", action="store_true", help="fail the tests of rows that drifted from --baseline")
@@ -58,8 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="judge a sae_lens release although its SAEs' in-context L0 or explained variance differ from "
                      "the published values (shown at the top of REPORT.md)")
     g.addoption("--sae-progress", choices=("auto", "on", "off"), default="auto",
-                help="progress bars on the terminal past pytest's capture (auto: when stderr is a terminal)")
-    parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the rootdir")
+                help="a progress line per SAE while the run measures, past pytest's capture (auto: unless -q or "
+                     "in an xdist worker; rewritten in place on a terminal, one line every few seconds in a log)")
+    parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the ini file's folder")
     parser.addini("sae_subject", "default subjects (one per line)", type="linelist")
 
 
@@ -145,6 +149,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cs = _started(session.config)
     if cs is not None:
         cs.note_reads(session.items)
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and not cs.is_worker and cs.collected:
+            for line in cs.ledger_lines():  # which ledger judges the run: a moved rootdir cannot hide it
+                tr.write_line(line)
         cs.load_selected(session.items)
 
 

@@ -36,7 +36,8 @@ def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, 
                    family_confidence: float, family_size: int, wall_s: float, root: Path,
                    options: dict[str, Any] | None = None,
                    published: list[PublishedCheck] | None = None,
-                   peak_memory_mib: dict[str, float] | None = None, command: str = "") -> ReportHeader:
+                   peak_memory_mib: dict[str, float] | None = None, command: str = "",
+                   ledgers: dict[str, str] | None = None) -> ReportHeader:
     """The header of this run: the given facts plus the git commit, Python and package versions."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
@@ -50,7 +51,7 @@ def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, 
     return ReportHeader(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
                         family_confidence, family_size, wall_s, commit, platform.python_version(),
                         package_versions(), dict(options or {}), list(published or []), dict(peak_memory_mib or {}),
-                        command)
+                        command, dict(ledgers or {}))
 
 
 def _umask() -> int:
@@ -86,7 +87,7 @@ def summary_lines(evidence: list[Evidence]) -> list[str]:
         by_claim: dict[str, list[Evidence]] = {}
         for e in evs:
             by_claim.setdefault(e.claim, []).append(e)
-        groups: dict[str, list[str]] = {"holds": [], "refuted": [], "inconclusive": [], "mixed": []}
+        groups: dict[str, list[str]] = {"holds": [], "refuted": [], "inconclusive": [], "undefined": [], "mixed": []}
         for claim, es in by_claim.items():
             verdicts = Counter(e.verdict for e in es)
             if len(verdicts) == 1:
@@ -96,6 +97,7 @@ def summary_lines(evidence: list[Evidence]) -> list[str]:
                 groups["mixed"].append(f"`{claim}` ({parts} of {len(es)} hooks)")
         lines.append(f"**{subject}**")
         for name, label in (("holds", "Hold"), ("refuted", "Refuted"), ("inconclusive", "Inconclusive"),
+                            ("undefined", "Undefined (the statistic is NaN or infinite, not judged)"),
                             ("mixed", "Differ by hook")):
             if groups[name]:
                 lines.append(f"- {label}: {', '.join(groups[name])}")
@@ -228,6 +230,22 @@ def facts_lines(facts: list[SubjectFact]) -> list[str]:
     return out + [""]
 
 
+def not_applicable_lines(not_applicable: list[NotApplicable]) -> list[str]:
+    """One bullet per reason listing its rows (and each row's premise estimate): twenty rows that are not
+    applicable for one reason read as one finding, not twenty."""
+    by_reason: dict[str, list[NotApplicable]] = {}
+    for n in not_applicable:
+        by_reason.setdefault(n.reason, []).append(n)
+    out = []
+    for reason, rows in by_reason.items():
+        shown = []
+        for n in rows:
+            premise = "; ".join(f"{k} {v}" for k, v in n.premise.items())
+            shown.append(f"`{n.claim}` on {n.subject}/{n.sae_id}" + (f" ({premise})" if premise else ""))
+        out.append(f"- {reason}: " + ", ".join(shown))
+    return out
+
+
 def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicable: list[NotApplicable],
                     figures: dict[str, list[str]], claims: list[Claim], untested: list[str] = (),
                     outcomes: list[Outcome] = (), baseline: Any = None, facts: list[SubjectFact] = ()) -> str:
@@ -245,6 +263,8 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
                    f"{s.n_seqs} sequences x {s.seq_len} tokens (tokens sha256 {s.tokens_sha256[:12] or '?'}) |")
         if s.full_context_sae_ids:
             out.append(f"| control family | full-context SAEs: {', '.join(s.full_context_sae_ids)} |")
+        if name in header.ledgers:
+            out.append(f"| ledger (expected verdicts) | {header.ledgers[name]} |")
     out += [f"| device, dtype | {header.device}, {header.dtype} |",
             f"| seed | {header.seed} |",
             f"| versions | {', '.join(f'{k} {v}' for k, v in header.versions.items())}, python {header.python} |",
@@ -259,7 +279,9 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
         out += [f"**Warning:** registered claims with no test in this suite: {', '.join(untested)}.", ""]
     out += ["## Verdicts", "",
             "Holds: the whole interval is on the claim's side of the threshold; refuted: wholly on the "
-            "other side; else inconclusive. Expected verdicts come from `claims/expected/<subject>.toml`.",
+            "other side; else inconclusive; undefined: the statistic or its interval is NaN or infinite (e.g. a "
+            "ratio over nothing), so there is nothing to judge. Expected verdicts come from each "
+            "subject's ledger (its path and entry count are in the Run table).",
             "", "| claim | subject | SAE id | estimate [CI] | method | threshold | verdict | expected | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for e in evidence:
@@ -268,10 +290,8 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
                    f"{_fmt(e.ci_high)}] | {e.method} | {e.direction} {e.threshold:g} | {e.verdict} | {e.expected} "
                    f"| {status} |")
     if not_applicable:
-        out += ["", "Not applicable:", ""]
-        for n in not_applicable:
-            premise = "; ".join(f"{k} {v}" for k, v in n.premise.items())
-            out.append(f"- `{n.claim}` on {n.subject}/{n.sae_id}: {n.reason}" + (f" ({premise})" if premise else ""))
+        out += ["", "Not applicable (one bullet per reason, with the rows it holds for):", ""]
+        out += not_applicable_lines(not_applicable)
     if baseline is not None:
         out += ["", *baseline_lines(baseline, claims, figures.get("_baseline", []))]
     out += ["", "## Claims", ""]
@@ -324,7 +344,11 @@ def _write_report(path: Path, header: ReportHeader, store: EvidenceStore) -> Non
     try:
         from .figures import draw_all  # matplotlib loads only when a report is drawn
 
-        figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable, claims)
+        # figures only for claims this run judged or found not applicable: a claim outside the selection (-k, a
+        # single file) gets no chart, though the workbench recorded series for it
+        in_run = {e.claim for e in evidence} | {n.claim for n in store.not_applicable}
+        figures = draw_all(tmp_dir, evidence, store.series, store.not_applicable,
+                           [c for c in claims if c.id in in_run])
         outcomes = sorted(store.outcomes.values(), key=lambda o: o.nodeid)
         report = ReportFile(SCHEMA_VERSION, header, evidence, list(store.not_applicable), outcomes, store.baseline,
                             list(store.facts))

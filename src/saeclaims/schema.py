@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class ReportHeader:
     published: list[PublishedCheck] = field(default_factory=list)  # release SAEs vs sae_lens's published stats
     peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
     command: str = ""  # the command line that ran (pytest and its arguments)
+    ledgers: dict[str, str] = field(default_factory=dict)  # subject -> its ledger's path and entry count
 
 
 @dataclass
@@ -114,8 +116,8 @@ def _schema_of(tp: Any, defs: dict[str, dict]) -> dict:
         return {"type": "boolean"}
     if tp is int:
         return {"type": "integer"}
-    if tp is float:
-        return {"type": "number"}
+    if tp is float:  # NaN and inf are written as null: JSON has no such numbers (json_safe)
+        return {"type": ["number", "null"]}
     if tp is str:
         return {"type": "string"}
     if origin in (typing.Union, types.UnionType):
@@ -171,7 +173,7 @@ def validate(payload: dict) -> None:
 def _from(tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if value is None:
-        return None
+        return math.nan if tp is float else None  # a float written as null was NaN or inf (json_safe)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             if arg is not type(None):
@@ -216,10 +218,22 @@ def load_report(path: Path) -> ReportFile:
     return _from(ReportFile, payload)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None: Python writes them as bare `NaN`/`Infinity`, which
+    is not JSON, and other readers (jq, JavaScript, jsonschema tools) refuse the whole file."""
+    if isinstance(value, float) or getattr(getattr(value, "dtype", None), "kind", "") == "f":  # numpy's too
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def dump(report: ReportFile) -> str:
-    payload = dataclasses.asdict(report)
+    payload = json_safe(dataclasses.asdict(report))
     validate(payload)
-    return json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n"
+    return json.dumps(payload, indent=2, sort_keys=True, default=float, allow_nan=False) + "\n"
 
 
 def main() -> int:

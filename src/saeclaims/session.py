@@ -19,6 +19,7 @@ from .baseline import Baseline, compare_runs
 from .catalog import CATALOG, NO_HOOK, Catalog, Claim
 from .ledger import Ledger, LedgerError, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
+from .progress import ProgressLine
 from .provenance import peak_memory_mib, subject_record
 from .reads import VariantReads, reads_problem
 from .recording import Recorder
@@ -120,8 +121,22 @@ class ClaimSession:
         self.load_baseline()
         for spec in self.settings.subjects:
             self.describe(spec)
+        self.check_text_file()
         if self.problems:
             raise pytest.UsageError("\n".join(dict.fromkeys(self.problems)))
+
+    def check_text_file(self) -> None:
+        """--text-file given where no subject of the run reads text (they bring their own evaluation tokens)
+        would be ignored silently: a problem, reported with the others."""
+        text = self.settings.text_file
+        if text is None:
+            return
+        infos = {spec: self._infos.get(spec) for spec in self.settings.subjects}
+        if any(i is None or i.reads_text is not False for i in infos.values()):
+            return  # a subject that reads text, or one whose source does not say (or could not be described)
+        self.problems.append(f"--text-file {text} would be ignored: no subject of this run reads evaluation text "
+                             f"({', '.join(infos)} bring their own tokens; only sae_lens releases and local:DIR "
+                             "without eval_tokens.npy read it); leave the option out")
 
     def rows(self, claim: Claim, spec: str) -> list[str]:
         info = self.describe(spec)
@@ -165,6 +180,7 @@ class ClaimSession:
             if self.catalog.get(cid).scope_info.per_hook:
                 group += f"::{params['sae_hook']}"  # --dist loadgroup: a worker measures only its hooks
             item.add_marker(pytest.mark.xdist_group(group))
+        self.check_text_file()
         if self.problems:
             raise pytest.UsageError("\n".join(dict.fromkeys(self.problems)))
         if problems:
@@ -213,18 +229,21 @@ class ClaimSession:
             marker = claim_marker.parsed(item)
             if marker is not None and marker.reference is None and marker.subject not in needed:
                 needed.append(marker.subject)
+        for spec in needed:  # what the cfg.json files tell, before any model loads
+            info = self.describe(spec)
+            if info is not None and info.context_sizes and self.settings.seq_len is not None:
+                _check_beyond_context(self.settings.seq_len, sorted(set(info.context_sizes.values())), spec)
         for spec in needed:
+            t0 = time.time()
+            self._say(f"loading subject {spec} (model and SAEs)")
             try:
                 subject = self.subject(spec)
             except Exception as exc:
                 if isinstance(exc, PublishedMismatchError):
                     raise pytest.UsageError(self._failed[spec]) from None
                 raise pytest.UsageError(f"--sae-subject {spec} could not be loaded: {self._failed[spec]}") from exc
-            ctxs = sorted(set(subject.context_sizes.values()))
-            if subject.seq_len <= min(ctxs) + 1:
-                raise pytest.UsageError(
-                    f"--seq-len {subject.seq_len} leaves no position beyond any SAE's training context ({ctxs}) "
-                    f"of subject {spec}; the context claims need --seq-len >= {min(ctxs) + 2}")
+            _check_beyond_context(subject.seq_len, sorted(set(subject.context_sizes.values())), spec)
+            self._say(f"loaded {spec} in {time.time() - t0:.0f} s; measuring its SAEs before the first claim test")
 
     @property
     def bootstrap(self) -> Bootstrap:
@@ -280,13 +299,21 @@ class ClaimSession:
         """Splice measurements for a subject, computed lazily per hook and shared by all its claims."""
         if spec not in self._workbenches:
             s = self.settings
+            shown = s.shows_progress(self.is_worker, self._on_terminal())
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
                 record_series=self.store.add_series, record_fact=self.store.add_fact,
-                progress=self._uncaptured if s.shows_progress(self.is_worker, self._on_terminal()) else None,
+                progress=self._uncaptured if shown else None,
+                line=ProgressLine(tty=self._on_terminal()) if shown else None,
                 eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes,
                 reads=self.reads.get(spec))
         return self._workbenches[spec]
+
+    def _say(self, text: str) -> None:
+        """A progress line at collection (no capture then), where progress lines are shown."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self.settings.shows_progress(self.is_worker, self._on_terminal()):
+            tr.write_line(f"saeclaims: {text}")
 
     def _on_terminal(self) -> bool:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -317,6 +344,39 @@ class ClaimSession:
     def ledger_path(self, spec: str) -> Path:
         return ledger_file(self.settings.ledger_dir, spec)
 
+    def ledger_note(self, spec: str) -> str:
+        """Which ledger judges the subject, and how many entries it has (REPORT.md's Run table)."""
+        path = self._shown(self.ledger_path(spec))
+        try:
+            led = self.ledger(spec)  # read at collection; the xdist controller, which never collects, reads it here
+        except pytest.UsageError:
+            led = None
+        if led is None or led.path is None:
+            return f"{path}: no such file, every row is expected to hold"
+        return f"{path}: {sum(len(t) for t in led.entries.values())} entries"
+
+    def ledger_lines(self) -> list[str]:
+        """The run header's lines: each subject's ledger and entry count, and a warning when the default ledger
+        directory is missing or pytest's rootdir is not the project folder (then every row would silently be
+        judged against "expected holds")."""
+        s = self.settings
+        lines = [f"saeclaims: ledger for {spec}: {self.ledger_note(spec)}" for spec in s.subjects]
+        if not s.ledger_dir_given and not s.ledger_dir.is_dir():
+            lines.append(f"saeclaims: WARNING: the default ledger directory {s.ledger_dir} does not exist, so every "
+                         "row is expected to hold; run pytest from the project folder or pass --sae-ledger-dir DIR")
+        root = Path(self.config.rootpath)
+        if root.resolve() != s.project_dir.resolve():
+            lines.append(f"saeclaims: pytest's rootdir is {root}, not {s.project_dir} (an option value written "
+                         "with a space, like --text-file /tmp/x.txt, is read as a test path when pytest looks for "
+                         f"it; write --text-file=PATH); the ledger and report resolve from {s.project_dir}")
+        return lines
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.settings.project_dir.resolve()))
+        except ValueError:
+            return str(path)
+
     # ------------------------------------------------------------ end of run
 
     def worker_payload(self) -> str:
@@ -345,14 +405,16 @@ class ClaimSession:
         if self.store.failed_subjects:
             return f"saeclaims: a subject failed to load ({', '.join(self.store.failed_subjects)}); {keep}"
         measured = [e for e in self.store.evidence if e.subject in self.store.subjects]
-        if not measured:
+        not_applicable = [n for n in self.store.not_applicable if n.subject in self.store.subjects]
+        if not measured and not not_applicable:
             return f"saeclaims: no claim was measured on a subject; {keep}" if self.store.outcomes else None
         # the devices the subjects were measured on (under xdist, the workers'), not this process's
         device = ", ".join(sorted({r.device for r in self.store.subjects.values() if r.device})) or "none"
         header = collect_header(
             subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
-            wall_s=time.time() - self.t0, root=Path(self.config.rootpath), options=s.as_options(),
+            wall_s=time.time() - self.t0, root=s.project_dir, options=s.as_options(),
+            ledgers={spec: self.ledger_note(spec) for spec in self.store.subjects},
             published=[c for c in self.published if c.subject in self.store.subjects],
             peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()},
             command=shlex.join(["pytest", *self.config.invocation_params.args]))
@@ -366,7 +428,20 @@ class ClaimSession:
         except OSError as exc:  # e.g. a report folder that became unwritable while the tests ran
             self.report_failed = True
             return f"saeclaims: could not write the report ({_one_line(exc)}); {keep}"
-        return f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records)"
+        if not measured:  # a selection where nothing applies still says why, in one line and in the report
+            reasons = list(dict.fromkeys(n.reason for n in not_applicable))
+            return (f"saeclaims: wrote {s.report}: no row was judged, all {len(not_applicable)} selected rows are not "
+                    f"applicable ({reasons[0]}" + (f"; and {len(reasons) - 1} more reasons" if len(reasons) > 1 else "")
+                    + ")")
+        return (f"saeclaims: wrote {s.report} ({len(self.store.evidence)} evidence records"
+                + (f", {len(not_applicable)} rows not applicable" if not_applicable else "") + ")")
+
+
+def _check_beyond_context(seq_len: int, ctxs: list[int], spec: str) -> None:
+    if seq_len <= min(ctxs) + 1:
+        raise pytest.UsageError(
+            f"--seq-len {seq_len} leaves no position beyond any SAE's training context ({ctxs}) "
+            f"of subject {spec}; the context claims need --seq-len >= {min(ctxs) + 2}")
 
 
 def _one_line(exc: BaseException) -> str:

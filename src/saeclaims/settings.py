@@ -37,6 +37,7 @@ class RunSettings:
     reencode_seqs: int = 16
     accept_published_mismatch: bool = False  # run on although a release's SAEs measure unlike sae_lens publishes
     memory_budget_mib: float | None = None  # transient block per splice step (splice.measure's budget_bytes)
+    project_dir: Path = Path(".")  # where the default ledger and report resolve (project_dir(config))
 
     @property
     def budget_bytes(self) -> int | None:
@@ -45,7 +46,7 @@ class RunSettings:
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
         opt = config.getoption
-        root = Path(config.rootpath)
+        root = project_dir(config)
         ledger_opt = opt("sae_ledger_dir") or config.getini("sae_ledger_dir")
         subjects = opt("sae_subject") or config.getini("sae_subject") or ["organism"]
         text = opt("text_file")
@@ -60,7 +61,7 @@ class RunSettings:
             baseline=Path(opt("baseline")) if opt("baseline") else None,
             baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
             reencode_seqs=opt("reencode_seqs"), accept_published_mismatch=opt("accept_published_mismatch"),
-            memory_budget_mib=opt("sae_memory_budget"),
+            memory_budget_mib=opt("sae_memory_budget"), project_dir=root,
         )
 
     def as_options(self) -> dict:
@@ -91,19 +92,31 @@ class RunSettings:
             _check_device(self.device)
         if self.write_report:
             _check_writable(self.report)
-        if self.text_file is not None and not self.text_file.is_file():
-            raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
+        if self.text_file is not None:
+            if not self.text_file.is_file():
+                raise pytest.UsageError(f"--text-file {self.text_file} does not exist")
+            _check_utf8(self.text_file)
         if self.reencode_seqs < 2:
             raise pytest.UsageError(f"--reencode-seqs {self.reencode_seqs}: a cluster bootstrap needs at least 2")
         if self.fail_on_drift and self.baseline is None:
             raise pytest.UsageError("--fail-on-drift needs --baseline PATH (a previous report.json)")
 
     def shows_progress(self, is_worker: bool, terminal: bool) -> bool:
-        """Progress bars on a terminal (not under -q, not in xdist workers, whose output nobody sees), or
-        anywhere with --sae-progress on (e.g. CI logs)."""
+        """Progress lines by default (auto), on a terminal or in a log: a run measures for minutes before its
+        first test ends, and silence reads as a hang. Not under -q, nor in xdist workers (whose output nobody
+        sees) unless --sae-progress on; never with off. `terminal` only decides how a line is drawn."""
         if self.progress == "off" or (is_worker and self.progress != "on"):
             return False
-        return self.progress == "on" or (terminal and self.verbosity >= 0)
+        return self.progress == "on" or self.verbosity >= 0
+
+
+def project_dir(config: pytest.Config) -> Path:
+    """Where the default ledger (claims/expected) and REPORT.md resolve: the folder of the ini file pytest read,
+    else the directory pytest was started in. Not pytest's rootdir: pytest looks for it before plugins add their
+    options, so a value written with a space (`--text-file /tmp/x.txt`, `--sae-report /dir/REPORT.md`) counts
+    as a test path there and can move rootdir to /tmp or /dir, where no ledger is."""
+    inipath = getattr(config, "inipath", None)
+    return Path(inipath).parent if inipath else Path(config.invocation_params.dir)
 
 
 def _check_device(name: str) -> None:
@@ -121,6 +134,19 @@ def _check_device(name: str) -> None:
             raise pytest.UsageError(f"--sae-device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     elif dev.type != "cpu" and not (dev.type == "mps" and torch.backends.mps.is_available()):
         raise pytest.UsageError(f"--sae-device {name}: device type {dev.type!r} is not available here; use cpu or cuda")
+
+
+def _check_utf8(path: Path) -> None:
+    """The evaluation text decodes as UTF-8, read in chunks (a corpus may be large), so a binary file is one
+    usage error now instead of a bare UnicodeDecodeError once the model has loaded."""
+    offset = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            while chunk := handle.read(1 << 20):
+                offset += len(chunk)
+    except UnicodeDecodeError as exc:
+        raise pytest.UsageError(f"--text-file {path} is not UTF-8 text ({exc.reason} near character {offset}); give "
+                                "a plain-text file, documents separated by blank lines") from None
 
 
 def _check_writable(report: Path) -> None:

@@ -31,7 +31,7 @@ the tokens is left) runs its suffix once, on one row, and its vocabulary pass on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,7 +143,8 @@ DEFAULT_OPTIONS = SpliceOptions()
 
 @torch.no_grad()
 def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: VariantsAsked,
-                 stats: dict[str, HookStats], first_row: int = 0, options: SpliceOptions = DEFAULT_OPTIONS):
+                 stats: dict[str, HookStats], first_row: int = 0, options: SpliceOptions = DEFAULT_OPTIONS,
+                 on_hook: Callable[[int, str], None] | None = None):
     """All hooks x variants for one batch of sequences (row b is sequence first_row + b).
 
     Returns (clean_ce [B, T-1], {(variant, hook): metrics}, {hook: x}). The log-softmax loop runs once
@@ -171,7 +172,9 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
     finals, shared, recon, order = [], [], {}, []  # order: (variant, SAE id) in finals then shared order
     order_shared = []
-    for h in hooks:
+    for j, h in enumerate(hooks):
+        if on_hook is not None:
+            on_hook(j, h)
         hook = points[h]
         x = flat(cache[hook])
         b, t = x.shape[:2]
@@ -221,7 +224,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
             chunk_bytes: int | None = None, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
             n_seqs: int | None = None, fused_attention: bool = True,
-            budget_bytes: int | None = None) -> Measurements:
+            budget_bytes: int | None = None, on_step: Callable[[str], None] | None = None) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements.
 
     variants: the same at every SAE id, or a mapping from SAE id to its variants (a claims run asks at each
@@ -239,6 +242,9 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     (attention.py; configurations it cannot reproduce keep TransformerLens's attention by themselves), GELUs
     and layer norms as one kernel each (fused_ops.py); False: TransformerLens's own forward throughout.
 
+    on_step: called with a line of progress before the statistics pass and at each SAE of each batch (the
+    claims run shows it, progress.py); the tqdm bar (`progress`) is the library's own.
+
     budget_bytes: the largest transient block one step may allocate (attention or MLP activations of a
     forward, SAE codes, a log-softmax chunk); default 8 MiB on CPU (under glibc's mmap threshold), 1 GiB
     on CUDA. The run's peak memory is the model, SAEs, the per-token result arrays and a few such blocks.
@@ -251,6 +257,8 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     for h in hooks:
         for v in variants_at(subject, h, variants):
             check_variant(v, variant_context(subject, h, None))
+    if on_step is not None:
+        on_step(f"{subject.name}: in-context statistics of {len(hooks)} SAEs")
     stats = in_context_stats(subject, hooks, fused_attention=fused_attention, budget_bytes=budget_bytes)
     tokens = subject.tokens if n_seqs is None else subject.tokens[:n_seqs]
     n, t = tokens.shape
@@ -271,7 +279,10 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     for i in range(0, n, batch_size):
         toks = tokens[i : i + batch_size]
         sl = slice(i, i + toks.shape[0])
-        clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, i, options)
+        on_hook = None if on_step is None else (
+            lambda j, h, i=i, m=toks.shape[0]: on_step(f"{subject.name}: sequences {i + 1}-{i + m} of {n}, SAE {h} "
+                                                       f"({j + 1}/{len(hooks)})"))
+        clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, i, options, on_hook)
         res.clean_ce[sl] = clean_ce.cpu().numpy()
         for key, m in metrics.items():
             for k, arr in m.items():

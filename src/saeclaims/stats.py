@@ -17,7 +17,8 @@ import numpy as np
 from scipy import stats as sps
 
 DIRECTIONS = (">", ">=", "<", "<=")
-VERDICTS = ("holds", "refuted", "inconclusive")
+VERDICTS = ("holds", "refuted", "inconclusive", "undefined")
+UNDEFINED = "undefined"  # the statistic or an end of its interval is NaN or infinite: no interval to judge
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,10 @@ class Evidence:
         return "ok" if self.verdict == self.expected else "MISMATCH"
 
     def one_line(self) -> str:
+        why = " (the statistic is not a finite number here)" if self.verdict == UNDEFINED else ""
         return (f"{self.claim} @ {self.subject}/{self.sae_id}: {self.statistic} = {self.estimate:.4g} "
                 f"[{self.ci_low:.4g}, {self.ci_high:.4g}] ({self.confidence:.2%} CI), claim {self.direction} "
-                f"{self.threshold:g} -> {self.verdict} (expected {self.expected}; "
+                f"{self.threshold:g} -> {self.verdict}{why} (expected {self.expected}; "
                 f"{self.n_seqs} seqs, {self.n_tokens} tokens)")
 
     def to_dict(self) -> dict:
@@ -90,11 +92,13 @@ class Evidence:
 
 
 def verdict(low: float, high: float, threshold: float, direction: str) -> str:
-    """`holds` when the whole interval lies on the claim's side, `refuted` when wholly on the other."""
+    """`holds` when the whole interval lies on the claim's side, `refuted` when wholly on the other; `undefined`
+    when an end is NaN or infinite (a statistic that does not exist here is no evidence either way, and saying
+    "inconclusive" would suggest more sequences could settle it)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if not (math.isfinite(low) and math.isfinite(high)):
-        return "inconclusive"
+        return UNDEFINED
     if direction == ">":
         return "holds" if low > threshold else "refuted" if high <= threshold else "inconclusive"
     if direction == ">=":

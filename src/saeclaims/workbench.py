@@ -13,6 +13,7 @@ import torch
 from .fact_measurement import model_facts, sae_facts
 from .instruments import excess, recovery
 from .measurements import Measurements
+from .progress import ProgressLine
 from .reads import VariantReads
 from .series import HookNorms, L0Curve, PositionCurves, Recoveries, Series
 from .splice import measure
@@ -30,7 +31,7 @@ class Workbench:
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
                  progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
                  reencode_seqs: int = 16, budget_bytes: int | None = None, reads: VariantReads | None = None,
-                 record_fact: Callable[[SubjectFact], None] | None = None):
+                 record_fact: Callable[[SubjectFact], None] | None = None, line: ProgressLine | None = None):
         self.subject = subject
         self.reads = reads  # what the run's claim tests read per SAE id (None: every variant everywhere)
         self._unread: set[tuple[str, str]] = set()  # pairs measured on demand (warned once each)
@@ -41,7 +42,8 @@ class Workbench:
         self.autocast = AUTOCAST[autocast]
         self.record_series = record_series or (lambda s: None)
         self.record_fact = record_fact or (lambda f: None)
-        self.progress = progress
+        self.progress = progress  # suspends pytest's capture around a measurement (a context manager factory)
+        self.line = line  # progress lines per SAE and batch (progress.py); None: the library's tqdm bar, if any
         self.eager = eager  # measure every hook on first use (one clean pass serves all)
         self._m: Measurements | None = None
         self.reencode_seqs = reencode_seqs
@@ -62,8 +64,9 @@ class Workbench:
             # `progress` suspends pytest's capture, so the bar reaches the terminal
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
-                              autocast_dtype=self.autocast, progress=self.progress is not None,
+                              autocast_dtype=self.autocast, **self._shown(),
                               budget_bytes=self.budget_bytes)
+                self._done(f"{self.subject.name}: measured {len(missing)} SAEs")
             first = self._m is None
             self._m = new if self._m is None else _merge(self._m, new, self.subject.sae_ids)
             self._m.on_missing = self._measure_unread
@@ -96,9 +99,19 @@ class Workbench:
                           RuntimeWarning, stacklevel=4)
         with self.progress() if self.progress else contextlib.nullcontext():
             new = measure(self.subject, [hook], [variant], self.batch_size, self.seed, autocast_dtype=self.autocast,
-                          progress=self.progress is not None, budget_bytes=self.budget_bytes)
+                          **self._shown(), budget_bytes=self.budget_bytes)
         m.metrics.update(new.metrics)
         return new.metrics[(variant, hook)]
+
+    def _shown(self) -> dict:
+        """measure()'s progress arguments: lines when the run shows them, else no bar (a claims run)."""
+        if self.line is not None:
+            return {"progress": False, "on_step": self.line.step}
+        return {"progress": self.progress is not None}
+
+    def _done(self, text: str) -> None:
+        if self.line is not None:
+            self.line.done(text)
 
     def variants(self) -> tuple[str, ...]:
         """The variants asked for: the claims' and the control's. Which apply to each SAE (W_pos variants only
@@ -116,8 +129,9 @@ class Workbench:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, ("sae", "reencode"), self.batch_size, self.seed,
-                              autocast_dtype=self.autocast, progress=self.progress is not None, n_seqs=n,
+                              autocast_dtype=self.autocast, **self._shown(), n_seqs=n,
                               budget_bytes=self.budget_bytes)
+                self._done(f"{self.subject.name}: re-encoded {len(missing)} SAEs on {n} sequences")
             self._re = new if self._re is None else _merge(self._re, new, self.subject.sae_ids)
         return self._re
 

@@ -6,14 +6,13 @@ directory); the registry in `saeclaims.subjects` picks one by spec, as it does f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..organism.layout import CARD_FILE
 from .core import SubjectError, hook_in_id, hook_kind, hook_order
-from .loading import _hub_errors, offline_unless_reachable
+from .loading import _hub_errors, offline_unless_reachable, read_json
 from .local import PREFIX as LOCAL_PREFIX
 from .organism import organism_dir
 from .release import parse_release_spec
@@ -27,6 +26,11 @@ class SubjectInfo:
     sae_ids: list[str]
     full_context_sae_ids: list[str] = field(default_factory=list)
     hook_names: dict[str, str] = field(default_factory=dict)  # SAE id -> hook (absent: the id is the hook)
+    # training context per SAE id where the cfg.json says it without loading (so a --seq-len with no position
+    # beyond any context is refused before a model loads); empty when only loading tells
+    context_sizes: dict[str, int] = field(default_factory=dict)
+    # whether the subject's evaluation tokens come from text (--text-file); None: its source does not say
+    reads_text: bool | None = None
 
     def hook_of(self, sae_id: str) -> str:
         return self.hook_names.get(sae_id, sae_id)
@@ -37,11 +41,18 @@ class SubjectInfo:
 
 
 def _scan_sae_dirs(root: Path) -> list[tuple[str, str, int]]:
-    """(id = folder name, hook_name, context_size) of every SAE cfg.json below root."""
+    """(id = folder name, hook_name, context_size) of every SAE cfg.json below root; a cfg.json that is not
+    JSON, or names no hook or context, is an error naming the file (not a JSON or type error without it)."""
     out = []
     for cfg_path in sorted(root.rglob("cfg.json")):
-        meta = json.loads(cfg_path.read_text()).get("metadata", {})
-        out.append((cfg_path.parent.name, meta.get("hook_name"), meta.get("context_size")))
+        cfg = read_json(cfg_path, "an SAE config (sae_lens's cfg.json)")
+        meta = cfg.get("metadata") or {}
+        hook, ctx = meta.get("hook_name", cfg.get("hook_name")), meta.get("context_size", cfg.get("context_size"))
+        if not isinstance(hook, str) or not isinstance(ctx, int):
+            raise SubjectError(f"{cfg_path}: the SAE config names no metadata.hook_name and integer "
+                               f"metadata.context_size (hook_name {hook!r}, context_size {ctx!r}); restore the file "
+                               "or save the SAE again with sae_lens's save_model")
+        out.append((cfg_path.parent.name, hook, ctx))
     return out
 
 
@@ -51,10 +62,11 @@ def describe_organism(spec: str = "organism") -> SubjectInfo:
     card_path = root / CARD_FILE
     if not card_path.exists():
         raise SubjectError(f"organism card {card_path} is missing: restore fixtures/organism from git")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path, "the organism's card")
     short = card["spec"]["model"]["n_ctx"] // card["spec"]["context_ratio"]
     found = _scan_sae_dirs(root / "saes")
-    return SubjectInfo(spec, [h for _, h, c in found if c == short], [h for _, h, c in found if c != short])
+    return SubjectInfo(spec, [h for _, h, c in found if c == short], [h for _, h, c in found if c != short],
+                       context_sizes={h: c for _, h, c in found if c == short}, reads_text=False)
 
 
 def describe_local(spec: str) -> SubjectInfo:
@@ -64,7 +76,7 @@ def describe_local(spec: str) -> SubjectInfo:
     if not root.is_dir():
         raise SubjectError(f"local subject folder {root} does not exist")
     meta_path = root / "subject.json"
-    full_ctx = json.loads(meta_path.read_text()).get("full_context_size") if meta_path.exists() else None
+    full_ctx = read_json(meta_path, "subject.json").get("full_context_size") if meta_path.exists() else None
     found = _scan_sae_dirs(root)
     short = [(i, h) for i, h, c in found if not (full_ctx and c == full_ctx)]
     names = dict(short)
@@ -76,7 +88,9 @@ def describe_local(spec: str) -> SubjectInfo:
         if full_ctx and c == full_ctx:
             same = [j for j, hj in short if hj == h]
             full.append(i if i in names else same[0] if len(same) == 1 else i)
-    return SubjectInfo(spec, list(names), [f for f in full if f in names], hook_names=names)
+    return SubjectInfo(spec, list(names), [f for f in full if f in names], hook_names=names,
+                       context_sizes={i: c for i, _, c in found if not (full_ctx and c == full_ctx)},
+                       reads_text=not (root / "eval_tokens.npy").exists())
 
 
 def describe_release(spec: str) -> SubjectInfo:
@@ -98,7 +112,7 @@ def describe_release(spec: str) -> SubjectInfo:
         if i not in directory[release].saes_map:
             raise SubjectError(f"release {release} has no SAE id {i!r}; ids: {list(directory[release].saes_map)[:6]}…")
         names[i] = hook_in_id(i) or _hook_from_config(release, i)
-    return SubjectInfo(spec, ids, hook_names=names)
+    return SubjectInfo(spec, ids, hook_names=names, reads_text=True)
 
 
 def _hook_from_config(release: str, sae_id: str) -> str:

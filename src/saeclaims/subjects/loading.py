@@ -141,15 +141,34 @@ def load_hooked_model(name_or_path: str, device: str = "cpu", **from_pretrained_
     return model.to(device).eval()
 
 
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`; a truncated or garbled file is one error naming it, not a bare JSONDecodeError."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SubjectError(f"{path} is not valid JSON ({exc}): {what} that is truncated or garbled; restore "
+                           "the file") from None
+    if not isinstance(value, dict):
+        raise SubjectError(f"{path} holds a JSON {type(value).__name__}, not the object {what} is; restore the file")
+    return value
+
+
 def load_sae_dir(path: Path, device: str = "cpu"):
-    """One SAE folder as written by sae_lens's `save_model`; a clear error instead of a missing-file trace."""
+    """One SAE folder as written by sae_lens's `save_model`; a clear error instead of a missing-file trace,
+    and a cfg.json sae_lens cannot read (a field missing or of the wrong type) named with its path."""
     # lazy: sae_lens imports transformer_lens and datasets (seconds); only where SAEs are loaded
     from sae_lens import SAE
 
     if not (path / "cfg.json").exists():
         raise SubjectError(f"no SAE at {path}: expected cfg.json and sae_weights.safetensors "
                            "as written by sae_lens's save_model")
-    return SAE.load_from_disk(str(path), device=device)
+    read_json(path / "cfg.json", "an SAE config (sae_lens's cfg.json)")
+    try:
+        return SAE.load_from_disk(str(path), device=device)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise SubjectError(f"{path / 'cfg.json'}: sae_lens cannot load this SAE config ({type(exc).__name__}: "
+                           f"{exc}); a field is missing or wrong: restore the file or save the SAE again with "
+                           "sae_lens's save_model") from None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

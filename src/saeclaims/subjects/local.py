@@ -6,14 +6,13 @@ the folder holds the checkpoint and eval_tokens.npy.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .core import Subject, SubjectError, hook_order, package_versions
-from .loading import _select_tokens, load_hooked_model, load_sae_dir
+from .loading import _select_tokens, load_hooked_model, load_sae_dir, read_json
 from .release import _eval_tokens
 from .validation import validate_subject
 
@@ -33,7 +32,7 @@ def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = 
     if not root.is_dir():
         raise SubjectError(f"local subject folder {root} does not exist")
     meta_path = root / "subject.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_json(meta_path, "subject.json") if meta_path.exists() else {}
     sae_dirs = sorted(p.parent for p in root.rglob("cfg.json") if (p.parent / "sae_weights.safetensors").exists())
     if not sae_dirs:
         raise SubjectError(f"no SAEs below {root}: save them with sae_lens's SAE.save_model(DIR/<hook>)")

@@ -76,7 +76,11 @@ def _eval_tokens(model, n_seqs: int, seq_len: int, text_file: Path | None, datas
     if text_file is not None:
         if not Path(text_file).exists():
             raise SubjectError(f"evaluation text file {text_file} does not exist")
-        texts = Path(text_file).read_text(encoding="utf-8").split("\n\n")
+        try:
+            texts = Path(text_file).read_text(encoding="utf-8").split("\n\n")
+        except UnicodeDecodeError as exc:
+            raise SubjectError(f"evaluation text file {text_file} is not UTF-8 text ({exc.reason} at byte "
+                               f"{exc.start}); give a plain-text file, documents separated by blank lines") from None
     else:
         with _hub_errors(f"dataset {dataset}"), offline_unless_reachable():
             from datasets import load_dataset  # lazy: only a release subject without --text-file reads a hub dataset
