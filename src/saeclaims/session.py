@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from . import marker as claim_marker
-from .baseline import Baseline, compare_runs
+from .baseline import Baseline, changed_saes, compare_runs
 from .catalog import CATALOG, NO_HOOK, Catalog, Claim
 from .ledger import Ledger, LedgerError, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
@@ -423,6 +423,7 @@ class ClaimSession:
             fam = bonferroni_confidence(s.family_confidence, max(1, self.store.family_size))
             self.store.baseline = compare_runs(self.baseline, self.store.evidence, self.store.replicates, claims,
                                                {k: self.recorder.paired(k) for k in self.store.subjects}, fam, s.seed)
+            self.store.baseline.changed_saes = changed_saes(self.baseline, self.store.subjects)
         try:
             write_report(s.report, header, self.store)
         except OSError as exc:  # e.g. a report folder that became unwritable while the tests ran
