@@ -135,8 +135,8 @@ class ClaimSession:
         if any(i is None or i.reads_text is not False for i in infos.values()):
             return  # a subject that reads text, or one whose source does not say (or could not be described)
         self.problems.append(f"--text-file {text} would be ignored: no subject of this run reads evaluation text "
-                             f"({', '.join(infos)} bring their own tokens; only sae_lens releases and local:DIR "
-                             "without eval_tokens.npy read it); leave the option out")
+                             f"(each of {', '.join(infos)} brings its own tokens; only sae_lens releases and "
+                             "local:DIR without eval_tokens.npy read it); leave the option out")
 
     def rows(self, claim: Claim, spec: str) -> list[str]:
         info = self.describe(spec)
