@@ -108,3 +108,48 @@ def test_a_baseline_of_another_subject(tmp_path):
     with pytest.raises(ReportFileError, match=r"is of subject\(s\) \['organism'\].*--baseline-any-subject"):
         Baseline.load(path, ("local:mine",))
     assert Baseline.load(path, ("local:mine",), any_subject=True).rows()
+
+
+def test_a_baseline_of_one_other_subject_pairs_its_rows_with_this_runs_subject(tmp_path):
+    """A local:DIR copy of the organism with a changed SAE, against the organism's report: rows pair up."""
+    key = row_key("organism", "ratio-claim", H)
+    x = np.random.default_rng(3).normal(2.0, 0.3, 32)
+    iv = _boot(x)
+    path = _baseline(tmp_path, [_row(iv.estimate, iv.low, iv.high)], {key: iv.replicates.tolist()})
+    base = Baseline.load(path, ("local:my-sae",), any_subject=True)
+    mine = row_key("local:my-sae", "ratio-claim", H)
+    assert list(base.rows()) == [mine] and mine in base.replicates and base.subject_of("local:my-sae") == "organism"
+    cmp = compare_runs(base, [_row(iv.estimate, iv.low, iv.high, subject="local:my-sae")], {}, {"ratio-claim": CLAIM},
+                       {"local:my-sae": True}, 0.99)
+    assert [r.subject for r in cmp.rows] == ["local:my-sae"] and not cmp.added and not cmp.removed
+
+
+def test_changed_sae_weights_are_listed(tmp_path):
+    from dataclasses import replace
+
+    from saeclaims.baseline import changed_saes
+
+    path = _baseline(tmp_path, [_row(1.5, 1.4, 1.6)])
+    base = Baseline.load(path, ("organism",))
+    rec = _header().subjects["organism"]
+    base.report.header.subjects["organism"] = replace(rec, sae_sha256={"h": "a" * 64, "g": "c" * 64})
+    now = {"organism": replace(rec, sae_sha256={"h": "b" * 64, "g": "c" * 64})}
+    assert changed_saes(base, now) == [f"organism/h: sha256 {'a' * 12} -> {'b' * 12}"]
+
+
+def test_the_report_puts_drifted_rows_first_and_summarises_the_rest():
+    from saeclaims.report import baseline_lines, baseline_summary_lines
+    from saeclaims.schema import BaselineComparison, DriftRow
+
+    def row(claim, d, drifted=False, flip=False):
+        return DriftRow(claim, "organism", H, 1.0, 1.0 + d, d, d - 0.01, d + 0.01, "paired", 0.1, drifted, "holds",
+                        "refuted" if flip else "holds")
+
+    cmp = BaselineComparison("base/report.json", [row("a", 0.0), row("b", 0.5, drifted=True), row("c", 0.02),
+                                                  row("d", 0.0, flip=True)], changed_saes=["organism/h: sha256 x -> y"])
+    text = "\n".join(baseline_lines(cmp, [], []))
+    assert text.index("`b`") < text.index("`d`") and "| `a` |" not in text and "| `c` |" not in text
+    assert "Unchanged: 2 rows neither drifted nor flipped verdict (the largest difference +0.02 at `c`" in text
+    assert "SAEs whose weights changed (sha256): organism/h: sha256 x -> y." in text
+    summary = "\n".join(baseline_summary_lines(cmp))
+    assert "Against the baseline `base/report.json`: 4 rows compared, **1 drifted**, 1 verdicts flipped" in summary

@@ -9,7 +9,7 @@ interval excludes 0 and the difference exceeds the claim's practical tolerance (
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from scipy import stats as sps
 from .catalog import Claim
 from .schema import REPLICATES_FILE, BaselineComparison, DriftRow, ReportFile, ReportFileError, load_report
 from .stats import Evidence
+from .store import SubjectRecord
 
 
 def row_key(subject: str, claim: str, hook: str) -> str:
@@ -29,6 +30,9 @@ class Baseline:
     path: Path
     report: ReportFile
     replicates: dict[str, np.ndarray]
+    # the baseline's subject -> this run's, when --baseline-any-subject compares one subject with another (a
+    # local:DIR copy of the organism with a changed SAE against the organism's report): their rows pair up
+    renamed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, subjects: tuple[str, ...], any_subject: bool = False) -> Baseline:
@@ -38,22 +42,51 @@ class Baseline:
         if not any_subject and theirs and not theirs & set(subjects):
             raise ReportFileError(f"baseline {path} is of subject(s) {sorted(theirs)}, this run judges "
                                   f"{list(subjects)}; pass --baseline-any-subject to compare anyway")
+        renamed = {}
+        if any_subject and len(theirs) == 1 and len(subjects) == 1 and theirs != set(subjects):
+            renamed = {next(iter(theirs)): subjects[0]}
         reps: dict[str, np.ndarray] = {}
         side = path.with_name(REPLICATES_FILE)
         if side.exists():
             with np.load(side) as z:
                 reps = {k: z[k] for k in z.files}
-        return cls(path, report, reps)
+        if renamed:
+            reps = {_renamed_key(k, renamed): v for k, v in reps.items()}
+        return cls(path, report, reps, renamed)
+
+    def subject_of(self, subject: str) -> str:
+        """The baseline's name for this run's subject."""
+        return next((theirs for theirs, ours in self.renamed.items() if ours == subject), subject)
 
     def rows(self) -> dict[str, Evidence]:
-        return {row_key(e.subject, e.claim, e.sae_id): e for e in self.report.evidence}
+        return {row_key(self.renamed.get(e.subject, e.subject), e.claim, e.sae_id): e for e in self.report.evidence}
 
     def paired_with(self, subject: str, tokens_sha256: str, seed: int, n_resamples: int) -> bool:
         """Same tokens, same seed and as many resamples: the same sequences in every resample."""
-        rec = self.report.header.subjects.get(subject)
+        rec = self.report.header.subjects.get(self.subject_of(subject))
         return (rec is not None and bool(tokens_sha256) and rec.tokens_sha256 == tokens_sha256
                 and self.report.header.seed == seed
                 and int(self.report.header.options.get("n_resamples", -1)) == n_resamples)
+
+
+def _renamed_key(key: str, renamed: dict[str, str]) -> str:
+    subject, rest = key.split("|", 1)
+    return f"{renamed.get(subject, subject)}|{rest}"
+
+
+def changed_saes(baseline: Baseline, subjects: dict[str, SubjectRecord]) -> list[str]:
+    """SAEs whose weights' sha256 differs from the baseline's (per subject and SAE id): what changed, as opposed
+    to what the claims saw change."""
+    out = []
+    for name, rec in subjects.items():
+        base = baseline.report.header.subjects.get(baseline.subject_of(name))
+        if base is None:
+            continue
+        for sae_id, digest in sorted(rec.sae_sha256.items()):
+            old = base.sae_sha256.get(sae_id)
+            if old is not None and old != digest:
+                out.append(f"{name}/{sae_id}: sha256 {old[:12]} -> {digest[:12]}")
+    return out
 
 
 def _interval(d: np.ndarray, confidence: float) -> tuple[float, float]:

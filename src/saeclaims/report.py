@@ -127,6 +127,18 @@ def outcome_lines(outcomes: list[Outcome], not_applicable: list[NotApplicable]) 
     return lines + [""]
 
 
+def baseline_summary_lines(cmp: Any) -> list[str]:
+    """The Summary's line on the baseline, so the first screen says whether anything moved."""
+    if cmp is None:
+        return []
+    drifted = sum(r.drifted for r in cmp.rows)
+    flipped = sum(r.flipped for r in cmp.rows)
+    saes = (f"; SAEs whose weights changed: {len(cmp.changed_saes)}" if cmp.changed_saes
+            else "; no SAE's weights changed")
+    return [f"Against the baseline `{cmp.path}`: {len(cmp.rows)} rows compared, **{drifted} drifted**, {flipped} "
+            f"verdicts flipped{saes} (see [Changes since baseline](#changes-since-baseline)).", ""]
+
+
 def baseline_lines(cmp: Any, claims: list[Claim], figs: list[str]) -> list[str]:
     """REPORT.md's "Changes since baseline": every compared row, drifted and flipped ones marked."""
     tol = {c.id: c for c in claims}
@@ -137,14 +149,25 @@ def baseline_lines(cmp: Any, claims: list[Claim], figs: list[str]) -> list[str]:
            f"verdicts flipped, {len(cmp.added)} added, {len(cmp.removed)} removed. A row drifted when the "
            "interval of current - baseline excludes 0 and the difference exceeds the claim's tolerance; paired "
            "rows resample the same sequences in both runs (same tokens and seed).", "",
-           "| claim | subject | SAE id | baseline | current | difference [CI] | pairing | tolerance | change |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for r in cmp.rows:
+           *([f"SAEs whose weights changed (sha256): {'; '.join(cmp.changed_saes)}.", ""] if cmp.changed_saes else
+             ["No SAE's weights changed (sha256 as in the baseline).", ""])]
+    changed = [r for r in cmp.rows if r.drifted or r.flipped]
+    steady = [r for r in cmp.rows if not (r.drifted or r.flipped)]
+    if changed:
+        out += ["Drifted or flipped rows first:", "",
+                "| claim | subject | SAE id | baseline | current | difference [CI] | pairing | tolerance | change |",
+                "|---|---|---|---|---|---|---|---|---|"]
+    for r in changed:
         change = ", ".join(x for x in ("**drifted**" if r.drifted else "",
                                        f"**flipped** {r.baseline_verdict} -> {r.current_verdict}" if r.flipped else "")
                            if x) or "-"
         out.append(f"| `{r.claim}` | {r.subject} | {r.sae_id} | {_fmt(r.baseline)} | {_fmt(r.current)} | "
                    f"{r.difference:+.3g} [{_fmt(r.low)}, {_fmt(r.high)}] | {r.pairing} | {r.tolerance:g} | {change} |")
+    if steady:
+        largest = max(steady, key=lambda r: abs(r.difference))
+        out += ["", f"Unchanged: {len(steady)} rows neither drifted nor flipped verdict (the largest difference "
+                    f"{largest.difference:+.3g} at `{largest.claim}` {largest.subject}/{largest.sae_id}); every row is "
+                    "in report.json's `baseline.rows`."]
     for label, keys in (("Added (not in the baseline)", cmp.added), ("Removed (not in this run)", cmp.removed),
                         ("Not comparable", cmp.not_comparable)):
         if keys:
@@ -255,6 +278,7 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
     out += published_mismatch_lines(header.published)
     out += facts_lines(list(facts))
     out += ["## Summary", ""] + outcome_lines(list(outcomes), not_applicable) + summary_lines(evidence)
+    out += baseline_summary_lines(baseline)
     out += ["## Run", "", "| | |", "|---|---|"]
     for name, s in header.subjects.items():
         ctxs = sorted(set(s.context_sizes.values()))

@@ -90,6 +90,7 @@ class BaselineComparison:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     not_comparable: list[str] = field(default_factory=list)
+    changed_saes: list[str] = field(default_factory=list)  # SAEs whose weights' sha256 differs from the baseline's
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from . import marker as claim_marker
-from .baseline import Baseline, compare_runs
+from .baseline import Baseline, changed_saes, compare_runs
 from .catalog import CATALOG, NO_HOOK, Catalog, Claim
 from .ledger import Ledger, LedgerError, ledger_file, load_ledger
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
@@ -135,8 +135,8 @@ class ClaimSession:
         if any(i is None or i.reads_text is not False for i in infos.values()):
             return  # a subject that reads text, or one whose source does not say (or could not be described)
         self.problems.append(f"--text-file {text} would be ignored: no subject of this run reads evaluation text "
-                             f"({', '.join(infos)} bring their own tokens; only sae_lens releases and local:DIR "
-                             "without eval_tokens.npy read it); leave the option out")
+                             f"(each of {', '.join(infos)} brings its own tokens; only sae_lens releases and "
+                             "local:DIR without eval_tokens.npy read it); leave the option out")
 
     def rows(self, claim: Claim, spec: str) -> list[str]:
         info = self.describe(spec)
@@ -423,6 +423,7 @@ class ClaimSession:
             fam = bonferroni_confidence(s.family_confidence, max(1, self.store.family_size))
             self.store.baseline = compare_runs(self.baseline, self.store.evidence, self.store.replicates, claims,
                                                {k: self.recorder.paired(k) for k in self.store.subjects}, fam, s.seed)
+            self.store.baseline.changed_saes = changed_saes(self.baseline, self.store.subjects)
         try:
             write_report(s.report, header, self.store)
         except OSError as exc:  # e.g. a report folder that became unwritable while the tests ran
