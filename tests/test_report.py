@@ -212,7 +212,8 @@ def test_subject_facts_come_first_apart_from_the_verdicts():
              SubjectFact("organism", "long_context_gain", "", 0.0016, -0.01, 0.013, False),
              SubjectFact("organism", "l0", "blocks.1.hook_resid_pre", 42.8, 41.0, 44.0, True),
              SubjectFact("organism", "control_ce_gap", "blocks.0.hook_resid_pre", 0.0123, 0.011, 0.014, False),
-             SubjectFact("organism", "l0", "blocks.0.hook_resid_pre", 21.5, 20.0, 23.0, True)]
+             SubjectFact("organism", "l0", "blocks.0.hook_resid_pre", 21.5, 20.0, 23.0, True),
+             SubjectFact("organism", "l0", "blocks.0.hook_resid_pre.topk", 16.0, 15.0, 17.0, True)]
     md = render_markdown(_header(), [_ev("wpos-helix", "model", "holds")], [], {}, list(THREAD_CLAIMS), facts=facts)
     assert md.index("## The subject beside GPT-2") < md.index("## Summary") < md.index("## Verdicts")
     assert "| 0.985 | yes | >= 0.9 | 0.957 (a helix) |" in md
@@ -220,6 +221,7 @@ def test_subject_facts_come_first_apart_from_the_verdicts():
     assert "| SAE id | l0 (10 to 100) | control_ce_gap (<= 0.01) |" in md
     rows = [line for line in md.splitlines() if line.startswith("| organism | blocks.")]
     assert rows == ["| organism | blocks.0.hook_resid_pre | 21.5 (yes) | 0.0123 (**short**) |",
+                    "| organism | blocks.0.hook_resid_pre.topk | 16 (yes) | - |",  # an id that is not a hook name
                     "| organism | blocks.1.hook_resid_pre | 42.8 (yes) | - |"]
     assert "The subject beside GPT-2" not in render_markdown(_header(), [], [], {}, list(THREAD_CLAIMS))
 

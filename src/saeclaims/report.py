@@ -226,6 +226,12 @@ def _fact_cell(f: SubjectFact | None) -> str:
     return "-" if f is None else f"{_fmt(f.estimate)} ({_MEETS[f.meets]})"
 
 
+def _id_order(row: tuple[str, str]) -> tuple:
+    """(subject, SAE id) ordered by the hook the id names, then by id (ids need not be hook names)."""
+    named = hook_in_id(row[1])
+    return row[0], hook_order(named) if named else (-1, 0), row[1]
+
+
 def facts_lines(facts: list[SubjectFact]) -> list[str]:
     """The subjects' properties the claims presuppose, beside GPT-2's: apart from, and before, the verdicts."""
     if not facts:
@@ -245,7 +251,7 @@ def facts_lines(facts: list[SubjectFact]) -> list[str]:
         kinds = [k for k in KINDS.values() if any(f.fact == k.name for f in per_sae)]
         out += ["", "| subject | SAE id | " + " | ".join(f"{k.name} ({k.mark()})" for k in kinds) + " |",
                 "|---|---|" + "---|" * len(kinds)]
-        rows = sorted({(f.subject, f.sae_id) for f in per_sae}, key=lambda r: (r[0], hook_order(r[1])))
+        rows = sorted({(f.subject, f.sae_id) for f in per_sae}, key=_id_order)
         for subj, sae_id in rows:
             got = {f.fact: f for f in per_sae if (f.subject, f.sae_id) == (subj, sae_id)}
             out.append(f"| {subj} | {sae_id} | " + " | ".join(_fact_cell(got.get(k.name)) for k in kinds) + " |")
