@@ -16,7 +16,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
-SAE = "saes/ctx64/blocks.1.hook_resid_pre/sae_weights.safetensors"
+SAE = "saes/ctx128/blocks.1.hook_resid_pre/sae_weights.safetensors"
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ CASES = [
     Case("offline release", ("--sae-subject", "gpt2-small-res-jb"),
          "needs the Hugging Face hub, which cannot be reached and the files are not in the cache"),
     Case("seq-len beyond n_ctx", ("--seq-len", "2000"),
-         "asked for sequences of 2000 tokens, the evaluation set has 512"),
+         "asked for sequences of 2000 tokens, the evaluation set has 1024"),
     Case("seq-len not beyond any context", ("--seq-len", "64"),
          "--seq-len 64 leaves no position beyond any SAE's training context", before_loading=True),
     Case("seq-len 3", ("--seq-len", "3"), "--seq-len 3 leaves no position beyond any SAE's training context",

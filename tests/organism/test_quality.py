@@ -30,7 +30,8 @@ QUALITY_SEQS = 32  # the card's quality_seqs: the first rows of the evaluation s
 
 # (gate, hook) -> the card's number where the shipped organism misses GPT-2's mark
 SHORT_OF_MARK: dict[tuple[str, str], str] = {
-    ("long_context_gain", ""): "the model does not use context past ~64 (card: long_context_gain 0.0016 nats)",
+    ("long_context_gain", ""): "the model does not use context past ~64 (card: long_context_gain -0.019 nats on "
+                               "the 64 evaluation rows)",
 }
 
 
