@@ -19,7 +19,7 @@ from saeclaims.subjects import organism_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANGED = "blocks.1.hook_resid_pre"
-SAE = f"saes/ctx64/{CHANGED}/sae_weights.safetensors"
+SAE = f"saes/ctx128/{CHANGED}/sae_weights.safetensors"
 SUBSET = "in_context_performs or beyond_context_degrades or layer0_norm"
 SMALL = ("--n-seqs", "16", "--seq-len", "256")
 
@@ -35,7 +35,7 @@ def run(out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})})
 
 
-def perturbed_organism(tmp: Path, seed: int = 0, scale: float = 0.5, noise_share: float = 0.1) -> Path:
+def perturbed_organism(tmp: Path, seed: int = 0, scale: float = 0.25, noise_share: float = 0.1) -> Path:
     """A copy of the organism whose blocks.1 SAE decoder is scaled by `scale` (a release whose decoder norms
     were folded wrongly) plus seeded noise of `noise_share` x its own norm."""
     from safetensors.numpy import load_file, save_file
