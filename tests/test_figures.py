@@ -94,3 +94,31 @@ def test_evidence_rows_and_not_applicable_rows_keep_the_hooks_forward_order():
     assert [r.sae_id for r in sorted(rows, key=_row_order)] == [
         "blocks.1.hook_resid_pre", "blocks.1.attn.hook_z", "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre",
         "blocks.3.hook_resid_post"]
+
+
+def test_a_wild_interval_is_clipped_and_marked_and_the_panel_names_its_threshold(tmp_path, monkeypatch):
+    """One interval reaching -17.8 must not squash rows whose estimates lie near 0.9 (issue 26.5); the y label is
+    readable and the title says which threshold and direction colour the points."""
+    from saeclaims.figures import evidence_by_hook
+    from saeclaims.stats import Evidence
+
+    seen = {}
+    save = figures._save
+
+    def spy(fig, out, name, layout=True):
+        ax = fig.axes[0]
+        seen.update(ylim=ax.get_ylim(), ylabel=ax.get_ylabel(), size=ax.yaxis.label.get_size(), title=ax.get_title(),
+                    texts=[t.get_text() for t in ax.texts], fig_texts=[t.get_text() for t in fig.texts])
+        return save(fig, out, name, layout)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    evs = [Evidence("c", "s", f"blocks.{i}.hook_resid_pre", "a statistic " * 20, est, lo, hi, 0.999, 0.5, "<", 8, 80,
+                    verdict) for i, (est, lo, hi, verdict) in
+           enumerate([(0.93, 0.91, 0.95, "refuted"), (-1.8, -17.8, -0.6, "holds"), (0.2, 0.1, 0.3, "holds")])]
+    assert evidence_by_hook(tmp_path, "c", evs) == "evidence-c.png"
+    low, high = seen["ylim"]
+    assert -17.8 < low < -1.8 and high > 0.93  # clipped, the estimates and threshold in view
+    assert "-17.8" in seen["texts"]  # the clipped end is written where it leaves the axis
+    assert seen["ylabel"] == "estimate" and seen["size"] >= 8
+    assert seen["title"] == "c: holds where the whole interval is < 0.5"
+    assert seen["fig_texts"][0].startswith("Statistic: a statistic") and "…" not in seen["fig_texts"][0]

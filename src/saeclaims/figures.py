@@ -255,6 +255,17 @@ def _row_order(row) -> tuple:
     return (row.subject, hook_order(named) if named else (-1, 0), row.sae_id)
 
 
+def _axis_limits(est: np.ndarray, threshold: float) -> tuple[float, float] | None:
+    """The y range the estimates and the threshold need, padded by 60% of their span (at least 0.5 of the largest
+    magnitude when they coincide): interval ends beyond it are clipped and marked. None when nothing is finite."""
+    pts = np.concatenate([est[np.isfinite(est)], [threshold]])
+    if pts.size == 0 or not np.all(np.isfinite(pts)):
+        return None
+    a, b = float(pts.min()), float(pts.max())
+    pad = max(0.6 * (b - a), 0.5 * max(abs(a), abs(b), 1e-3))
+    return a - pad, b + pad
+
+
 def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
                      not_applicable: list | None = None) -> str | None:
     evs = [e for e in evidence if e.claim == claim]
@@ -274,8 +285,19 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     # values spanning orders of magnitude (9.95 next to 0.7) flatten on a linear axis
     log = finite.size and finite.min() > 0 and finite.max() / finite.min() > 5
     colors = [VERDICT_COLOR.get(e.verdict, "0.55") for e in evs]
+    limits = None if log else _axis_limits(est, evs[0].threshold)
+    if limits is not None:  # one wild interval must not squash the rest: clip it to the axis and say so
+        lo, hi = np.clip(lo, *limits), np.clip(hi, *limits)
     ax.errorbar(x, est, yerr=[np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)], fmt="none", ecolor="k", lw=0.8)
     ax.scatter(x, est, c=colors, zorder=3)
+    if limits is not None:
+        for j, e in zip(x, evs):
+            for end, edge, marker, va in ((e.ci_low, limits[0], "v", "bottom"), (e.ci_high, limits[1], "^", "top")):
+                if np.isfinite(end) and (end < edge if marker == "v" else end > edge):
+                    ax.plot(j, edge, marker=marker, color="k", ms=4)
+                    ax.annotate(f"{end:.3g}", (j, edge), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                                va=va, color="0.25")
+        ax.set_ylim(*limits)
     for j in (j for j, (_, e) in enumerate(rows) if not isinstance(e, Evidence)):
         ax.text(j, 0.5, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.4")
     for j, e in zip(x, evs):
@@ -285,18 +307,22 @@ def evidence_by_hook(out: Path, claim: str, evidence: list[Evidence],
     if log:
         ax.set_yscale("log")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r[0] for r in rows], fontsize=6.5)
+    ax.set_xticklabels([r[0] for r in rows], fontsize=7)
     ax.set_xlim(-0.5, len(rows) - 0.5)
-    lines = textwrap.wrap(evs[0].statistic, 48)
-    if len(lines) > 4:  # the full statistic is in REPORT.md's table; say the label is cut
-        lines = lines[:3] + [textwrap.shorten(" ".join(lines[3:]), 46, placeholder=" …")]
-    ax.set_ylabel("\n".join(lines), fontsize=5.5)
+    ax.set_ylabel("estimate" + (" (log scale)" if log else ""), fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
+    # the statistic in full under the axes, readable (REPORT.md's table has it too)
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(f"Statistic: {evs[0].statistic}", 120)), fontsize=7, va="bottom",
+             color="0.2")
     shown = [v for v in VERDICT_COLOR if v != "undefined" or any(e.verdict == v for e in evs)]
     handles = [plt.Line2D([], [], marker="o", ls="", color=VERDICT_COLOR[v], label=v) for v in shown]
     handles.append(plt.Line2D([], [], ls=":", color="grey", label=f"threshold {evs[0].direction} {evs[0].threshold:g}"))
-    ax.legend(handles=handles, fontsize=6.5, loc="best")
-    ax.set_title(f"{claim}: estimate and verdict-level interval per row" + (" (log scale)" if log else ""), fontsize=9)
-    return _save(fig, out, f"evidence-{claim}.png")
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    # the colour is this claim's verdict against this claim's threshold and direction: say which, in the panel
+    ax.set_title(f"{claim}: holds where the whole interval is {evs[0].direction} {evs[0].threshold:g}", fontsize=9)
+    n_lines = len(textwrap.wrap(f"Statistic: {evs[0].statistic}", 120))
+    fig.tight_layout(rect=(0, 0.02 + 0.045 * n_lines, 1, 1))  # room for the statistic under the axes
+    return _save(fig, out, f"evidence-{claim}.png", layout=False)
 
 
 def draw_all(out: Path, evidence: list[Evidence], series: list[Series], not_applicable: list | None = None,
