@@ -244,3 +244,11 @@ def test_figures_of_claims_outside_the_run_are_not_drawn(tmp_path):
     write_report(tmp_path / "REPORT.md", _header(), store)
     drawn = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
     assert drawn == ["evidence-wpos-helix.png"]
+
+
+def test_the_first_screen_says_what_each_judged_claim_says():
+    md = render_markdown(_header(), [_ev("wpos-helix", "model", "holds")], [], {}, list(THREAD_CLAIMS))
+    brief = md.index("What the judged claims say:")
+    assert md.index("## Summary") < brief < md.index("## Run")
+    assert "- `wpos-helix`: W_pos rows 1..127 lie on a helix" in md[brief:md.index("## Run")]
+    assert "`beyond-context-degrades`:" not in md[brief:md.index("## Run")]  # not judged in this run

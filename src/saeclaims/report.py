@@ -226,6 +226,14 @@ def _fact_cell(f: SubjectFact | None) -> str:
     return "-" if f is None else f"{_fmt(f.estimate)} ({_MEETS[f.meets]})"
 
 
+def claims_in_brief(claims: list[Claim], evidence: list[Evidence]) -> list[str]:
+    """The words of each judged claim and the bar they set, on the first screen beside the verdicts (the full
+    sections, with sources and statistics, are at the end)."""
+    judged = {e.claim for e in evidence}
+    lines = [f"- `{c.id}`: {c.words} (judged {c.direction} {c.threshold:g})" for c in claims if c.id in judged]
+    return ["What the judged claims say:", "", *lines, ""] if lines else []
+
+
 def _id_order(row: tuple[str, str]) -> tuple:
     """(subject, SAE id) ordered by the hook the id names, then by id (ids need not be hook names)."""
     named = hook_in_id(row[1])
@@ -284,6 +292,7 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
     out += published_mismatch_lines(header.published)
     out += facts_lines(list(facts))
     out += ["## Summary", ""] + outcome_lines(list(outcomes), not_applicable) + summary_lines(evidence)
+    out += claims_in_brief(claims, evidence)
     out += baseline_summary_lines(baseline)
     out += ["## Run", "", "| | |", "|---|---|"]
     for name, s in header.subjects.items():
