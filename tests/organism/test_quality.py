@@ -12,7 +12,6 @@ the suite the day the mark is met, so this list stays true.
 
 import json
 
-import numpy as np
 import pytest
 
 from saeclaims.artifacts import verify_tree
@@ -152,4 +151,4 @@ def test_full_context_family_is_kept_apart(organism):
 def test_short_of_mark_names_real_gates():
     gates = {"long_context_gain", "explained_variance", "ce_loss_score", "l0", "control_gap"}
     assert {g for g, _ in SHORT_OF_MARK} <= gates
-    assert all(h in ("", *HOOKS) for _, h in SHORT_OF_MARK) and np.all([bool(r) for r in SHORT_OF_MARK.values()])
+    assert all(h in ("", *HOOKS) for _, h in SHORT_OF_MARK) and all(SHORT_OF_MARK.values())
