@@ -33,7 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="subject to test: organism (default), local:DIR, or RELEASE[:id,id] (repeatable)")
     g.addoption("--sae-device", default=None, help="torch device (default: cuda when available, else cpu)")
     g.addoption("--n-seqs", type=int, default=None, help="evaluation sequences (default: all shipped)")
-    g.addoption("--seq-len", type=int, default=None, help="tokens per sequence (default: the shard's)")
+    g.addoption("--seq-len", type=int, default=None, help="tokens per sequence (default: the evaluation set's)")
     g.addoption("--sae-seed", type=int, default=0, help="seed for bootstraps and random directions")
     g.addoption("--family-confidence", type=float, default=0.95,
                 help="joint confidence of all the run's intervals (Bonferroni over the claim family)")
@@ -63,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sae-progress", choices=("auto", "on", "off"), default="auto",
                 help="a progress line per SAE while the run measures, past pytest's capture (auto: unless -q or "
                      "in an xdist worker; rewritten in place on a terminal, one line every few seconds in a log)")
+    g.addoption("--sae-shard", default=None, metavar="K/N",
+                help="judge only shard K of N: the run's SAEs cut into N contiguous blocks, each row with its SAEs "
+                     "(python -m saeclaims merge DIR... joins the shards' reports into one)")
     parser.addini("sae_ledger_dir", "directory of expected-verdict ledgers, relative to the ini file's folder")
     parser.addini("sae_subject", "default subjects (one per line)", type="linelist")
 
@@ -142,6 +145,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     named = config.getoption("sae_subject") or config.getini("sae_subject")
     if config.pluginmanager.hasplugin("dsession") and (named or settings.baseline is not None):
         _session(config).check_subjects()
+    if settings.shard is not None:
+        _session(config).check_shard()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -196,6 +201,13 @@ class _RunHooks:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--sae-shard K/N: after -k and -m have deselected, keep shard K's tests (shards.py)."""
+        cs = _started(config)
+        if cs is not None and config.stash[SETTINGS_KEY].shard is not None:
+            cs.select_shard(config, items)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if "claim" in report.keywords:

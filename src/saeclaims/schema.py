@@ -33,6 +33,18 @@ class ReportFileError(ValueError):
 
 
 @dataclass
+class ShardRecord:
+    """One shard of a sharded run (--sae-shard K/N): which it is, where it ran and how long it took."""
+
+    index: int
+    count: int
+    host: str
+    device: str
+    wall_s: float
+    command: str
+
+
+@dataclass
 class ReportHeader:
     """What was run, where and how: enough to reproduce it and to know whether two runs are comparable."""
 
@@ -51,6 +63,7 @@ class ReportHeader:
     peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
     command: str = ""  # the command line that ran (pytest and its arguments)
     ledgers: dict[str, str] = field(default_factory=dict)  # subject -> its ledger's path and entry count
+    shards: list[ShardRecord] = field(default_factory=list)  # a shard's own record, or every shard of a merge
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import shlex
 import sys
 import time
@@ -18,14 +19,16 @@ from . import marker as claim_marker
 from .baseline import Baseline, changed_saes, compare_runs
 from .catalog import CATALOG, NO_HOOK, Catalog, Claim
 from .ledger import Ledger, LedgerError, ledger_file, load_ledger
+from .merge import SHARD_FILE, file_sha256, shard_payload
 from .preflight import MISMATCH, PublishedCheck, PublishedMismatchError, check_published, mismatch_message
 from .progress import ProgressLine
 from .provenance import peak_memory_mib, subject_record
 from .reads import VariantReads, reads_problem
 from .recording import Recorder
 from .report import collect_header, write_report
-from .schema import ReportFileError
+from .schema import ReportFileError, ShardRecord
 from .settings import RunSettings
+from .shards import ShardError, ShardPlan
 from .stats import Bootstrap, bonferroni_confidence
 from .store import EvidenceStore
 from .subjects import SubjectError, describe_subject, load_subject
@@ -91,6 +94,8 @@ class ClaimSession:
                                  lambda: self.bootstrap.confidence, settings.seed, settings.n_resamples,
                                  settings.fail_on_drift)
         self.closing_line: str | None = None
+        self._plan: ShardPlan | None = None
+        self._all_reads: dict[str, VariantReads] | None = None  # a shard: what the whole run's tests read
 
     # ------------------------------------------------------------ collection
 
@@ -203,9 +208,22 @@ class ClaimSession:
     def note_reads(self, items: list[pytest.Item]) -> None:
         """After deselection, in every process that runs tests: per subject and SAE id, the variants the selected
         claim tests read (their markers' `reads=`; a test of a scope without a row per hook may read any SAE id).
-        The workbench splices those (reads.py)."""
+        The workbench splices those (reads.py). A shard measures the SAEs it holds as the whole run would (what
+        every test of the run reads there), and others only for what its own rows read."""
         if not self.collected:
             return
+        self.reads = self._reads_of(items)
+        spec = self.settings.shard_spec
+        if spec is None or self._all_reads is None:
+            return
+        for subject, everyone in self._all_reads.items():
+            mine = self.reads.setdefault(subject, VariantReads())
+            for i in self.plan.sae_ids_of(spec.index, subject):
+                if i in everyone.by_id:
+                    mine.by_id[i] = everyone.by_id[i]
+
+    def _reads_of(self, items: list[pytest.Item]) -> dict[str, VariantReads]:
+        reads: dict[str, VariantReads] = {}
         for item in items:
             marker = claim_marker.parsed(item)
             if marker is None or marker.reference is not None:
@@ -215,7 +233,67 @@ class ClaimSession:
                 continue
             per_hook = self.catalog.get(marker.id).scope_info.per_hook
             ids = [marker.sae_id] if per_hook and marker.sae_id in info.sae_ids else list(info.sae_ids)
-            self.reads.setdefault(marker.subject, VariantReads()).add(ids, marker.reads)
+            reads.setdefault(marker.subject, VariantReads()).add(ids, marker.reads)
+        return reads
+
+    # ------------------------------------------------------------ shards (--sae-shard K/N, shards.py)
+
+    @property
+    def plan(self) -> ShardPlan:
+        """How the run's SAEs split into the shards (only asked when --sae-shard is given)."""
+        if self._plan is None:
+            spec = self.settings.shard_spec
+            infos = {s: self.describe(s) for s in self.settings.subjects}
+            ids = {s: info.sae_ids if info is not None else [] for s, info in infos.items()}
+            try:
+                self._plan = ShardPlan.make(spec.count if spec else 1, ids)
+            except ShardError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        return self._plan
+
+    def check_shard(self) -> None:
+        """More shards than SAEs: one usage error, before any test (or xdist worker) starts."""
+        if self.settings.shard is not None:
+            self.plan.units  # noqa: B018  (made on first use; refusing here is the point)
+
+    def shard_of_item(self, item: pytest.Item) -> int:
+        """The shard that runs a test: a claim test's row decides (shards.py); other tests run in shard 1."""
+        marker = claim_marker.parsed(item)
+        if marker is None:
+            return 1
+        per_sae = self.catalog.get(marker.id).scope_info.per_hook
+        return self.plan.shard_of_row(None if marker.reference is not None else marker.subject, marker.sae_id,
+                                      per_sae)
+
+    def select_shard(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """After -k/-m: keep this shard's tests (deselected ones are reported as pytest deselects), remembering
+        what the whole selection reads so the shard's own SAEs are measured exactly as in one run."""
+        spec = self.settings.shard_spec
+        if spec is None or not self.collected:
+            return
+        self._all_reads = self._reads_of(items)
+        keep, drop = [], []
+        for item in items:
+            (keep if self.shard_of_item(item) == spec.index else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    def _holds_row_key(self, key: str) -> bool:
+        """Whether this shard holds a baseline row (`subject|claim|sae_id`; a claim the catalogue does not know
+        counts as per SAE when its row is an SAE id)."""
+        subject, claim, sae_id = key.split("|", 2)
+        per_sae = self.catalog.get(claim).scope_info.per_hook if claim in self.catalog else \
+            self.plan.shard_of_sae(subject, sae_id) is not None
+        return self.plan.shard_of_row(subject, sae_id, per_sae) == self.settings.shard_spec.index
+
+    def holds(self, spec: str) -> tuple[list[str] | None, bool]:
+        """The SAE ids of a subject whose facts and figure series this process records (None: all), and whether
+        it records the subject's model facts: a shard records what it holds, so merged shards record each once."""
+        shard = self.settings.shard_spec
+        if shard is None:
+            return None, True
+        return self.plan.sae_ids_of(shard.index, spec), self.plan.model_shard(spec) == shard.index
 
     def load_selected(self, items: list[pytest.Item]) -> None:
         """After deselection: load every subject a selected claim test needs, once, before any test runs,
@@ -300,13 +378,14 @@ class ClaimSession:
         if spec not in self._workbenches:
             s = self.settings
             shown = s.shows_progress(self.is_worker, self._on_terminal())
+            owned, model_facts = self.holds(spec)
             self._workbenches[spec] = Workbench(
                 self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
                 record_series=self.store.add_series, record_fact=self.store.add_fact,
                 progress=self._uncaptured if shown else None,
                 line=ProgressLine(tty=self._on_terminal()) if shown else None,
                 eager=not self.is_worker, reencode_seqs=s.reencode_seqs, budget_bytes=s.budget_bytes,
-                reads=self.reads.get(spec))
+                reads=self.reads.get(spec), owned=owned, model_facts=model_facts)
         return self._workbenches[spec]
 
     def _say(self, text: str) -> None:
@@ -418,14 +497,23 @@ class ClaimSession:
             published=[c for c in self.published if c.subject in self.store.subjects],
             peak_memory_mib={k: max(v, self.worker_peak.get(k, 0.0)) for k, v in peak_memory_mib().items()},
             command=shlex.join(["pytest", *self.config.invocation_params.args]))
+        shard = s.shard_spec
+        if shard is not None:
+            header.shards = [ShardRecord(shard.index, shard.count, platform.node(), device, header.wall_s,
+                                         header.command)]
         if self.baseline is not None:
             claims = {c["id"]: Claim.from_dict(c) for c in self.store.claims}
             fam = bonferroni_confidence(s.family_confidence, max(1, self.store.family_size))
             self.store.baseline = compare_runs(self.baseline, self.store.evidence, self.store.replicates, claims,
                                                {k: self.recorder.paired(k) for k in self.store.subjects}, fam, s.seed)
             self.store.baseline.changed_saes = changed_saes(self.baseline, self.store.subjects)
+            if shard is not None:  # the rows another shard holds are not removed: that shard compares them
+                self.store.baseline.removed = [k for k in self.store.baseline.removed if self._holds_row_key(k)]
+        extra = None if shard is None else {SHARD_FILE: shard_payload(
+            shard.index, shard.count, list(self.plan.units), header, self.store, file_sha256(s.baseline),
+            {spec: file_sha256(self.ledger_path(spec)) for spec in s.subjects})}
         try:
-            write_report(s.report, header, self.store)
+            write_report(s.report, header, self.store, extra_files=extra)
         except OSError as exc:  # e.g. a report folder that became unwritable while the tests ran
             self.report_failed = True
             return f"saeclaims: could not write the report ({_one_line(exc)}); {keep}"

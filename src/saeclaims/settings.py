@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .shards import ShardError, ShardSpec
+
 DEFAULT_LEDGER_DIR = "claims/expected"
 
 
@@ -38,6 +40,7 @@ class RunSettings:
     accept_published_mismatch: bool = False  # run on although a release's SAEs measure unlike sae_lens publishes
     memory_budget_mib: float | None = None  # transient block per splice step (splice.measure's budget_bytes)
     project_dir: Path = Path(".")  # where the default ledger and report resolve (project_dir(config))
+    shard: str | None = None  # --sae-shard K/N: this process judges shard K of N (shards.py)
 
     @property
     def budget_bytes(self) -> int | None:
@@ -61,8 +64,13 @@ class RunSettings:
             baseline=Path(opt("baseline")) if opt("baseline") else None,
             baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
             reencode_seqs=opt("reencode_seqs"), accept_published_mismatch=opt("accept_published_mismatch"),
-            memory_budget_mib=opt("sae_memory_budget"), project_dir=root,
+            memory_budget_mib=opt("sae_memory_budget"), project_dir=root, shard=opt("sae_shard"),
         )
+
+    @property
+    def shard_spec(self) -> ShardSpec | None:
+        """The shard this run judges (None: the whole run); `validate` has checked the text."""
+        return None if self.shard is None else ShardSpec.parse(self.shard)
 
     def as_options(self) -> dict:
         """The run's options for report.json (paths as text)."""
@@ -98,6 +106,11 @@ class RunSettings:
             _check_utf8(self.text_file)
         if self.reencode_seqs < 2:
             raise pytest.UsageError(f"--reencode-seqs {self.reencode_seqs}: a cluster bootstrap needs at least 2")
+        if self.shard is not None:
+            try:
+                ShardSpec.parse(self.shard)
+            except ShardError as exc:
+                raise pytest.UsageError(str(exc)) from None
         if self.fail_on_drift and self.baseline is None:
             raise pytest.UsageError("--fail-on-drift needs --baseline PATH (a previous report.json)")
 

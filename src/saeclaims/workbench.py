@@ -31,8 +31,13 @@ class Workbench:
                  autocast: str = "none", record_series: Callable[[Series], None] | None = None,
                  progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
                  reencode_seqs: int = 16, budget_bytes: int | None = None, reads: VariantReads | None = None,
-                 record_fact: Callable[[SubjectFact], None] | None = None, line: ProgressLine | None = None):
+                 record_fact: Callable[[SubjectFact], None] | None = None, line: ProgressLine | None = None,
+                 owned: list[str] | None = None, model_facts: bool = True):
         self.subject = subject
+        # a shard of a run (--sae-shard) holds some SAEs: it measures those eagerly and records their facts and
+        # series, and measures another SAE only for a row that reads it (None: this process holds every SAE)
+        self.owned = owned
+        self.model_facts = model_facts
         self.reads = reads  # what the run's claim tests read per SAE id (None: every variant everywhere)
         self._unread: set[tuple[str, str]] = set()  # pairs measured on demand (warned once each)
         self.budget_bytes = budget_bytes  # splice.measure's transient-block budget (--sae-memory-budget)
@@ -57,7 +62,8 @@ class Workbench:
         missing = [h for h in self.subject.sae_ids if h in want and h not in have]
         if missing:
             if self.eager and self._m is None:
-                missing = self.subject.sae_ids
+                held = set(self.subject.sae_ids if self.owned is None else self.owned) | set(missing)
+                missing = [h for h in self.subject.sae_ids if h in held]
             variants = self.variants()
             if self.reads is not None:
                 variants = {h: self.reads.variants_for(h, variants) for h in missing}
@@ -70,12 +76,14 @@ class Workbench:
             first = self._m is None
             self._m = new if self._m is None else _merge(self._m, new, self.subject.sae_ids)
             self._m.on_missing = self._measure_unread
-            if first:
+            if first and self.model_facts:
                 w_pos = self.subject.model.W_pos.detach().float().cpu().numpy() \
                     if self.subject.has_learned_positions else None
                 for f in model_facts(self.subject.name, self._m, w_pos, self.boot):
                     self.record_fact(f)
             for h in missing:
+                if self.owned is not None and h not in self.owned:
+                    continue  # measured for a row of this shard; the shard that holds it records it
                 self._record_series(h)
                 for f in sae_facts(self.subject.name, self._m, h, self.boot):
                     self.record_fact(f)

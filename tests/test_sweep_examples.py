@@ -1,0 +1,107 @@
+"""README's "Sweeping a release", run verbatim: the GitHub Actions matrix (by tests/ci_replica.py's runner) and
+the SLURM job array (by its sbatch stand-in), each on the organism and on `local:fixtures/mixed` (several SAEs,
+several hook kinds, two SAEs on one hook), the shards as separate processes on this machine. The merged
+report.json must equal one unsharded run's in every row: estimates, intervals, verdicts and statuses.
+
+PYTEST_ADDOPTS makes every run of a sweep smaller (8 sequences of 256 tokens) without touching the commands.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ci_replica import install_sbatch, run_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BLOCK = re.compile(r"<!-- example: (sweep-\w+) (\S+) -->\s*```[a-z]*\n(.*?)```", re.S)
+SMALL = "--n-seqs 8 --seq-len 256 -p no:cacheprovider -p no:xdist"
+SUBJECTS = ["organism", "local:fixtures/mixed"]
+CHECKOUT = [ROOT / p for p in ("claims", "conftest.py", "pyproject.toml", "fixtures")]
+
+pytestmark = pytest.mark.xdist_group("sweep-examples")
+
+
+def examples() -> dict[tuple[str, str], str]:
+    return {(kind, name): text for kind, name, text in BLOCK.findall(README.read_text())}
+
+
+def test_the_readme_has_both_sweep_examples():
+    assert set(examples()) == {("sweep-github", ".github/workflows/sweep.yml"), ("sweep-slurm", "sweep.sbatch"),
+                               ("sweep-slurm", "submit")}
+
+
+def _workspace(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for p in CHECKOUT:
+        (path / p.name).symlink_to(p)
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    env.update(PYTEST_ADDOPTS=SMALL, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def unsharded(tmp_path_factory):
+    """report.json of one unsharded run per subject (the README's main command, the same small size)."""
+    cache: dict[str, dict] = {}
+
+    def get(subject: str) -> dict:
+        if subject not in cache:
+            work = _workspace(tmp_path_factory.mktemp("one-run"))
+            done = subprocess.run(["pytest", "claims", "-m", "gpu", "--sae-subject", subject, "--sae-report",
+                                   "one/REPORT.md"], cwd=work, env=_env(), capture_output=True, text=True,
+                                  timeout=900)
+            assert (work / "one" / "report" / "report.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+            cache[subject] = json.loads((work / "one" / "report" / "report.json").read_text())
+        return cache[subject]
+    return get
+
+
+def _same_rows(merged: Path, one: dict) -> None:
+    got = json.loads(merged.read_text())
+    for key in ("evidence", "not_applicable", "outcomes", "facts"):
+        assert got[key] == one[key], key
+    assert got["evidence"], "the sweep judged no row"
+    assert len(got["header"]["shards"]) == 3
+    figures = {p.name for p in merged.parent.glob("*.png")}
+    assert figures and all(f"report/{name}" in (merged.parent.parent / "REPORT.md").read_text() for name in figures
+                           if name.startswith("evidence-"))
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_the_github_actions_matrix_runs_verbatim_and_merges_to_one_run(subject, tmp_path, unsharded):
+    text = examples()[("sweep-github", ".github/workflows/sweep.yml")]
+    run = run_workflow(text, tmp_path, CHECKOUT, _env(SUBJECT=subject))
+    shards = [s for s in run.steps if s.job.startswith("shard ") and s.step.startswith("pytest")]
+    assert [s.returncode for s in shards] != [] and len(shards) == 3, run.log()
+    assert all(s.returncode in (0, 1) for s in shards), run.log()  # 1: a claim differs from its ledger
+    merge = next(s for s in run.steps if s.job == "merge" and "saeclaims merge" in s.step)
+    assert merge.returncode == 0, run.log()
+    report = run.artifacts / "sae-claims-report" / subject / "report" / "report.json"
+    _same_rows(report, unsharded(subject))
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_the_slurm_job_array_runs_verbatim_and_merges_to_one_run(subject, tmp_path, unsharded):
+    work = _workspace(tmp_path / "cluster")
+    (work / "sweep.sbatch").write_text(examples()[("sweep-slurm", "sweep.sbatch")])
+    log = install_sbatch(tmp_path / "bin")
+    submit = examples()[("sweep-slurm", "submit")].replace("export SUBJECT=organism", f"export SUBJECT={subject}")
+    env = _env(SBATCH_REPLICA_LOG=str(log))
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(["bash", "-eo", "pipefail", "-c", submit], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tasks = log.read_text().split("\n")
+    assert [t.split()[:2] for t in tasks if t.startswith("task")] == [["task", "1"], ["task", "2"], ["task", "3"]]
+    assert "wrap 0" in tasks
+    _same_rows(work / "reports" / subject / "report" / "report.json", unsharded(subject))
