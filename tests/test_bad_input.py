@@ -65,6 +65,11 @@ CASES = [
     Case("binary --text-file", (), "is not UTF-8 text", setup="binary-text", before_loading=True),
     Case("--text-file no subject reads", (), "would be ignored: no subject of this run reads evaluation text",
          setup="text", before_loading=True),
+    Case("shard K beyond N", ("--sae-shard", "4/3"), "--sae-shard 4/3: K counts the shards from 1 to N=3",
+         before_loading=True),
+    Case("shard not K/N", ("--sae-shard", "2"), "--sae-shard '2' is not K/N", before_loading=True),
+    Case("more shards than SAEs", ("--sae-shard", "1/9"),
+         "this run has 5 SAEs to split (organism: 5), so at most 5 shards; give N <= 5", before_loading=True),
 ]
 
 

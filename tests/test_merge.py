@@ -3,6 +3,7 @@ are not all of one run are refused in one line naming the difference. The shards
 claims on the organism (one row per SAE, nothing measured), in separate processes."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ register_claim(id="toy-model", family="toy", source="sandbox", url="https://exam
 '''
 
 CLAIM_TESTS = '''
+import os
+
 import pytest
 from saeclaims.stats import Interval
 
@@ -32,7 +35,8 @@ from saeclaims.stats import Interval
 def _make(cid):
     @pytest.mark.claim(cid)
     def test(claim):
-        est = 0.5 + 0.1 * len(claim.sae_id)  # a number of the row's own, so rows differ
+        # a number of the row's own, so rows differ; TOY_SHIFT moves every row (drift against a baseline)
+        est = 0.5 + 0.1 * len(claim.sae_id) + float(os.environ.get("TOY_SHIFT", "0"))
         claim.check(Interval(est, est - 0.001, est + 0.001, claim.boot.confidence, 4, 40))
     return test
 
@@ -51,20 +55,30 @@ def _project(root: Path) -> Path:
     return root
 
 
-def _run(root: Path, out: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+def _run(root: Path, out: str, *args: str, shift: float = 0.0) -> subprocess.CompletedProcess:
+    xdist = () if "-n" in args else ("-p", "no:xdist")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *xdist, "-q",
                            "--sae-report", str(root / out / "REPORT.md"), *args],
-                          cwd=root, capture_output=True, text=True, timeout=300)
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TOY_SHIFT": str(shift)})
+
+
+DRIFT = ("--baseline", "full/report/report.json", "--fail-on-drift", "-k", "not toy_2")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """One unsharded run and three shards of it (and a shard 2/3 with another seed), as separate processes."""
+    """As separate processes: one unsharded run and three shards of it, a shard 2/3 with another seed, shard 2/3
+    on two xdist workers, and (every row moved by 0.3, toy-2 left out) the run and its shards against the first
+    run as baseline with --fail-on-drift."""
     root = _project(tmp_path_factory.mktemp("sweep"))
-    for out, args in (("full", ()), ("s1", ("--sae-shard", "1/3")), ("s2", ("--sae-shard", "2/3")),
-                      ("s3", ("--sae-shard", "3/3")), ("s2-seed", ("--sae-shard", "2/3", "--sae-seed", "7"))):
-        done = _run(root, out, *args)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for out, args, shift, code in (
+            ("full", (), 0, 0), ("s1", ("--sae-shard", "1/3"), 0, 0), ("s2", ("--sae-shard", "2/3"), 0, 0),
+            ("s3", ("--sae-shard", "3/3"), 0, 0), ("s2-seed", ("--sae-shard", "2/3", "--sae-seed", "7"), 0, 0),
+            ("s2-n2", ("--sae-shard", "2/3", "-n", "2", "--dist", "loadgroup"), 0, 0),
+            ("drift", DRIFT, 0.3, 1), *((f"d{k}", (*DRIFT, "--sae-shard", f"{k}/3"), 0.3, 1) for k in (1, 2, 3))):
+        done = _run(root, out, *args, shift=shift)
+        assert done.returncode == code, done.stdout[-2000:] + done.stderr[-2000:]
     return root
 
 
@@ -87,6 +101,26 @@ def test_shards_hold_each_row_once_and_merge_to_the_unsharded_rows(runs, tmp_pat
 def test_the_command_writes_the_merged_report_and_says_so(runs, tmp_path, capsys):
     assert main([str(runs / "s3"), str(runs / "s1"), str(runs / "s2"), "--out", str(tmp_path / "m")]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "m" / "report" / "report.json").is_file()
+
+
+def test_a_shard_on_several_xdist_workers_judges_what_it_judges_alone(runs):
+    assert _rows(runs / "s2-n2") == _rows(runs / "s2")
+
+
+def test_each_shard_compares_its_rows_with_the_baseline_and_fails_its_drifted_ones(runs, tmp_path):
+    one = json.loads((runs / "drift" / "report" / "report.json").read_text())
+    for k in (1, 2, 3):
+        shard = json.loads((runs / f"d{k}" / "report" / "shard.json").read_text())
+        judged = {(e["claim"], e["sae_id"]) for e in shard["store"]["evidence"]}
+        drifted = {(r["claim"], r["sae_id"]) for r in shard["baseline"]["rows"] if r["drifted"]}
+        assert judged and drifted == judged  # every row moved by 0.3, beyond the tolerance 0.09
+        assert {o["outcome"] for o in shard["outcomes"]} == {"failed"}  # --fail-on-drift, in this shard
+    merge([runs / f"d{k}" for k in (1, 2, 3)], tmp_path / "m" / "REPORT.md", "merge")
+    merged = json.loads((tmp_path / "m" / "report" / "report.json").read_text())
+    for key in ("rows", "added", "removed", "not_comparable", "changed_saes"):
+        assert merged["baseline"][key] == one["baseline"][key], key
+    assert len(one["baseline"]["removed"]) == 5  # toy-2 at each of the organism's 5 SAEs
+    assert _rows(tmp_path / "m") == _rows(runs / "drift")
 
 
 def _edited(runs: Path, tmp_path: Path, shard: str, edit) -> Path:

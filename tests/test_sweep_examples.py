@@ -1,9 +1,11 @@
 """README's "Sweeping a release", run verbatim: the GitHub Actions matrix (by tests/ci_replica.py's runner) and
-the SLURM job array (by its sbatch stand-in), each on the organism and on `local:fixtures/mixed` (several SAEs,
-several hook kinds, two SAEs on one hook), the shards as separate processes on this machine. The merged
+the SLURM job array (by its sbatch stand-in), the shards as separate processes on this machine. The merged
 report.json must equal one unsharded run's in every row: estimates, intervals, verdicts and statuses.
 
-PYTEST_ADDOPTS makes every run of a sweep smaller (8 sequences of 256 tokens) without touching the commands.
+Each sweep judges two subjects at once, the organism (the examples' $SUBJECT) and `local:fixtures/mixed`
+(several SAEs, several hook kinds, two SAEs on one hook), so its 11 SAEs split across subjects too: the
+commands stay as README writes them, and PYTEST_ADDOPTS adds the second subject and makes every run smaller
+(8 sequences of 256 tokens).
 """
 
 import json
@@ -20,8 +22,7 @@ from tests.ci_replica import install_sbatch, run_workflow
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- example: (sweep-\w+) (\S+) -->\s*```[a-z]*\n(.*?)```", re.S)
-SMALL = "--n-seqs 8 --seq-len 256 -p no:cacheprovider -p no:xdist"
-SUBJECTS = ["organism", "local:fixtures/mixed"]
+SMALL = "--sae-subject local:fixtures/mixed --n-seqs 8 --seq-len 256 -p no:cacheprovider -p no:xdist"
 CHECKOUT = [ROOT / p for p in ("claims", "conftest.py", "pyproject.toml", "fixtures")]
 
 pytestmark = pytest.mark.xdist_group("sweep-examples")
@@ -50,20 +51,15 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def unsharded(tmp_path_factory):
-    """report.json of one unsharded run per subject (the README's main command, the same small size)."""
-    cache: dict[str, dict] = {}
-
-    def get(subject: str) -> dict:
-        if subject not in cache:
-            work = _workspace(tmp_path_factory.mktemp("one-run"))
-            done = subprocess.run(["pytest", "claims", "-m", "gpu", "--sae-subject", subject, "--sae-report",
-                                   "one/REPORT.md"], cwd=work, env=_env(), capture_output=True, text=True,
-                                  timeout=900)
-            assert (work / "one" / "report" / "report.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
-            cache[subject] = json.loads((work / "one" / "report" / "report.json").read_text())
-        return cache[subject]
-    return get
+def unsharded(tmp_path_factory) -> dict:
+    """report.json of one unsharded run of both subjects (the main command, the same small size)."""
+    work = _workspace(tmp_path_factory.mktemp("one-run"))
+    done = subprocess.run(["pytest", "claims", "-m", "gpu", "--sae-subject", "organism", "--sae-report",
+                           "one/REPORT.md"], cwd=work, env=_env(), capture_output=True, text=True, timeout=900)
+    assert (work / "one" / "report" / "report.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    one = json.loads((work / "one" / "report" / "report.json").read_text())
+    assert set(one["header"]["subjects"]) == {"organism", "local:fixtures/mixed"}
+    return one
 
 
 def _same_rows(merged: Path, one: dict) -> None:
@@ -77,25 +73,22 @@ def _same_rows(merged: Path, one: dict) -> None:
                            if name.startswith("evidence-"))
 
 
-@pytest.mark.parametrize("subject", SUBJECTS)
-def test_the_github_actions_matrix_runs_verbatim_and_merges_to_one_run(subject, tmp_path, unsharded):
+def test_the_github_actions_matrix_runs_verbatim_and_merges_to_one_run(tmp_path, unsharded):
     text = examples()[("sweep-github", ".github/workflows/sweep.yml")]
-    run = run_workflow(text, tmp_path, CHECKOUT, _env(SUBJECT=subject))
+    run = run_workflow(text, tmp_path, CHECKOUT, _env())
     shards = [s for s in run.steps if s.job.startswith("shard ") and s.step.startswith("pytest")]
     assert [s.returncode for s in shards] != [] and len(shards) == 3, run.log()
     assert all(s.returncode in (0, 1) for s in shards), run.log()  # 1: a claim differs from its ledger
     merge = next(s for s in run.steps if s.job == "merge" and "saeclaims merge" in s.step)
     assert merge.returncode == 0, run.log()
-    report = run.artifacts / "sae-claims-report" / subject / "report" / "report.json"
-    _same_rows(report, unsharded(subject))
+    _same_rows(run.artifacts / "sae-claims-report" / "organism" / "report" / "report.json", unsharded)
 
 
-@pytest.mark.parametrize("subject", SUBJECTS)
-def test_the_slurm_job_array_runs_verbatim_and_merges_to_one_run(subject, tmp_path, unsharded):
+def test_the_slurm_job_array_runs_verbatim_and_merges_to_one_run(tmp_path, unsharded):
     work = _workspace(tmp_path / "cluster")
     (work / "sweep.sbatch").write_text(examples()[("sweep-slurm", "sweep.sbatch")])
     log = install_sbatch(tmp_path / "bin")
-    submit = examples()[("sweep-slurm", "submit")].replace("export SUBJECT=organism", f"export SUBJECT={subject}")
+    submit = examples()[("sweep-slurm", "submit")]
     env = _env(SBATCH_REPLICA_LOG=str(log))
     env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
     done = subprocess.run(["bash", "-eo", "pipefail", "-c", submit], cwd=work, env=env, capture_output=True,
@@ -104,4 +97,4 @@ def test_the_slurm_job_array_runs_verbatim_and_merges_to_one_run(subject, tmp_pa
     tasks = log.read_text().split("\n")
     assert [t.split()[:2] for t in tasks if t.startswith("task")] == [["task", "1"], ["task", "2"], ["task", "3"]]
     assert "wrap 0" in tasks
-    _same_rows(work / "reports" / subject / "report" / "report.json", unsharded(subject))
+    _same_rows(work / "reports" / "organism" / "report" / "report.json", unsharded)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .baseline import row_key
 from .preflight import PublishedCheck
 from .schema import SCHEMA_VERSION, BaselineComparison, DriftRow, ReportHeader, ShardRecord, _from
 from .store import EvidenceStore, Outcome
@@ -141,7 +142,6 @@ def _identity(s: ShardFile) -> dict[str, Any]:
     return {
         "schema version": s.schema_version,
         "shard count": s.count,
-        "subjects": {name: {f: getattr(r, f) for f in SUBJECT_FIELDS} for name, r in h.subjects.items()},
         "seed": h.seed,
         "options": {k: v for k, v in h.options.items() if k not in LOCAL_OPTIONS},
         "package versions": dict(h.versions, python=h.python),
@@ -168,6 +168,17 @@ def check_one_run(shards: list[ShardFile]) -> None:
             if d is not None:
                 raise MergeError(f"{other.name} is not of the same run as {first.name}: they differ in {what} "
                                  f"({d})")
+    subjects: dict[str, tuple[ShardFile, dict]] = {}  # a shard records the subjects it loaded (those it holds)
+    for s in shards:
+        for name, rec in s.header.subjects.items():
+            fields = {f: getattr(rec, f) for f in SUBJECT_FIELDS}
+            if name not in subjects:
+                subjects[name] = (s, fields)
+                continue
+            d = _first_difference({name: subjects[name][1]}, {name: fields})
+            if d is not None:
+                raise MergeError(f"{s.name} is not of the same run as {subjects[name][0].name}: they differ in "
+                                 f"subjects ({d})")
     seen: dict[int, ShardFile] = {}
     for s in shards:
         if s.index in seen:
@@ -215,7 +226,7 @@ def merged_baseline(parts: list[BaselineComparison | None]) -> BaselineCompariso
         out.added += p.added
         out.removed += p.removed
         out.not_comparable += p.not_comparable
-    out.rows = sorted(rows, key=lambda r: (r.subject, r.claim, r.sae_id))
+    out.rows = sorted(rows, key=lambda r: row_key(r.subject, r.claim, r.sae_id))  # as compare_runs orders them
     out.added, out.removed = sorted(set(out.added)), sorted(set(out.removed))
     out.not_comparable = sorted(set(out.not_comparable))
     out.changed_saes = list(given[0].changed_saes)  # from the SAEs' sha256, the same in every shard
@@ -227,11 +238,19 @@ def merged_header(shards: list[ShardFile], command: str) -> ReportHeader:
     and every shard's record (machine, device, wall time)."""
     ordered = sorted(shards, key=lambda s: s.index)
     h = ordered[0].header
-    devices = sorted({d.strip() for s in ordered for d in s.header.device.split(",") if d.strip()})
-    subjects = dict(h.subjects)
-    for name, rec in subjects.items():
-        seen = sorted({s.header.subjects[name].device for s in ordered if name in s.header.subjects} - {""})
+    devices = sorted({d.strip() for s in ordered for d in s.header.device.split(",") if d.strip()} - {"none"})
+    given = list(h.options.get("subjects", []))  # a shard records only the subjects it loaded: the union, in
+    names = sorted({n for s in ordered for n in s.header.subjects},  # the order the run gave them
+                   key=lambda n: (given.index(n) if n in given else len(given), n))
+    subjects, ledgers = {}, {}
+    for name in names:
+        holders = [s.header for s in ordered if name in s.header.subjects]
+        rec = holders[0].subjects[name]
+        seen = sorted({x.subjects[name].device for x in holders} - {""})
         subjects[name] = type(rec)(**{**asdict(rec), "device": ", ".join(seen)})
+        notes = [x.ledgers[name] for x in holders if name in x.ledgers]
+        if notes:
+            ledgers[name] = notes[0]
     peak: dict[str, float] = {}
     for s in ordered:
         for k, v in s.header.peak_memory_mib.items():
@@ -247,9 +266,9 @@ def merged_header(shards: list[ShardFile], command: str) -> ReportHeader:
     records = [r for s in ordered for r in s.header.shards] or [
         ShardRecord(s.index, s.count, "", s.header.device, s.header.wall_s, s.header.command) for s in ordered]
     options = {k: v for k, v in h.options.items() if k not in ("shard", "report")}
-    return ReportHeader(subjects, ", ".join(devices), h.dtype, h.seed, h.family_confidence, h.family_size,
-                        max(s.header.wall_s for s in ordered), h.git_commit, h.python, dict(h.versions), options,
-                        published, peak, command, dict(h.ledgers), records)
+    return ReportHeader(subjects, ", ".join(devices) or "none", h.dtype, h.seed, h.family_confidence,
+                        h.family_size, max(s.header.wall_s for s in ordered), h.git_commit, h.python,
+                        dict(h.versions), options, published, peak, command, ledgers, records)
 
 
 def merge(dirs: list[Path], out: Path, command: str = "") -> tuple[ReportHeader, EvidenceStore]:
