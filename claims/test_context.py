@@ -5,7 +5,8 @@ Sparse Autoencoders" (LessWrong, 2024), https://www.lesswrong.com/posts/8QRH8wKc
 comment thread; Gurnee, "SAE reconstruction errors are (empirically) pathological" (2024).
 
 Instrument: splice a variant of the activation at one hook (BOS never patched) and compare next-token
-cross-entropy with the clean model, token by token; I = positions [1, ctx), O = [ctx, T).
+cross-entropy with the clean model, token by token; I = positions [1, ctx), O = [ctx, T-1) of T tokens (the
+last token predicts nothing, so it has no loss column; every statistic, norms included, reads these positions).
 Every threshold is taken from the registered claim (`saeclaims.thread`), which says why the words imply it.
 """
 

@@ -82,6 +82,18 @@ def test_mean_of_activation_quantities():
     assert iv.estimate == pytest.approx(0.05)
 
 
+def test_norms_and_losses_beyond_the_context_cover_the_same_positions():
+    """Activations have a column for the last token, losses do not: every range stops at T-1 for both."""
+    h = HOOKS[1]
+    m = synthetic({("sae", h): 0.1}, {("sae", h): 0.1}, t=32)
+    m.activation[h]["x_norm"][:, -1] = 1000.0  # the last token, which no loss column reads
+    beyond = Quantity("sae", h, "x_norm", CTX, None)
+    assert beyond.parts(m, "x")["x_n"][0] == len(beyond.positions(m)) == 32 - 1 - CTX
+    assert mean_of(m, beyond).estimate == pytest.approx(2.0)
+    nmse = Quantity("sae", h, "nmse", CTX, None)
+    assert nmse.parts(m, "e")["e_n"][0] == beyond.parts(m, "x")["x_n"][0]
+
+
 def test_no_positions_beyond_context_is_a_clear_error():
     m = synthetic({("sae", HOOKS[0]): 0.1}, {("sae", HOOKS[0]): 0.1}, t=CTX + 1)
     with pytest.raises(ValueError, match="leave no position beyond the SAE's training context 8"):

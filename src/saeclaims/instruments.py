@@ -18,7 +18,8 @@ from .stats import DEFAULT_BOOTSTRAP, Bootstrap, Interval, cluster_bootstrap, sp
 
 @dataclass(frozen=True)
 class Quantity:
-    """Mean of a metric for one variant at one hook over positions [lo, hi)."""
+    """Mean of a metric for one variant at one hook over positions [lo, hi) (hi None: every position with a
+    loss column, T-1 of T)."""
 
     variant: str
     sae_id: str
@@ -31,11 +32,15 @@ class Quantity:
         return range(self.lo, hi)
 
     def parts(self, m: Measurements, key: str) -> dict[str, np.ndarray]:
+        """Per-sequence sum and count over the positions [lo, hi) that have a loss column (the last token
+        predicts nothing): activations ([n, T]) and losses or reconstruction metrics ([n, T-1]) over the same
+        positions, so "beyond the context" is [ctx, T-1) for a norm as for a loss."""
         if self.metric in ("x_norm", "wpos_share"):
             arr = m.activation[self.sae_id][self.metric]
         else:
             arr = m.get(self.variant, self.sae_id, self.metric)
-        hi = arr.shape[1] if self.hi is None else min(self.hi, arr.shape[1])
+        last = min(arr.shape[1], m.n_positions)
+        hi = last if self.hi is None else min(self.hi, last)
         if self.lo >= hi:
             raise ValueError(f"empty position range [{self.lo}, {hi}) for {self}")
         self._check_converged(m, hi)
@@ -178,7 +183,7 @@ def excess(m: Measurements, hook: str, variant: str = "sae", metric: str = "dce"
            boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     """m_v(O) - m_v(I): how much more of `metric` variant v adds beyond the context than within it.
 
-    O = outside(m, hook) = positions [ctx, T), I = inside(m, hook) = [1, ctx). The denominator of
+    O = outside(m, hook) = positions [ctx, T-1), I = inside(m, hook) = [1, ctx). The denominator of
     every recovery-type statistic: callers gate on this interval lying above 0 before dividing by
     it (a recovery of an excess that may be 0 is not a share of anything). Zero means the variant is
     as good beyond its context as within it; negative, better.
@@ -295,7 +300,7 @@ def excess_removed_share(m: Measurements, hook: str, variant: str, boot: Bootstr
 
 def contrast(m: Measurements, hook_a: str, hook_b: str, region: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,
              variant: str = "sae", metric: str = "dce") -> Interval:
-    """mean m(hook_b) - mean m(hook_a) over `region` ("inside": [1, ctx), "outside": [ctx, T), each
+    """mean m(hook_b) - mean m(hook_a) over `region` ("inside": [1, ctx), "outside": [ctx, T-1), each
     hook's own ctx), or excess(hook_b) - excess(hook_a) for region "excess"; paired on sequences.
 
     For claims ordering layers ("later layers are worse in context": the contrast of dCE between the

@@ -154,8 +154,9 @@ class Workbench:
         }, full))
         self.record_series(L0Curve(name, hook, ctx, _by_position(m.get("sae", hook, "l0"))))
         act = m.activation[hook]
-        self.record_series(HookNorms(name, hook, _finite_mean(act["x_norm"][:, 1:]),
-                                     _finite_mean(act["wpos_share"][:, 1:]), self._wpos_norm()))
+        last = m.n_positions  # the positions every statistic reads (instruments.Quantity)
+        self.record_series(HookNorms(name, hook, _finite_mean(act["x_norm"][:, 1:last]),
+                                     _finite_mean(act["wpos_share"][:, 1:last]), self._wpos_norm()))
         if m.n_positions > ctx:
             ex = excess(m, hook, boot=self.boot)
             rec = {}
