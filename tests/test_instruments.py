@@ -6,6 +6,7 @@ import pytest
 from saeclaims.instruments import (
     Quantity,
     UnconvergedError,
+    best_removed_share,
     beyond_over_inside,
     ce_score,
     check_beyond_context,
@@ -80,6 +81,24 @@ def test_mean_of_activation_quantities():
     m = synthetic({("sae", HOOKS[1]): 0.1}, {("sae", HOOKS[1]): 0.1})
     iv = mean_of(m, Quantity("sae", HOOKS[1], "wpos_share", 1, None))
     assert iv.estimate == pytest.approx(0.05)
+
+
+def test_the_best_of_a_k_sweep_is_the_larger_share_with_jointly_valid_bounds():
+    """Planted: the SAE's excess is 0.4; re-encoding at k removes 0.3 of it, at 2k 0.7 (a dictionary that
+    needs more atoms beyond the context). The claim's statistic is the better share, with each share's interval
+    at half the error rate, so the maximum's bounds [max low, max high] hold at the row's confidence."""
+    h = HOOKS[0]
+    m = synthetic({("sae", h): 0.1, ("reencode", h): 0.1, ("reencode_2x", h): 0.1},
+                  {("sae", h): 0.5, ("reencode", h): 0.38, ("reencode_2x", h): 0.22})
+    boot = Bootstrap(0.99, 0, 2000)
+    best, each = best_removed_share(m, h, ("reencode", "reencode_2x"), boot)
+    half = Bootstrap(0.995, 0, 2000)
+    assert each["reencode"] == excess_removed_share(m, h, "reencode", half)
+    assert each["reencode"].estimate == pytest.approx(0.3, abs=0.02)
+    assert best.estimate == each["reencode_2x"].estimate == pytest.approx(0.7, abs=0.02)
+    assert (best.low, best.high) == (each["reencode_2x"].low, each["reencode_2x"].high)
+    assert best.confidence == 0.99 and each["reencode"].confidence == pytest.approx(0.995)
+    assert np.array_equal(best.replicates, np.maximum(each["reencode"].replicates, each["reencode_2x"].replicates))
 
 
 def test_norms_and_losses_beyond_the_context_cover_the_same_positions():

@@ -84,9 +84,9 @@ def test_the_built_in_declarations():
     assert variant_names(needs_wpos=True) == variant_names(residual_only=True) == (
         "token_then_pos", "shift_pos", "pos_repair_out")
     assert variant_names(alike_at_residual=True) == ("zero",)
-    assert variant_names(whole_batch=True) == ("reencode",)
+    assert variant_names(whole_batch=True) == ("reencode", "reencode_2x")
     assert variant_names(needs_control=True) == ("full_context_sae",)
-    assert variant_names(repair=True) == ("token_then_pos", "shift_pos", "pos_repair_out", "reencode")
+    assert variant_names(repair=True) == ("token_then_pos", "shift_pos", "pos_repair_out", "reencode", "reencode_2x")
     assert variant_names(position_curve=True) == ("sae", "token_then_pos", "shift_pos", "random_error")
     assert set(variant_names(needs_sae=False)) == {"clean", "zero", "mean"}
     assert REGISTRY["reencode"].extras == ("unconverged",)

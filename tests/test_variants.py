@@ -206,8 +206,22 @@ def test_reencode_with_an_identity_dictionary_reconstructs_and_reports_convergen
 
 def test_reencode_needs_the_in_context_l0():
     sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
-    with pytest.raises(VariantError, match="mean in-context L0"):
-        apply_variant("reencode", torch.randn(1, 4, 8), _ctx(sae, None))
+    for name in ("reencode", "reencode_2x"):
+        with pytest.raises(VariantError, match="mean in-context L0"):
+            apply_variant(name, torch.randn(1, 4, 8), _ctx(sae, None))
+
+
+def test_reencode_2x_may_use_twice_the_atoms_and_never_does_worse():
+    """k = 2 in context: reencode reaches at most 2 atoms, reencode_2x at most 4 and an error no larger."""
+    torch.manual_seed(0)
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8, identity=True)
+    x = torch.randn(2, 10, 8).abs()
+    ctx = _ctx(sae, None, sae_l0=2.2)
+    out1, l01 = apply_variant("reencode", x, ctx)
+    out2, l02 = apply_variant("reencode_2x", x, ctx)
+    assert l01[:, 1:].max() <= 2 and l02[:, 1:].max() <= 4 and l02[:, 1:].max() > 2
+    err1, err2 = (out1 - x).norm(dim=-1)[:, 1:], (out2 - x).norm(dim=-1)[:, 1:]
+    assert (err2 <= err1 + 1e-5).all() and (err2 < err1 - 1e-3).any()
 
 
 def test_reencode_k_is_the_rounded_l0_at_least_one():

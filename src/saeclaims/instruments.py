@@ -7,6 +7,7 @@ carries the sample it was computed on (sequences, and the distinct token positio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -296,6 +297,27 @@ def excess_removed_share(m: Measurements, hook: str, variant: str, boot: Bootstr
          "vo": Quantity(variant, hook, metric, *o), "vi": Quantity(variant, hook, metric, *i)}
     return _boot(m, q, lambda t: 1 - (_mean(t, "vo") - _mean(t, "vi")) / (_mean(t, "so") - _mean(t, "si")),
                  _check_boot(boot))
+
+
+def best_removed_share(m: Measurements, hook: str, variants: Sequence[str], boot: Bootstrap = DEFAULT_BOOTSTRAP,
+                       metric: str = "dce") -> tuple[Interval, dict[str, Interval]]:
+    """The largest excess_removed_share over `variants` (e.g. re-encoding at k and 2k atoms), and each one's.
+    Each share's interval is formed at confidence 1 - (1 - c) / len(variants), so they hold jointly at c and
+    the maximum lies in [max of the lows, max of the highs] at c; its replicates are the resamples' maxima."""
+    boot = _check_boot(boot)
+    split = Bootstrap(1 - (1 - boot.confidence) / len(variants), boot.seed, boot.n_resamples)
+    each = {v: excess_removed_share(m, hook, v, split, metric) for v in variants}
+    ivs = list(each.values())
+    best = max(ivs, key=lambda iv: iv.estimate if math.isfinite(iv.estimate) else -math.inf)
+    reps = [iv.replicates for iv in ivs]
+    joint = np.max(np.stack(reps), axis=0) if all(r is not None and len(r) == len(reps[0]) for r in reps) else None
+    return Interval(best.estimate, _max([iv.low for iv in ivs]), _max([iv.high for iv in ivs]), boot.confidence,
+                    best.n_seqs, best.n_tokens, best.method, joint), each
+
+
+def _max(xs: list[float]) -> float:
+    """The largest, or NaN when any is NaN (an undefined bound leaves the maximum's undefined)."""
+    return math.nan if any(math.isnan(x) for x in xs) else max(xs)
 
 
 def contrast(m: Measurements, hook_a: str, hook_b: str, region: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,

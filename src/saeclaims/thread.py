@@ -96,8 +96,9 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "Out of context the encoder is off distribution: the same dictionary with better codes would not "
           "fail there.",
           "share of the excess dCE_sae(O) - dCE_sae(I) that re-inferring the codes with the SAE's own decoder "
-          "(non-negative OMP at the SAE's in-context L0) removes: 1 - excess_reencode / excess_sae, where the "
-          "SAE's excess is > 0; first --reencode-seqs sequences",
+          "(non-negative OMP at k = the SAE's in-context L0 and at 2k; the better of the two, each interval at "
+          "half the row's error rate) removes: 1 - excess_reencode / excess_sae, where the SAE's excess is > 0; "
+          "first --reencode-seqs sequences",
           ">", 0.5,
           "if the encoder is what fails beyond the context, codes re-inferred for the same dictionary remove "
           "most of the excess: more than half. If the dictionary itself cannot represent those activations, "

@@ -129,14 +129,14 @@ class Workbench:
             variant_names(needs_control=True) if self.subject.full_context_saes else ())
 
     def reencode_measurements(self, hooks: list[str]) -> Measurements:
-        """`sae` and `reencode` on the first `reencode_seqs` sequences, in a call of their own, so the
+        """`sae`, `reencode` and `reencode_2x` on the first `reencode_seqs` sequences, in a call of their own, so the
         costly sparse coding stays bounded and its statistics stay paired with the SAE's on sequences."""
         have = set() if self._re is None else set(self._re.sae_ids)
         missing = [h for h in hooks if h not in have]
         if missing:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
             with self.progress() if self.progress else contextlib.nullcontext():
-                new = measure(self.subject, missing, ("sae", "reencode"), self.batch_size, self.seed,
+                new = measure(self.subject, missing, ("sae", "reencode", "reencode_2x"), self.batch_size, self.seed,
                               autocast_dtype=self.autocast, **self._shown(), n_seqs=n,
                               budget_bytes=self.budget_bytes)
                 self._done(f"{self.subject.name}: re-encoded {len(missing)} SAEs on {n} sequences")
