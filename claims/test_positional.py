@@ -39,15 +39,12 @@ GPT2_W_POS = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 GPT2_TRAINING_CONTEXT = 128  # gpt2-small-res-jb
 
 
-EXCESS = "excess dCE_sae(O) - dCE_sae(I)"
-
-
 def _recovery(claim, variant: str):
     """A recovery is judged only where the excess it divides by is significantly positive."""
     claim.require_learned_positions()
     claim.require_beyond_context()
     m = claim.measurements()
-    claim.require_substantial(excess(m, claim.sae_id, boot=claim.boot), EXCESS, excess_floor(m, claim.sae_id))
+    claim.require_something_to_explain(m)
     return recovery(m, claim.sae_id, variant, claim.boot)
 
 
@@ -89,6 +86,7 @@ def test_position_not_most_of_it_vs_control(claim):
     claim.require_beyond_context()
     m = claim.measurements()
     claim.require_matched_control(m)
+    claim.require_something_to_explain(m)
     claim.require_substantial(control_excess(m, claim.sae_id, claim.boot), "control-relative excess",
                               excess_floor(m, claim.sae_id))
     claim.check(control_recovery(m, claim.sae_id, "shift_pos", claim.boot))

@@ -30,6 +30,7 @@ def test_full_context_training_fixes(claim):
     claim.require_beyond_context()
     m = claim.measurements()
     claim.require_matched_control(m)
+    claim.require_something_to_explain(m)
     claim.require_substantial(control_excess(m, claim.sae_id, claim.boot), "control-relative excess",
                               excess_floor(m, claim.sae_id))
     claim.check(control_fix_share(m, claim.sae_id, claim.boot),

@@ -293,3 +293,27 @@ def test_the_floor_is_an_absolute_minimum_for_small_in_context_losses():
 
     m = synthetic({("sae", HOOKS[0]): 0.05}, {("sae", HOOKS[0]): 0.5}, noise=0.0)
     assert excess_floor(m, HOOKS[0]) == 0.02  # a tenth of 0.05 is 0.005 < 0.02
+
+
+@pytest.mark.parametrize("claim_id", ["full-context-training-fixes", "position-not-most-of-it-vs-control",
+                                      "layer0-error-is-positional", "reencoding-recovers"])
+def test_one_premise_per_hook_says_whether_there_is_something_to_explain(claim_id):
+    """Planted: the SAE adds 0.1 nats in context and beyond it (no degradation), while the control adds 0.1 in
+    context and 0.05 beyond (it improves with position): the control-relative excess is positive, the SAE's own
+    is not. Every claim that explains a failure beyond the context is then not applicable for the same reason,
+    with the same premise, so no row of the hook reads as a degradation to fix."""
+    from tests.test_instruments import HOOKS, synthetic
+
+    h = HOOKS[0]
+    m = synthetic({("sae", h): 0.1, ("zero", h): 2.0, ("full_context_sae", h): 0.1},
+                  {("sae", h): 0.1, ("zero", h): 2.0, ("full_context_sae", h): 0.05}, noise=0.002)
+    subject = tiny_subject()
+    subject.full_context_saes = {h: subject.saes[h]}
+    fx, s = _fixture(subject, claim_id)
+    msg = _skipped(lambda: fx.require_something_to_explain(m))
+    assert "no excess dCE_sae(O) - dCE_sae(I) to divide by" in msg
+    (row,) = s.store.not_applicable
+    assert set(row.premise) == {"excess dCE_sae(O) - dCE_sae(I)"}
+    from saeclaims.instruments import control_excess
+
+    assert control_excess(m, h, Bootstrap(0.99, 0, 500)).low > 0  # the other premise alone would have said "go"

@@ -18,6 +18,7 @@ import pytest
 
 from .catalog import NO_HOOK, Claim
 from .fact_measurement import control_gap
+from .instruments import excess, excess_floor
 from .measurements import Measurements
 from .recording import Recorder
 from .series import Series
@@ -26,6 +27,8 @@ from .store import NotApplicable
 from .subject_facts import CONTROL_GAP
 from .subjects.core import Subject, is_residual, sae_architecture
 from .workbench import Workbench
+
+SAE_EXCESS = "excess dCE_sae(O) - dCE_sae(I)"  # the hook's premise (require_something_to_explain)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,15 @@ class ClaimFixture:
             shown = f"{premise.estimate:.4g} [{premise.low:.4g}, {premise.high:.4g}]"
             self.not_applicable(f"the {what} is below its floor of {floor:.4g}: too small for a share of it to "
                                 "mean anything", **{what: shown, "floor": f"{floor:.4g}"})
+
+    def require_something_to_explain(self, m: Measurements) -> None:
+        """The hook's one premise for every claim that explains, repairs or fixes (a share of) the SAE's failure
+        beyond its context: the SAE's own excess dCE_sae(O) - dCE_sae(I), significant and at least its floor
+        (`require_substantial`). Every such claim asks it the same way, so a hook is never said to have "nothing
+        to explain" by one row and a degradation to fix by another; a control-relative share asks this first and
+        its own denominator second."""
+        __tracebackhide__ = True
+        self.require_substantial(excess(m, self.sae_id, boot=self.boot), SAE_EXCESS, excess_floor(m, self.sae_id))
 
     def require_free_l0(self) -> None:
         """L0 statistics mean nothing for an SAE whose L0 is fixed by construction (TopK keeps k latents)."""

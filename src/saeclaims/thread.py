@@ -79,7 +79,8 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
     Claim("position-not-most-of-it-vs-control", "positional", "thread (3rd comment)", POST,
           "Positional features are likely a part of the long-context failure, but not most of it.",
           "recovery of shift_pos over the control-relative excess dCE_sae(O) - dCE_sae(I) x "
-          "dCE_ctl(O) / dCE_ctl(I), where that excess is > 0",
+          "dCE_ctl(O) / dCE_ctl(I), where that excess is > 0 and the SAE's own excess is substantial (the hook's "
+          "premise)",
           "<", 0.5,
           "as for the input-side claim, against the excess beyond what the full-context control's own "
           "position trend predicts (loss falls with position for every SAE).",
@@ -171,7 +172,7 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "Training the SAE on longer contexts would fix the degradation.",
           "share of the short SAE's control-relative excess removed by the full-context SAE: "
           "(dCE_sae(O) - dCE_ctl(O)) / (dCE_sae(O) - dCE_sae(I) x dCE_ctl(O) / dCE_ctl(I)), where that excess "
-          "is > 0",
+          "is > 0 and the SAE's own excess is substantial (the hook's premise: a degradation to fix)",
           ">=", 0.75,
           "'fix' means the degradation all but disappears: at least three quarters of it removed.",
           "full_context", figures=("dce_by_position",)),
