@@ -265,3 +265,27 @@ def test_count_active_counts_non_zero_codes_exactly():
     assert out.dtype == torch.float32 and out.tolist() == [3000.0, 2000.0]
     x = torch.randn(4, 7, 50)
     assert torch.equal(count_active(torch.relu(x)), (torch.relu(x) != 0).sum(-1).float())
+
+
+def test_token_mean_pos_feeds_the_sae_the_mean_in_context_position_and_adds_the_true_one_after():
+    """With an identity SAE every variant returns x; with an SAE that records its input, the input is the token
+    part plus the mean of W_pos over [1, ctx), whatever the token's position."""
+    torch.manual_seed(0)
+    d, n, ctx = 8, 12, 4
+    w_pos = torch.randn(n, d)
+    tok = torch.randn(2, n, d)
+    x = tok + w_pos[None]
+    ident = tiny_sae(d, 2 * d, "blocks.0.hook_resid_pre", ctx, identity=True)
+    out, _ = apply_variant("token_mean_pos", x, _ctx(ident, w_pos, ctx=ctx))
+    torch.testing.assert_close(out[:, 1:], x[:, 1:], atol=1e-5, rtol=1e-5)
+    seen = []
+
+    class Recording:
+        def encode(self, v):
+            seen.append(v.clone())
+            return ident.encode(v)
+
+        def decode(self, a):
+            return ident.decode(a)
+    apply_variant("token_mean_pos", x, _ctx(Recording(), w_pos, ctx=ctx, hook="blocks.0.hook_resid_pre"))
+    torch.testing.assert_close(seen[0], tok + w_pos[1:ctx].mean(0), atol=1e-5, rtol=1e-5)

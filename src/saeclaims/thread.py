@@ -121,6 +121,15 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "dCE_token_then_pos(I) / dCE_sae(I) at resid_pre 0", ">=", 2.0,
           "'go poorly' relative to the SAE used as trained: at least double the added loss in context.",
           "resid_pre0", figures=("dce_by_position",)),
+    Claim("token-only-goes-poorly-mixing", "positional", "thread (2nd comment)", POST,
+          "Feeding only the token embedding to the layer 0 SAE and adding position afterwards would go "
+          "poorly, since the SAE was trained on token and position mixed.",
+          "dCE_token_mean_pos(I) / dCE_sae(I) at resid_pre 0: the SAE fed the token embedding plus the mean "
+          "in-context W_pos, position added after", ">=", 2.0,
+          "the reason given is mixing, not an input off the training distribution: with the average position "
+          "restored (an input of the right scale and mean, but unmixed), what still goes poorly is what mixing "
+          "explains; 'go poorly' keeps its bar of at least double the SAE's added loss in context.",
+          "resid_pre0", figures=("dce_by_position",)),
     Claim("features-disjoint-layer0", "positional", "follow-up; thread (2nd comment)", FOLLOW_UP,
           "Positional and semantic features of the layer 0 SAE are almost entirely disjoint.",
           "share of live layer-0 features whose activation variance over a token x position grid is "

@@ -157,6 +157,18 @@ def token_then_pos(x, c):
     return rec + wp, l0
 
 
+def token_mean_pos(x, c):
+    """SAE(x - W_pos[p] + w̄) - w̄ + W_pos[p], w̄ the mean of W_pos over the in-context positions [1, ctx): the
+    SAE fed the token embedding with the average position it saw in training instead of the token's own, and
+    the true position added after. Beside token_then_pos (no position at all) it separates the two reasons
+    token-only input goes poorly: an input off the training distribution (the missing mean position, which
+    this restores) and the loss of token-position mixing (which it does not)."""
+    wp = c.w_pos[: x.shape[1]]
+    w_bar = c.w_pos[1 : c.ctx].mean(0)
+    rec, l0 = _sae_roundtrip(c.sae, x - wp + w_bar)
+    return rec - w_bar + wp, l0
+
+
 def shift_pos(x, c):
     n = x.shape[1]
     wp = c.w_pos[:n]
@@ -266,6 +278,9 @@ for _v in (
             style=("C5", "--", "reencode: same dictionary, codes re-inferred at the SAE's L0")),
 ):
     register_variant(_v)
+register_variant(Variant("token_mean_pos", token_mean_pos, needs_sae=True, needs_wpos=True, residual_only=True,
+                         measured_by_default=True, position_curve=True,
+                         style=("C7", "--", "token_mean_pos: SAE(x - W_pos[p] + mean W_pos) + W_pos[p] - mean")))
 register_variant(Variant("reencode_2x", reencode_2x, needs_sae=True, whole_batch=True, repair=True,
                          extras=("unconverged",),
                          style=("C6", "--", "reencode_2x: same dictionary, codes re-inferred at twice the SAE's L0")))
