@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .budget import sae_rows
+from .fast_sae import fast
 from .measurements import HookStats
 from .subjects import Subject, hook_order, start_layer
 from .subjects.core import is_residual, replaced_inside_block
@@ -118,12 +119,14 @@ class SharedRoundtrip:
 
 
 def splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Tensor, names: Sequence[str],
-                     stats: HookStats, seed: int, first_row: int, budget_bytes: int | None = None
-                     ) -> tuple[torch.Tensor, dict]:
+                     stats: HookStats, seed: int, first_row: int, budget_bytes: int | None = None,
+                     sae_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict]:
     """Every variant of SAE `key` for a batch x [B, T, d], a few sequences at a time (`sae_rows`;
     `Variant.whole_batch` ones at once): the stacked spliced activations [V*B, T, d] (variant-major) and each
     variant's reconstruction metrics. Row b keeps its sequence index first_row + b, so nothing depends
-    on the split. Within a chunk the variants that start from SAE(x) share one SAE pass (SharedRoundtrip)."""
+    on the split. Within a chunk the variants that start from SAE(x) share one SAE pass (SharedRoundtrip). SAE round
+    trips take the fast path (fast_sae.py) in `sae_dtype` (None: the SAE's own) where it reproduces the SAE;
+    `whole_batch` variants (reencode, which reads the SAE's own preprocessing) keep the SAE itself."""
     b = x.shape[0]
     step = sae_rows(subject, [key], x.shape[1], x.device, budget_bytes)
     stack = torch.empty((len(names) * b, *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -136,6 +139,8 @@ def splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Ten
     for i, rows, todo in chunks:
         xi = x[i : i + rows]
         vctx = variant_context(subject, key, stats, x.device, seed, first_row + i)
+        if todo is split:
+            vctx.sae, vctx.full_sae = fast(vctx.sae, sae_dtype), fast(vctx.full_sae, sae_dtype)
         if vctx.sae is not None and SharedRoundtrip.applies(vctx.sae):
             vctx.sae = SharedRoundtrip(vctx.sae, xi)
         for v, name in todo:

@@ -118,7 +118,8 @@ def count_active(codes: torch.Tensor) -> torch.Tensor:
 
 def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     acts = sae.encode(x)
-    return sae.decode(acts), count_active(acts).to(x.dtype)
+    count = getattr(sae, "active_count", None) or count_active  # the fast path's own count (fast_sae.py)
+    return sae.decode(acts), count(acts).to(x.dtype)
 
 
 def shifted_positions(n_pos: int, ctx: int, device=None) -> torch.Tensor:
