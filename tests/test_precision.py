@@ -181,3 +181,14 @@ def gpt2_shaped_subject(device: torch.device, n_seqs: int, seq_len: int):
     tokens = torch.randint(1, 50257, (n_seqs, seq_len), generator=torch.Generator().manual_seed(0))
     tokens[:, 0] = 50256
     return Subject("gpt2-shaped", model, saes, tokens.to(device), {h: 128 for h in hooks})
+
+
+def test_the_plugin_offers_exactly_the_library_s_precisions_and_labels_the_run():
+    from saeclaims.precision import PRECISIONS
+    from saeclaims.session import precision_labels
+    from saeclaims.settings import AUTOCAST_MEANS, PRECISION_CHOICES
+
+    assert PRECISION_CHOICES == PRECISIONS and set(AUTOCAST_MEANS.values()) <= {*PRECISIONS, "fp16"}
+    assert precision_labels("auto", "cpu") == ("auto -> fp32 (cpu)", "none")  # REPORT.md's dtype stays float32
+    assert precision_labels("auto", "cuda:0, cuda:1") == ("auto -> bf16 (cuda)", "bf16")
+    assert precision_labels("fp16", "cuda:0") == ("fp16 (cuda)", "fp16")

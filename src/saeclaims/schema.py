@@ -51,6 +51,7 @@ class ReportHeader:
     peak_memory_mib: dict[str, float] = field(default_factory=dict)  # rss (largest process), cuda (allocator)
     command: str = ""  # the command line that ran (pytest and its arguments)
     ledgers: dict[str, str] = field(default_factory=dict)  # subject -> its ledger's path and entry count
+    precision: str = ""  # the precision policy as resolved on the run's devices, e.g. "auto -> fp32 (cpu)"
 
 
 @dataclass
