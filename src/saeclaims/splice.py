@@ -44,7 +44,7 @@ from .budget import log_softmax_chunk, sae_rows, stack_rows
 from .fused_ops import fused_norms_and_activations
 from .measurements import LOSS_METRICS, RECON_METRICS, HookStats, Measurements, warn_unconverged
 from .precision import Precision, autocast, from_autocast, matmul_scope, resolve
-from .splicing import VariantsAsked, block_input, flat, same_in_every_sequence, variant_context, variants_at, w_pos_of
+from .splicing import VariantsAsked, alike_in_every_sequence, block_input, flat, variant_context, variants_at, w_pos_of
 from .subjects import Subject, SubjectError, hook_order
 from .subjects.core import is_residual, replaced_inside_block
 from .variants import CLAIM_VARIANTS, check_variant, count_active, variant
@@ -82,10 +82,11 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     width = subject.seq_len
     if attends_backwards_only(model):
         width = min(width, max(subject.context_sizes[h] for h in hooks))
-    sums = {h: 0.0 for h in hooks}
-    sq = {h: 0.0 for h in hooks}
-    l0 = {h: 0.0 for h in hooks}
-    counts = {h: 0 for h in hooks}
+    # float64 sums kept on the device (one host copy at the end, not three per hook and batch)
+    sums: dict = {h: 0.0 for h in hooks}
+    sq: dict = {h: 0.0 for h in hooks}
+    l0: dict = {h: 0.0 for h in hooks}
+    counts: dict = {h: 0.0 for h in hooks}
     batch_size = batch_size or min(stack_rows(model, width, subject.tokens.device, budget_bytes, fused=fused_attention),
                                    sae_rows(subject, hooks, width, subject.tokens.device, budget_bytes))
     for i in range(0, len(subject.tokens), batch_size):
@@ -98,18 +99,35 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
             use = (toks[:, 1:ctx] != subject.bos_token_id)[..., None].double()  # BOS is never patched
             x = act[:, 1:ctx].double() * use
             sums[h] = sums[h] + x.sum((0, 1))
-            sq[h] += float(x.pow(2).sum())
-            counts[h] += int(use.sum())
+            sq[h] = sq[h] + x.pow(2).sum()
+            counts[h] = counts[h] + use.sum()
             sae = subject.saes.get(h)
             if sae is not None:
                 active = count_active(sae.encode(act[:, 1:ctx])).double()
-                l0[h] += float((active * use[..., 0]).sum())
+                l0[h] = l0[h] + (active * use[..., 0]).sum()
     out = {}
     for h in hooks:
         mu = sums[h] / counts[h]
         out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()),
-                           sae_l0=l0[h] / counts[h] if h in subject.saes else None)
+                           sae_l0=float(l0[h] / counts[h]) if h in subject.saes else None)
     return out
+
+
+def to_host(pairs: list[tuple[np.ndarray, torch.Tensor]]) -> None:
+    """Each tensor's values (as float32) into its host array: on a GPU in one device-to-host copy (one sync per
+    batch, not one per metric), on a CPU straight from each tensor."""
+    if not pairs:
+        return
+    tensors = [t.float() for _, t in pairs]
+    if tensors[0].device.type == "cpu":
+        for (dst, _), t in zip(pairs, tensors):
+            dst[...] = t.numpy()
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu().numpy()
+    at = 0
+    for dst, _ in pairs:
+        dst[...] = flat[at : at + dst.size].reshape(dst.shape)
+        at += dst.size
 
 
 def _clean_cache(model, toks: torch.Tensor, names: list[str], stop: int | None):
@@ -158,7 +176,7 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     over every hook's variants, so the clean log-probabilities of a chunk are formed once. Variants
     that start from SAE(x) share one SAE pass per SAE id (`SharedRoundtrip`). fused_attention: the clean
     and suffix forwards' attention by SDPA (attention.py) and one-kernel GELUs and norms (fused_ops.py), else
-    TransformerLens's own forward. Variants alike in every sequence run one row (same_in_every_sequence).
+    TransformerLens's own forward. Variants alike in every sequence run one row (alike_in_every_sequence).
     Precision (options.precision, precision.py): the forwards under its autocast, the SAE round trips and the
     vocabulary matmuls in its dtypes, TF32 as it says for the rest (scoped to this call).
     """
@@ -189,6 +207,7 @@ def _splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], va
     keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
     finals, shared, recon, order = [], [], {}, []  # order: (variant, SAE id) in finals then shared order
     order_shared = []
+    picks: dict[tuple, torch.Tensor] = {}  # row selections, one host-to-device copy per distinct selection
     for j, h in enumerate(hooks):
         if on_hook is not None:
             on_hook(j, h)
@@ -200,11 +219,14 @@ def _splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], va
                                                   options.budget_bytes, precision.sae_dtype)  # [V*B, T, d]
         recon.update(recon_h)
         resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
-        alike = set() if resid_in is not None else same_in_every_sequence(stack, len(names), b)
+        alike = alike_in_every_sequence(names, hook, b)
         own = [v for v in range(len(names)) if v not in alike]
         if alike:  # one row each for the variants whose input is the same in every sequence
-            pick = [v * b + j for v in own for j in range(b)] + [v * b for v in sorted(alike)]
-            stack = stack[torch.tensor(pick, device=stack.device)]
+            key = (tuple(own), tuple(sorted(alike)), b)
+            if key not in picks:
+                pick = [v * b + j for v in own for j in range(b)] + [v * b for v in sorted(alike)]
+                picks[key] = torch.tensor(pick, device=stack.device)
+            stack = stack[picks[key]]
         with _fused(model, fused_attention), autocast(precision):
             out = splicing.suffix_run(model, hook, stack, resid_in, rows).float()[:, :-1]
         del stack
@@ -300,18 +322,17 @@ def _measure(subject: Subject, hooks: Sequence[str] | None, variants: VariantsAs
             lambda j, h, i=i, m=toks.shape[0]: on_step(f"{subject.name}: sequences {i + 1}-{i + m} of {n}, SAE {h} "
                                                        f"({j + 1}/{len(hooks)})"))
         clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, i, options, on_hook)
-        res.clean_ce[sl] = clean_ce.cpu().numpy()
-        for key, m in metrics.items():
-            for k, arr in m.items():
-                res.metrics[key][k][sl] = arr.float().cpu().numpy()
+        out = [(res.clean_ce[sl], clean_ce)] + [(res.metrics[key][k][sl], arr) for key, m in metrics.items()
+                                                 for k, arr in m.items()]
         bos = toks == subject.bos_token_id
         for h, x in xs.items():
             xn = x.float().pow(2).sum(-1)
-            res.activation[h]["x_norm"][sl] = xn.sqrt().masked_fill(bos, float("nan")).cpu().numpy()
+            out.append((res.activation[h]["x_norm"][sl], xn.sqrt().masked_fill(bos, float("nan"))))
             if w_pos_sq is not None and is_residual(subject.hook_of(h)):
-                res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).masked_fill(bos, float("nan")).cpu().numpy()
+                out.append((res.activation[h]["wpos_share"][sl], (w_pos_sq / xn).masked_fill(bos, float("nan"))))
             else:
                 res.activation[h]["wpos_share"][sl] = np.nan
+        to_host(out)
         bar.update(toks.shape[0] * len(hooks))
     bar.close()
     warn_unconverged(res)
