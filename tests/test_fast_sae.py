@@ -119,7 +119,7 @@ def test_weights_are_recached_when_a_parameter_changes_in_place():
     assert not torch.equal(f.encode(x), before)
 
 
-@pytest.mark.parametrize("case", ["layer_norm", "hook", "gated", "training", "hook_z"])
+@pytest.mark.parametrize("case", ["layer_norm", "hook", "gated", "training", "hook_z", "patched"])
 def test_what_the_fast_path_does_not_reproduce_stays_with_sae_lens(case):
     import sae_lens
 
@@ -132,6 +132,9 @@ def test_what_the_fast_path_does_not_reproduce_stays_with_sae_lens(case):
         sae = sae_lens.GatedSAE(sae_lens.GatedSAEConfig(d_in=8, d_sae=16))
     elif case == "training":
         sae = sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(d_in=8, d_sae=16))
+    elif case == "patched":  # encode replaced on the instance (tests count calls this way)
+        sae = make_sae("standard")
+        sae.encode = lambda x, orig=sae.encode: orig(x)
     else:
         cfg = sae_lens.TopKSAEConfig(d_in=8, d_sae=16, k=2, reshape_activations="hook_z")
         cfg.metadata.hook_name = "blocks.0.attn.hook_z"

@@ -251,3 +251,17 @@ def test_count_active_counts_non_zero_codes_exactly():
     assert out.dtype == torch.float32 and out.tolist() == [3000.0, 2000.0]
     x = torch.randn(4, 7, 50)
     assert torch.equal(count_active(torch.relu(x)), (torch.relu(x) != 0).sum(-1).float())
+
+
+def test_random_directions_drawn_for_the_batch_equal_each_chunk_s_own_draw():
+    """random_error reads its rows of one batch-wide draw (every chunk and hook of a batch): bit-identical to
+    drawing for the chunk alone, since row b is sequence first_row + b's own seeded draw."""
+    from saeclaims import variants
+
+    variants._unit_directions.cache_clear()
+    x = torch.randn(3, 6, 4)
+    chunk = variants.VariantContext(sae=None, w_pos=None, mean=None, ctx=4, seed=5, first_row=12)
+    in_batch = variants.VariantContext(sae=None, w_pos=None, mean=None, ctx=4, seed=5, first_row=12,
+                                       batch_first_row=10, batch_rows=7)
+    assert torch.equal(variants._directions_for(in_batch, x), variants._directions_for(chunk, x))
+    assert variants._unit_directions.cache_info().currsize == 2

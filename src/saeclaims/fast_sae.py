@@ -3,7 +3,8 @@
 sae_lens's encode/decode cast, reshape, call five hook points and a run-time normalisation per call, allocate a
 new tensor at each step and keep the weights in the SAE's dtype. For the inference classes `StandardSAE` (ReLU),
 `JumpReLUSAE` and `TopKSAE`, with no run-time normalisation (`normalize_activations` "none"), no hook_z reshaping,
-no hook attached to any of the SAE's hook points and the activation function sae_lens builds for that class,
+no hook attached to any of the SAE's hook points, encode/decode not replaced on the instance, and the activation
+function sae_lens builds for that class,
 encode/decode are a bias-subtract, one matmul with bias, an activation done in place and another matmul with
 bias. `fast(sae, dtype)` returns a `FastSAE` doing exactly that with weights cached in `dtype` (the precision's;
 None: the SAE's own), or the SAE itself for anything else, so every other SAE keeps sae_lens's own code.
@@ -37,8 +38,8 @@ def architecture_of(sae) -> str | None:
     cfg = getattr(sae, "cfg", None)
     if kind is None or getattr(cfg, "normalize_activations", None) not in (None, "none"):
         return None
-    if getattr(sae, "hook_z_reshaping_mode", True) or _has_hooks(sae):
-        return None
+    if getattr(sae, "hook_z_reshaping_mode", True) or _has_hooks(sae) or {"encode", "decode"} & set(vars(sae)):
+        return None  # reshaping, a hook, or encode/decode replaced on the instance: sae_lens's own code runs
     act = getattr(sae, "activation_fn", None)
     if kind == "topk":
         ok = type(act) is TopK and act.k == cfg.k and not act.use_sparse_activations

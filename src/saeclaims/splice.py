@@ -60,6 +60,15 @@ def _fused(model, enabled: bool):
         yield state
 
 
+def _bos(subject: Subject) -> int | torch.Tensor:
+    """The BOS token to compare tokens with: the tokenizer's id, else the first token as a 0-d tensor on the tokens'
+    device (Subject.bos_token_id reads it back to the host, a round trip per call on a GPU)."""
+    tok = getattr(subject.model, "tokenizer", None)
+    if tok is not None and tok.bos_token_id is not None:
+        return subject.bos_token_id
+    return subject.tokens[0, 0]
+
+
 def attends_backwards_only(model) -> bool:
     """Whether every block attends only backwards, so activations at a position never read later tokens."""
     return all((getattr(b.attn, "_attention_dir_override", None) or model.cfg.attention_dir) == "causal"
@@ -96,7 +105,7 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
         for h in hooks:
             ctx = subject.context_sizes[h]
             act = flat(cache[points[h]])
-            use = (toks[:, 1:ctx] != subject.bos_token_id)[..., None].double()  # BOS is never patched
+            use = (toks[:, 1:ctx] != _bos(subject))[..., None].double()  # BOS is never patched
             x = act[:, 1:ctx].double() * use
             sums[h] = sums[h] + x.sum((0, 1))
             sq[h] = sq[h] + x.pow(2).sum()
@@ -113,13 +122,13 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     return out
 
 
-def to_host(pairs: list[tuple[np.ndarray, torch.Tensor]]) -> None:
+def to_host(pairs: list[tuple[np.ndarray, torch.Tensor]], one_copy: bool | None = None) -> None:
     """Each tensor's values (as float32) into its host array: on a GPU in one device-to-host copy (one sync per
-    batch, not one per metric), on a CPU straight from each tensor."""
+    batch, not one per metric), on a CPU straight from each tensor (one_copy: force either way)."""
     if not pairs:
         return
     tensors = [t.float() for _, t in pairs]
-    if tensors[0].device.type == "cpu":
+    if not (tensors[0].device.type != "cpu" if one_copy is None else one_copy):
         for (dst, _), t in zip(pairs, tensors):
             dst[...] = t.numpy()
         return
@@ -204,7 +213,7 @@ def _splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], va
             for k, v in part.items():
                 cache.setdefault(k, []).append(v)
         cache = {k: torch.cat(v) for k, v in cache.items()}
-    keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
+    keep = toks == _bos(subject)  # BOS anywhere stays clean, as in sae_lens
     finals, shared, recon, order = [], [], {}, []  # order: (variant, SAE id) in finals then shared order
     order_shared = []
     picks: dict[tuple, torch.Tensor] = {}  # row selections, one host-to-device copy per distinct selection
@@ -324,7 +333,7 @@ def _measure(subject: Subject, hooks: Sequence[str] | None, variants: VariantsAs
         clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, i, options, on_hook)
         out = [(res.clean_ce[sl], clean_ce)] + [(res.metrics[key][k][sl], arr) for key, m in metrics.items()
                                                  for k, arr in m.items()]
-        bos = toks == subject.bos_token_id
+        bos = toks == _bos(subject)
         for h, x in xs.items():
             xn = x.float().pow(2).sum(-1)
             out.append((res.activation[h]["x_norm"][sl], xn.sqrt().masked_fill(bos, float("nan"))))
