@@ -5,9 +5,13 @@
 - `fp32`: float32 everywhere, TF32 explicitly off on CUDA: the audit mode.
 - `tf32`: float32 tensors, TF32 matmuls allowed on CUDA (on a CPU the same as `fp32`).
 - `bf16`: the model's forwards under bf16 autocast (the residual stream stays float32: autocast's additions keep
-  the wider type), SAE round trips with bf16 weights (`fast_sae.py`; SAEs outside its fast path keep sae_lens's
-  own float32 encode/decode), the vocabulary matmuls with bf16 operands; log-sum-exp, CE, KL, reconstruction
-  metrics and every statistic stay float32, and on CUDA TF32 is allowed for the float32 matmuls that remain.
+  the wider type) and the vocabulary matmuls with bf16 operands (the target's logit in float32); log-sum-exp, CE,
+  KL, reconstruction metrics and every statistic stay float32, and on CUDA TF32 is allowed for the float32
+  matmuls that remain. The SAE round trips stay float32 (fast_sae.py's fast path in the SAE's own dtype; TF32
+  on CUDA): with bf16 SAE weights the guard (tests/test_precision.py) failed on a random gpt2-family model, where
+  `pos_repair_out`'s decoded position (an argmax over cosines with W_pos) flipped on rounding-sized changes of the
+  reconstruction (1.7x the dCE tolerance at blocks.0; bf16 forwards alone 0.3x, bf16 vocabulary alone 0.01x,
+  the SAE with TF32-rounded operands 0.4x).
 - `fp16` exists only as the deprecated `--autocast fp16`: the forwards under fp16 autocast, everything else
   float32, as that option always did.
 
@@ -49,8 +53,9 @@ class Precision:
 
     @property
     def sae_dtype(self) -> torch.dtype | None:
-        """Dtype of the SAE round trips' weights (None: the SAE's own)."""
-        return torch.bfloat16 if self.resolved == "bf16" else None
+        """Dtype of the SAE round trips' weights (None: the SAE's own). The SAE's own under every precision: bf16
+        SAE weights break the guard (module docstring); fast_sae.py supports bf16 for a policy that can afford it."""
+        return None
 
     @property
     def vocab_dtype(self) -> torch.dtype:
