@@ -362,7 +362,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="build/gpu")
     ap.add_argument("--quick", action="store_true",
                     help="CPU smoke run: 2-layer d 128 gpt2-family model, d_sae 512, 4 x 128 tokens, main command "
-                         "at 4 x 128 tokens with 200 resamples")
+                         "at 4 x 160 tokens (past the organism's context 128) with 200 resamples")
     ap.add_argument("--n-seqs", type=int, default=None, help="default 256 (quick: 4)")
     ap.add_argument("--seq-len", type=int, default=None, help="default 1024 (quick: 128)")
     ap.add_argument("--batch-size", type=int, default=16, help="splice.measure's batch_size (the main command's)")
@@ -386,7 +386,7 @@ def main(argv=None) -> int:
     n_seqs = args.n_seqs or (4 if q else 256)
     seq_len = args.seq_len or (128 if q else 1024)
     if q and not args.main_args:
-        args.main_args = ["--n-seqs", "4", "--seq-len", "128", "--n-resamples", "200", "--reencode-seqs", "2"]
+        args.main_args = ["--n-seqs", "4", "--seq-len", "160", "--n-resamples", "200", "--reencode-seqs", "2"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
