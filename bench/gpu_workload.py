@@ -21,23 +21,26 @@ Steps, in this order:
    blocks.11.hook_resid_post), context 128 (the release's), `--n-seqs` random sequences of `--seq-len`
    tokens (BOS first), as bench/test_kernels.py's gpt2_shaped fixture builds it;
 4. `splice.measure` over it (all hooks x CLAIM_VARIANTS, as the main command runs it: the in-context
-   statistics pass, every batch, the per-token results copied to host arrays), once per precision mode:
-   `fp32` (the library's default), `bf16` (`autocast_dtype=torch.bfloat16`, the main command's
-   `--autocast bf16`), and the same with TF32 matmuls allowed (`+tf32`, torch.backends.cuda.matmul.
-   allow_tf32: an experiment, the library never sets it) and with 1 GiB log-softmax chunks in place of
-   the library's default (64 MiB in bench/results/gpu.md's runs; now 1 GiB on CUDA) (`+chunk1024`).
+   statistics pass, every batch, the per-token results copied to host arrays), once per precision mode
+   (`--sae-precision`, precision.py): `auto` (the library's default: on CUDA bf16 forwards, SAE round trips
+   and vocabulary matmuls, TF32 for the float32 rest; on a CPU fp32), `fp32` (the audit mode, TF32 off),
+   optionally `tf32`, `bf16`, and any of them with `+chunkMiB` log-softmax chunks in place of the library's
+   default (1 GiB on CUDA).
    Each mode: an untimed warm-up on 2
    sequences, a timed probe batch to size the run to the time left (`--deadline-s`: a mode that would not
    fit runs fewer sequences and reports the time scaled to all of them), then the timed run, with
    torch.cuda.max_memory_allocated reset before it. Wall-clock regions (CUDA-synchronised;
    profile_main.Regions) split it into the statistics pass, clean passes, variants (SAE encode/decode),
-   suffix runs and unembedding + log-sum-exp.
+   suffix runs and unembedding + log-sum-exp;
+5. the guard's GPU twin (tests/test_precision.py): `fp32` against `auto` on the first `--guard-seqs` sequences,
+   per (variant, hook) mean dCE within 2e-3 + 1% and L0 within 1% of fp32's (on a CPU, where `auto` is fp32,
+   `bf16` stands in for it, so the smoke run compares something); the worst pairs are written.
 
 FLOPs are flops.workload_flops's count of what the batched kernels execute (causal attention, one shared
-SAE pass, one row per batch for `zero` at residual hooks), split by the precision each part runs in: under
-autocast only the clean and suffix forwards run in bf16; the SAE passes (`_splice_variants`) and the
-unembedding (`chunked_losses`) stay float32 (TF32 with `+tf32`). "bound" is the time those FLOPs would
-take at the probe's rate for each part's precision; "of bound" = bound / wall. "of card peak" divides the achieved
+SAE pass, one row per batch for `zero` at residual hooks), split into the forwards, the SAE passes
+(`splicing.splice_variants`) and the unembedding (`chunked_losses`); under `bf16` (and `auto` on CUDA) all three
+run with bf16 operands, under `tf32` in TF32, under `fp32` in float32. "bound" is the time those FLOPs would
+take at the probe's rate for the mode's precision; "of bound" = bound / wall. "of card peak" divides the achieved
 rate by the datasheet's dense bf16 rate.
 
 Needs the project's runtime dependencies (sae_lens, transformer_lens, jsonschema for the main command's report);
@@ -71,7 +74,8 @@ GPT2_QUICK = dict(n_layers=2, d_model=128, n_heads=2, d_head=64, d_mlp=512, d_vo
 # Datasheet dense rates (TFLOP/s; NVIDIA's H100 SXM / H200 figures, without sparsity): leads, not readings.
 DATASHEET = {"H100": {"bf16": 989.0, "tf32": 494.7, "fp32": 66.9},
              "H200": {"bf16": 989.0, "tf32": 494.7, "fp32": 66.9}}
-MODES = ("fp32", "bf16", "bf16+tf32", "bf16+tf32+chunk1024", "fp32+tf32+chunk1024")
+MODES = ("auto", "fp32")
+PRECISION_NAMES = ("auto", "fp32", "tf32", "bf16")
 
 
 def sync() -> None:
@@ -91,22 +95,23 @@ def mm_probe(device: torch.device, n: int, reps: int = 10) -> dict[str, float]:
     products after 3 warm-ups)."""
     out = {}
     kinds = (("bf16", torch.bfloat16, False), ("fp32", torch.float32, False), ("tf32", torch.float32, True))
+    from saeclaims.precision import matmul_scope, resolve
+
     for name, dtype, tf32 in kinds:
         if device.type != "cuda" and name != "fp32":
             continue
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        for _ in range(3):
-            a @ b
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync()
-        out[name] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-        del a, b
-    torch.backends.cuda.matmul.allow_tf32 = False
+        with matmul_scope(resolve("tf32" if tf32 else "fp32", device)):  # TF32 on or off, restored after
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            for _ in range(3):
+                a @ b
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            sync()
+            out[name] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+            del a, b
     if device.type != "cuda":  # no bf16 tensor cores to speak of: one rate for every part
         out["bf16"] = out["tf32"] = out["fp32"]
     return out
@@ -171,67 +176,65 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
 
 def parse_mode(mode: str) -> dict:
     parts = mode.split("+")
-    if parts[0] not in ("fp32", "bf16") or any(p not in ("tf32",) and not re.fullmatch(r"chunk\d+", p)
-                                               for p in parts[1:]):
-        raise SystemExit(f"mode {mode!r}: fp32 or bf16, then optionally +tf32 and +chunkMiB")
+    if parts[0] not in PRECISION_NAMES or any(not re.fullmatch(r"chunk\d+", p) for p in parts[1:]):
+        raise SystemExit(f"mode {mode!r}: one of {', '.join(PRECISION_NAMES)}, then optionally +chunkMiB")
     chunk = next((int(p[5:]) for p in parts[1:] if p.startswith("chunk")), None)
-    return {"autocast": torch.bfloat16 if parts[0] == "bf16" else None, "tf32": "tf32" in parts,
-            "chunk_bytes": chunk * 2**20 if chunk else None}
+    return {"precision": parts[0], "chunk_bytes": chunk * 2**20 if chunk else None}
+
+
+def rate_of(probe: dict, precision) -> float:
+    """The probe's TFLOP/s for the precision the workload's matmuls run in (precision.Precision)."""
+    return probe["bf16" if precision.resolved == "bf16" else "tf32" if precision.tf32 else "fp32"]
 
 
 def run_mode(subject, mode: str, args, probe: dict, parts: dict, deadline: float, modes_left: int) -> dict:
     from bench.profile_main import Regions
-    from saeclaims import budget, splice
+    from saeclaims import budget, splice, splicing
+    from saeclaims.precision import resolve
     from saeclaims.variants import CLAIM_VARIANTS
 
     m = parse_mode(mode)
     cuda = subject.tokens.device.type == "cuda"
-    torch.backends.cuda.matmul.allow_tf32 = m["tf32"]
-    torch.backends.cudnn.allow_tf32 = m["tf32"]
-    kw = dict(variants=CLAIM_VARIANTS, batch_size=args.batch_size, autocast_dtype=m["autocast"], progress=False,
+    precision = resolve(m["precision"], subject.tokens.device)
+    kw = dict(variants=CLAIM_VARIANTS, batch_size=args.batch_size, precision=m["precision"], progress=False,
               budget_bytes=int(args.memory_budget_mib * 2**20) if args.memory_budget_mib else None)
     if m["chunk_bytes"]:
         kw["chunk_bytes"] = m["chunk_bytes"]
     n_all = subject.tokens.shape[0]
+    splice.measure(dataclasses.replace(subject, tokens=subject.tokens[:2]), **kw)  # warm-up, untimed
+    sync()
+    t0 = time.perf_counter()
+    b = min(args.batch_size, n_all)
+    splice.measure(dataclasses.replace(subject, tokens=subject.tokens[:b]), **kw)  # sizes the run
+    sync()
+    per_seq = (time.perf_counter() - t0) / b
+    allowed = deadline - time.perf_counter() - args.reserve_s * (modes_left - 1)
+    n = n_all if per_seq * n_all <= allowed else max(b, int(allowed / per_seq) // b * b)
+    subj = subject if n == n_all else dataclasses.replace(subject, tokens=subject.tokens[:n])
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    prof = Regions(cuda) if args.regions else None
+    if prof is not None:
+        prof.wrap(splice, "in_context_stats", "in-context statistics pass")
+        prof.wrap(splice, "_clean_cache", "clean pass")
+        prof.wrap(splicing, "splice_variants", "variants (SAE encode/decode)")
+        prof.wrap(splicing, "suffix_run", "suffix runs")
+        prof.wrap(splice, "chunked_losses", "unembedding + log-sum-exp")
+    sync()
+    t0 = time.perf_counter()
     try:
-        splice.measure(dataclasses.replace(subject, tokens=subject.tokens[:2]), **kw)  # warm-up, untimed
+        splice.measure(subj, **kw)
         sync()
-        t0 = time.perf_counter()
-        b = min(args.batch_size, n_all)
-        splice.measure(dataclasses.replace(subject, tokens=subject.tokens[:b]), **kw)  # sizes the run
-        sync()
-        per_seq = (time.perf_counter() - t0) / b
-        allowed = deadline - time.perf_counter() - args.reserve_s * (modes_left - 1)
-        n = n_all if per_seq * n_all <= allowed else max(b, int(allowed / per_seq) // b * b)
-        subj = subject if n == n_all else dataclasses.replace(subject, tokens=subject.tokens[:n])
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        prof = Regions(cuda) if args.regions else None
-        if prof is not None:
-            prof.wrap(splice, "in_context_stats", "in-context statistics pass")
-            prof.wrap(splice, "_clean_cache", "clean pass")
-            prof.wrap(splice, "_splice_variants", "variants (SAE encode/decode)")
-            prof.wrap(splice, "_suffix_run", "suffix runs")
-            prof.wrap(splice, "chunked_losses", "unembedding + log-sum-exp")
-        sync()
-        t0 = time.perf_counter()
-        try:
-            splice.measure(subj, **kw)
-            sync()
-            wall = time.perf_counter() - t0
-        finally:
-            if prof is not None:
-                prof.restore()
+        wall = time.perf_counter() - t0
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        if prof is not None:
+            prof.restore()
     tokens = n * subject.seq_len
     flops = sum(parts.values()) * tokens
-    fwd_rate = probe["bf16"] if m["autocast"] is not None else probe["tf32" if m["tf32"] else "fp32"]
-    f32_rate = probe["tf32" if m["tf32"] else "fp32"]
-    bound = (parts["forwards"] / fwd_rate + (parts["sae"] + parts["unembedding"]) / f32_rate) * tokens / 1e12
-    row = {"mode": mode, "n_seqs": n, "seq_len": subject.seq_len, "tokens": tokens, "wall_s": wall,
+    bound = sum(parts.values()) / rate_of(probe, precision) * tokens / 1e12
+    row = {"mode": mode, "precision": precision.label, "n_seqs": n, "seq_len": subject.seq_len, "tokens": tokens,
+           "wall_s": wall,
            f"wall_s_scaled_to_{n_all}": wall * n_all / n, "tokens_per_s": tokens / wall,
            "probe_batch_s_per_seq": per_seq, "tflop": flops / 1e12, "tflop_per_s": flops / wall / 1e12,
            "bound_s": bound, "of_bound": bound / wall, "batch_size": args.batch_size,
@@ -244,6 +247,26 @@ def run_mode(subject, mode: str, args, probe: dict, parts: dict, deadline: float
     if prof is not None:
         row["regions_s"] = {" > ".join(p): t for p, t in sorted(prof.incl.items(), key=lambda kv: prof.first[kv[0]])}
     return row
+
+
+def run_guard(subject, n_seqs: int) -> dict:
+    """tests/test_precision.py's GPU twin on the first n_seqs sequences: fp32 against auto (bf16 on a CPU, where
+    auto is fp32)."""
+    from saeclaims.splice import measure
+    from saeclaims.variants import CLAIM_VARIANTS
+    from tests.test_precision import guard_failures
+
+    other = "auto" if subject.tokens.device.type == "cuda" else "bf16"
+    subj = dataclasses.replace(subject, tokens=subject.tokens[:n_seqs])
+    t0 = time.perf_counter()
+    ref = measure(subj, variants=CLAIM_VARIANTS, progress=False, precision="fp32")
+    got = measure(subj, variants=CLAIM_VARIANTS, progress=False, precision=other)
+    wall = time.perf_counter() - t0
+    failures, rows = guard_failures(ref, got, with_claims=False)
+    return {"compared": f"{other} vs fp32", "n_seqs": n_seqs, "seq_len": subject.seq_len, "wall_s": wall,
+            "failures": failures, "worst_dce_in_tol": max(r["dce_in_tol"] for r in rows),
+            "worst_l0_in_tol": max((r["l0_in_tol"] for r in rows if "l0_in_tol" in r), default=float("nan")),
+            "rows": rows}
 
 
 def run_main_command(out: Path, args) -> dict:
@@ -306,7 +329,8 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {r['mode']} | failed: {r['error']} |")
                 continue
             lines.append(
-                f"| {r['mode']} | {r['n_seqs']} | {r['wall_s']:.1f} | {r[f'wall_s_scaled_to_{n_all}']:.1f} | "
+                f"| {r['mode']} ({r.get('precision', '?')}) | {r['n_seqs']} | {r['wall_s']:.1f} | "
+                f"{r[f'wall_s_scaled_to_{n_all}']:.1f} | "
                 f"{r['tokens_per_s']:.0f} | {r.get('peak_allocated_gib', float('nan')):.1f} | {r['tflop']:.1f} | "
                 f"{r['tflop_per_s']:.1f} | {r['bound_s']:.1f} | {r['of_bound']:.0%} | "
                 f"{format(r['tflop_per_s'] / peak, '.1%') if peak else '-'} |")
@@ -320,8 +344,15 @@ def markdown(res: dict) -> str:
                                                         if "regions_s" in r) + " |")
         fp = s["flops_per_token"]
         lines += ["", f"FLOPs per token (flops.workload_flops, batched, causal, shared SAE pass): forwards "
-                  f"{fp['forwards'] / 1e9:.2f} G (bf16 under autocast), SAE {fp['sae'] / 1e9:.2f} G and unembedding "
-                  f"{fp['unembedding'] / 1e9:.2f} G (float32, TF32 with +tf32)."]
+                  f"{fp['forwards'] / 1e9:.2f} G, SAE {fp['sae'] / 1e9:.2f} G and unembedding "
+                  f"{fp['unembedding'] / 1e9:.2f} G, each in the mode's precision."]
+    if "guard" in res:
+        g = res["guard"]
+        lines += ["", f"## Guard twin ({g['compared']}, {g['n_seqs']} x {g['seq_len']} tokens)", "",
+                  f"**{'passes' if not g['failures'] else 'FAILS'}**: worst mean dCE at {g['worst_dce_in_tol']:.2f} "
+                  f"and worst mean L0 at {g['worst_l0_in_tol']:.2f} of the tolerance (<= 1 passes); "
+                  f"{g['wall_s']:.1f} s.", ""]
+        lines += [f"- {f}" for f in g["failures"]]
     lines += ["", f"Total script wall time {res.get('script_wall_s', float('nan')):.0f} s.", ""]
     return "\n".join(lines)
 
@@ -331,7 +362,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="build/gpu")
     ap.add_argument("--quick", action="store_true",
                     help="CPU smoke run: 2-layer d 128 gpt2-family model, d_sae 512, 4 x 128 tokens, main command "
-                         "at 4 x 128 tokens with 200 resamples")
+                         "at 4 x 160 tokens (past the organism's context 128) with 200 resamples")
     ap.add_argument("--n-seqs", type=int, default=None, help="default 256 (quick: 4)")
     ap.add_argument("--seq-len", type=int, default=None, help="default 1024 (quick: 128)")
     ap.add_argument("--batch-size", type=int, default=16, help="splice.measure's batch_size (the main command's)")
@@ -343,6 +374,7 @@ def main(argv=None) -> int:
                          "sequences (its time is also given scaled to all)")
     ap.add_argument("--reserve-s", type=float, default=20.0, help="seconds kept back for each later mode")
     ap.add_argument("--no-regions", dest="regions", action="store_false", help="no synchronised region timers")
+    ap.add_argument("--guard-seqs", type=int, default=2, help="sequences the guard twin compares (0: skip it)")
     ap.add_argument("--skip-main", action="store_true", help="leave out the main command")
     ap.add_argument("--main-timeout-s", type=float, default=180.0)
     ap.add_argument("--main-args", nargs=argparse.REMAINDER, default=[],
@@ -354,7 +386,7 @@ def main(argv=None) -> int:
     n_seqs = args.n_seqs or (4 if q else 256)
     seq_len = args.seq_len or (128 if q else 1024)
     if q and not args.main_args:
-        args.main_args = ["--n-seqs", "4", "--seq-len", "128", "--n-resamples", "200", "--reencode-seqs", "2"]
+        args.main_args = ["--n-seqs", "4", "--seq-len", "160", "--n-resamples", "200", "--reencode-seqs", "2"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -413,6 +445,12 @@ def main(argv=None) -> int:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
                           if k != "regions_s"}), flush=True)
         save()
+    if args.guard_seqs:
+        try:
+            res["guard"] = run_guard(subject, args.guard_seqs)
+        except Exception as e:  # recorded: the numbers above still stand
+            res["guard"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        print("guard:", json.dumps({k: v for k, v in res["guard"].items() if k != "rows"}, default=str), flush=True)
     save()
     print(markdown(res), flush=True)
     return 0

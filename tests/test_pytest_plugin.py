@@ -325,3 +325,20 @@ def test_strict_markers_without_xdist(sandbox):
     sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
     result = _run(sandbox, "-p", "no:xdist", "--strict-markers")
     result.assert_outcomes(passed=2)
+
+
+def test_the_precision_is_recorded_and_the_old_autocast_option_still_works_with_a_warning(sandbox):
+    """--sae-precision (default auto) lands resolved in report.json's header and REPORT.md's Run table; the deprecated
+    --autocast bf16 means --sae-precision bf16 and says so; the two disagreeing is a usage error."""
+    sandbox.makepyfile(test_claims=CLAIM_TESTS.format(n=2))
+    _run(sandbox).assert_outcomes(passed=2)
+    assert _payload(sandbox)["header"]["precision"] == "auto -> fp32 (cpu)"
+    assert "| precision | auto -> fp32 (cpu) |" in (sandbox.path / "out" / "REPORT.md").read_text()
+    result = _run(sandbox, "--autocast", "bf16")
+    result.assert_outcomes(passed=2)
+    assert "--autocast is deprecated: use --sae-precision bf16" in result.stdout.str()
+    header = _payload(sandbox)["header"]
+    assert (header["precision"], header["dtype"], header["options"]["precision"]) == \
+        ("bf16 (cpu)", "autocast bf16", "bf16")
+    bad = _run(sandbox, "--autocast", "bf16", "--sae-precision", "fp32")
+    assert bad.ret == 4 and "contradicts --sae-precision fp32" in bad.stderr.str()

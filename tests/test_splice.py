@@ -132,8 +132,9 @@ def test_activation_statistics_leave_out_bos_tokens():
         assert np.isnan(arr[:, 0]).all() and np.isnan(arr[1, 6])
         assert np.isfinite(np.delete(arr[:, 1:].ravel(), 6 - 1 + 11)).all()
         iv = mean_of(m, Quantity("sae", hook, stat, 1, None))
-        assert iv.estimate == pytest.approx(np.nanmean(arr[:, 1:]), rel=1e-6)
-        assert iv.estimate != pytest.approx(np.mean(np.nan_to_num(arr[:, 1:])), rel=1e-3)
+        # positions [1, T-1): those with a loss column, as every statistic reads (instruments.Quantity)
+        assert iv.estimate == pytest.approx(np.nanmean(arr[:, 1:-1]), rel=1e-6)
+        assert iv.estimate != pytest.approx(np.mean(np.nan_to_num(arr[:, 1:-1])), rel=1e-3)
 
 
 def _full_length_stats(subj, keys):
@@ -269,3 +270,53 @@ def test_zero_alone_runs_as_one_shared_row():
     beside = measure(subj, variants=("zero", "sae"), progress=False)
     for hook in subj.sae_ids:
         np.testing.assert_allclose(alone.get("zero", hook, "ce"), beside.get("zero", hook, "ce"), atol=1e-5)
+
+
+SYNCING = {torch.Tensor: ("cpu", "item", "tolist", "__float__", "__int__", "__bool__"), torch: ("equal", "tensor")}
+
+
+def _count_syncs(monkeypatch) -> dict[str, int]:
+    """Calls that wait for a CUDA device (device-to-host reads, torch.equal, a host-to-device torch.tensor), counted
+    on a CPU by wrapping them: the evidence for the splice loop's host round trips where no GPU is at hand."""
+    counts: dict[str, int] = {}
+    for owner, names in SYNCING.items():
+        for name in names:
+            orig = getattr(owner, name)
+
+            def counted(*a, name=name, orig=orig, **k):
+                counts[name] = counts.get(name, 0) + 1
+                return orig(*a, **k)
+
+            monkeypatch.setattr(owner, name, counted)
+    return counts
+
+
+def test_a_batch_reads_nothing_back_from_the_device(monkeypatch):
+    """splice_batch makes no device-to-host read: alike variants come from the registry (not torch.equal probes,
+    35 per batch of the organism's 5 SAEs before), one row selection is built per distinct selection (not one per
+    hook) and the random directions are one batch-wide draw; measure copies each batch's results in one go."""
+    from saeclaims.splice import in_context_stats, splice_batch
+    from saeclaims.variants import CLAIM_VARIANTS
+
+    subj = tiny_subject(n_seqs=4, seq_len=16, hooks=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre",
+                                                     "blocks.1.hook_resid_post"])
+    stats = in_context_stats(subj, subj.sae_ids)
+    counts = _count_syncs(monkeypatch)
+    splice_batch(subj, subj.tokens, subj.sae_ids, CLAIM_VARIANTS, stats)
+    assert counts == {"tensor": 1}, counts  # the one selection of rows for `zero` (shared by the three hooks)
+
+
+def test_results_reach_the_host_in_one_copy(monkeypatch):
+    from saeclaims.splice import to_host
+
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(3, 5, generator=g), torch.randn(3, 4, generator=g, dtype=torch.float64),
+               torch.randn(3, 5, generator=g).to(torch.bfloat16)]
+    for one_copy in (True, False):
+        dst = [np.zeros(t.shape, dtype=np.float32) for t in tensors]
+        counts = _count_syncs(monkeypatch)
+        to_host(list(zip(dst, tensors)), one_copy=one_copy)
+        monkeypatch.undo()
+        assert counts.get("cpu", 0) == (1 if one_copy else 0)
+        for d, t in zip(dst, tensors):
+            np.testing.assert_array_equal(d, t.float().numpy())

@@ -41,8 +41,8 @@ def test_verdicts_are_stable_across_seeds(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (organism_dir() / "card.json").exists(), reason="organism not built")
 def test_autocast_changes_no_verdict(tmp_path, device):
-    """Reduced precision (bf16 autocast; meant for GPUs) must not change any verdict against float32."""
+    """Reduced precision (--sae-precision bf16; auto on GPUs) must not change any verdict against float32."""
     fp32 = verdicts_for_seed(0, tmp_path)
-    bf16 = verdicts_for_seed(0, tmp_path, "--autocast", "bf16", "--sae-device", str(device))
+    bf16 = verdicts_for_seed(0, tmp_path, "--sae-precision", "bf16", "--sae-device", str(device))
     changed = {k: (fp32[k], bf16.get(k)) for k in fp32 if bf16.get(k) != fp32[k]}
-    assert not changed, f"verdicts that change under bf16 autocast: {changed}"
+    assert not changed, f"verdicts that change under bf16: {changed}"

@@ -289,3 +289,17 @@ def test_token_mean_pos_feeds_the_sae_the_mean_in_context_position_and_adds_the_
             return ident.decode(a)
     apply_variant("token_mean_pos", x, _ctx(Recording(), w_pos, ctx=ctx, hook="blocks.0.hook_resid_pre"))
     torch.testing.assert_close(seen[0], tok + w_pos[1:ctx].mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_random_directions_drawn_for_the_batch_equal_each_chunk_s_own_draw():
+    """random_error reads its rows of one batch-wide draw (every chunk and hook of a batch): bit-identical to
+    drawing for the chunk alone, since row b is sequence first_row + b's own seeded draw."""
+    from saeclaims import variants
+
+    variants._unit_directions.cache_clear()
+    x = torch.randn(3, 6, 4)
+    chunk = variants.VariantContext(sae=None, w_pos=None, mean=None, ctx=4, seed=5, first_row=12)
+    in_batch = variants.VariantContext(sae=None, w_pos=None, mean=None, ctx=4, seed=5, first_row=12,
+                                       batch_first_row=10, batch_rows=7)
+    assert torch.equal(variants._directions_for(in_batch, x), variants._directions_for(chunk, x))
+    assert variants._unit_directions.cache_info().currsize == 2

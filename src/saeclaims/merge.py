@@ -146,7 +146,7 @@ def _identity(s: ShardFile) -> dict[str, Any]:
         "options": {k: v for k, v in h.options.items() if k not in LOCAL_OPTIONS},
         "package versions": dict(h.versions, python=h.python),
         "git commit": h.git_commit,
-        "precision": h.dtype,
+        "precision": [h.dtype, h.precision],
         "claim family": {"claims": s.store.get("claims", []), "family_size": s.store.get("family_size"),
                          "family_confidence": h.family_confidence},
         "ledgers": s.ledger_sha256,
@@ -268,7 +268,7 @@ def merged_header(shards: list[ShardFile], command: str) -> ReportHeader:
     options = {k: v for k, v in h.options.items() if k not in ("shard", "report")}
     return ReportHeader(subjects, ", ".join(devices) or "none", h.dtype, h.seed, h.family_confidence,
                         h.family_size, max(s.header.wall_s for s in ordered), h.git_commit, h.python,
-                        dict(h.versions), options, published, peak, command, ledgers, records)
+                        dict(h.versions), options, published, peak, command, ledgers, records, h.precision)
 
 
 def merge(dirs: list[Path], out: Path, command: str = "") -> tuple[ReportHeader, EvidenceStore]:

@@ -17,7 +17,7 @@ import pytest
 
 from .catalog import CATALOG, NO_HOOK
 from .marker import claim_id, parsed
-from .settings import RunSettings
+from .settings import AUTOCAST_MEANS, PRECISION_CHOICES, RunSettings
 
 if TYPE_CHECKING:
     from .fixture import ClaimFixture
@@ -43,8 +43,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sae-memory-budget", type=float, default=None, metavar="MiB",
                 help="largest transient block a splice step allocates (default: 8 MiB on CPU, 1024 on CUDA); "
                      "the report shows the run's peak memory")
-    g.addoption("--autocast", choices=("none", "bf16", "fp16"), default="none",
-                help="autocast dtype for forward passes (GPU)")
+    g.addoption("--sae-precision", choices=PRECISION_CHOICES, default=None,
+                help="auto (default: bf16 forwards, SAEs and vocabulary matmuls with float32 losses and statistics "
+                     "on CUDA; fp32 elsewhere), fp32 (the audit mode, TF32 off), tf32, bf16")
+    g.addoption("--autocast", choices=tuple(AUTOCAST_MEANS), default=None,
+                help="deprecated: use --sae-precision (none: fp32, bf16: bf16)")
     g.addoption("--text-file", default=None, help="evaluation text for release subjects (offline)")
     g.addoption("--sae-report", default=None,
                 help="where to write REPORT.md (default: beside the ini file, else in the directory pytest runs in)")

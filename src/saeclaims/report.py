@@ -37,7 +37,7 @@ def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, 
                    options: dict[str, Any] | None = None,
                    published: list[PublishedCheck] | None = None,
                    peak_memory_mib: dict[str, float] | None = None, command: str = "",
-                   ledgers: dict[str, str] | None = None) -> ReportHeader:
+                   ledgers: dict[str, str] | None = None, precision: str = "") -> ReportHeader:
     """The header of this run: the given facts plus the git commit, Python and package versions."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
@@ -51,7 +51,7 @@ def collect_header(subjects: dict[str, SubjectRecord], device: str, dtype: str, 
     return ReportHeader(subjects, device, "float32" if dtype == "none" else f"autocast {dtype}", seed,
                         family_confidence, family_size, wall_s, commit, platform.python_version(),
                         package_versions(), dict(options or {}), list(published or []), dict(peak_memory_mib or {}),
-                        command, dict(ledgers or {}))
+                        command, dict(ledgers or {}), precision=precision)
 
 
 def _umask() -> int:
@@ -325,8 +325,9 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
             out.append(f"| control family | full-context SAEs: {', '.join(s.full_context_sae_ids)} |")
         if name in header.ledgers:
             out.append(f"| ledger (expected verdicts) | {header.ledgers[name]} |")
-    out += [f"| device, dtype | {header.device}, {header.dtype} |",
-            f"| seed | {header.seed} |",
+    out += [f"| device, dtype | {header.device}, {header.dtype} |"]
+    out += [f"| precision | {header.precision} |"] if header.precision else []
+    out += [f"| seed | {header.seed} |",
             f"| versions | {', '.join(f'{k} {v}' for k, v in header.versions.items())}, python {header.python} |",
             f"| git commit | {header.git_commit} |",
             f"| wall time | {header.wall_s:.1f} s{' (the longest shard)' if len(header.shards) > 1 else ''} |",

@@ -64,6 +64,7 @@ class ReportHeader:
     command: str = ""  # the command line that ran (pytest and its arguments)
     ledgers: dict[str, str] = field(default_factory=dict)  # subject -> its ledger's path and entry count
     shards: list[ShardRecord] = field(default_factory=list)  # a shard's own record, or every shard of a merge
+    precision: str = ""  # the precision policy as resolved on the run's devices, e.g. "auto -> fp32 (cpu)"
 
 
 @dataclass

@@ -380,7 +380,7 @@ class ClaimSession:
             shown = s.shows_progress(self.is_worker, self._on_terminal())
             owned, model_facts = self.holds(spec)
             self._workbenches[spec] = Workbench(
-                self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, autocast=s.autocast,
+                self.subject(spec), boot=self.bootstrap, batch_size=s.batch_size, precision=s.precision,
                 record_series=self.store.add_series, record_fact=self.store.add_fact,
                 progress=self._uncaptured if shown else None,
                 line=ProgressLine(tty=self._on_terminal()) if shown else None,
@@ -489,8 +489,9 @@ class ClaimSession:
             return f"saeclaims: no claim was measured on a subject; {keep}" if self.store.outcomes else None
         # the devices the subjects were measured on (under xdist, the workers'), not this process's
         device = ", ".join(sorted({r.device for r in self.store.subjects.values() if r.device})) or "none"
+        precision = precision_labels(s.precision, device)
         header = collect_header(
-            subjects=dict(self.store.subjects), device=device, dtype=s.autocast,
+            subjects=dict(self.store.subjects), device=device, dtype=precision[1], precision=precision[0],
             seed=s.seed, family_confidence=s.family_confidence, family_size=self.store.family_size,
             wall_s=time.time() - self.t0, root=s.project_dir, options=s.as_options(),
             ledgers={spec: self.ledger_note(spec) for spec in self.store.subjects},
@@ -536,3 +537,14 @@ def _check_beyond_context(seq_len: int, ctxs: list[int], spec: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def precision_labels(asked: str, devices: str) -> tuple[str, str]:
+    """The precision a run used on its devices (`auto -> fp32 (cpu)`; one per device type) and the forwards' dtype
+    for the header's dtype column (`none`, `bf16`, `fp16`)."""
+    from .precision import resolve  # imports torch: only when a report is written
+
+    kinds = [d.strip() for d in devices.split(",") if d.strip() and d.strip() != "none"] or ["cpu"]
+    resolved = list(dict.fromkeys(resolve(asked, d) for d in kinds))
+    forward = {"bf16": "bf16", "fp16": "fp16"}.get(resolved[0].resolved, "none")
+    return ", ".join(dict.fromkeys(p.label for p in resolved)), forward

@@ -11,6 +11,10 @@ import pytest
 from .shards import ShardError, ShardSpec
 
 DEFAULT_LEDGER_DIR = "claims/expected"
+# --sae-precision's choices (precision.PRECISIONS; spelled here because the plugin must not import torch) and what
+# each value of the deprecated --autocast now means
+PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")
+AUTOCAST_MEANS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class RunSettings:
     memory_budget_mib: float | None = None  # transient block per splice step (splice.measure's budget_bytes)
     project_dir: Path = Path(".")  # where the default ledger and report resolve (project_dir(config))
     shard: str | None = None  # --sae-shard K/N: this process judges shard K of N (shards.py)
+    precision: str = "auto"  # --sae-precision (precision.py); fp16 only through the deprecated --autocast fp16
 
     @property
     def budget_bytes(self) -> int | None:
@@ -56,7 +61,7 @@ class RunSettings:
         return cls(
             subjects=tuple(dict.fromkeys(subjects)), device=opt("sae_device"), n_seqs=opt("n_seqs"),
             seq_len=opt("seq_len"), seed=opt("sae_seed"), family_confidence=opt("family_confidence"),
-            n_resamples=opt("n_resamples"), batch_size=opt("sae_batch_size"), autocast=opt("autocast"),
+            n_resamples=opt("n_resamples"), batch_size=opt("sae_batch_size"), autocast=opt("autocast") or "none",
             text_file=Path(text) if text else None,
             report=Path(opt("sae_report") or root / "REPORT.md"), write_report=not opt("no_sae_report"),
             ledger_dir=Path(root / (ledger_opt or DEFAULT_LEDGER_DIR)), ledger_dir_given=bool(ledger_opt),
@@ -65,6 +70,7 @@ class RunSettings:
             baseline_any_subject=opt("baseline_any_subject"), fail_on_drift=opt("fail_on_drift"),
             reencode_seqs=opt("reencode_seqs"), accept_published_mismatch=opt("accept_published_mismatch"),
             memory_budget_mib=opt("sae_memory_budget"), project_dir=root, shard=opt("sae_shard"),
+            precision=_precision(config, opt("sae_precision"), opt("autocast")),
         )
 
     @property
@@ -130,6 +136,21 @@ def project_dir(config: pytest.Config) -> Path:
     as a test path there and can move rootdir to /tmp or /dir, where no ledger is."""
     inipath = getattr(config, "inipath", None)
     return Path(inipath).parent if inipath else Path(config.invocation_params.dir)
+
+
+def _precision(config: pytest.Config, asked: str | None, autocast: str | None) -> str:
+    """--sae-precision, or what the deprecated --autocast means (with a deprecation warning); both, disagreeing,
+    is a usage error."""
+    if autocast is None:
+        return asked or "auto"
+    means = AUTOCAST_MEANS[autocast]
+    if asked is not None and asked != means:
+        raise pytest.UsageError(f"--autocast {autocast} (deprecated) means --sae-precision {means}, which contradicts "
+                                f"--sae-precision {asked}; give --sae-precision alone")
+    config.issue_config_time_warning(DeprecationWarning(
+        f"--autocast is deprecated: use --sae-precision {means if means != 'fp16' else 'bf16'}"
+        + (" (--autocast fp16 keeps running the forwards in fp16 for now)" if means == "fp16" else "")), stacklevel=2)
+    return means
 
 
 def _check_device(name: str) -> None:

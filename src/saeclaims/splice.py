@@ -43,7 +43,8 @@ from .attention import fused_attention
 from .budget import log_softmax_chunk, sae_rows, stack_rows
 from .fused_ops import fused_norms_and_activations
 from .measurements import LOSS_METRICS, RECON_METRICS, HookStats, Measurements, warn_unconverged
-from .splicing import VariantsAsked, block_input, flat, same_in_every_sequence, variant_context, variants_at, w_pos_of
+from .precision import Precision, autocast, from_autocast, matmul_scope, resolve
+from .splicing import VariantsAsked, alike_in_every_sequence, block_input, flat, variant_context, variants_at, w_pos_of
 from .subjects import Subject, SubjectError, hook_order
 from .subjects.core import is_residual, replaced_inside_block
 from .variants import CLAIM_VARIANTS, check_variant, count_active, variant
@@ -57,6 +58,15 @@ def _fused(model, enabled: bool):
     record (attention.FusedAttention)."""
     with fused_attention(model, enabled) as state, fused_norms_and_activations(model, enabled):
         yield state
+
+
+def _bos(subject: Subject) -> int | torch.Tensor:
+    """The BOS token to compare tokens with: the tokenizer's id, else the first token as a 0-d tensor on the tokens'
+    device (Subject.bos_token_id reads it back to the host, a round trip per call on a GPU)."""
+    tok = getattr(subject.model, "tokenizer", None)
+    if tok is not None and tok.bos_token_id is not None:
+        return subject.bos_token_id
+    return subject.tokens[0, 0]
 
 
 def attends_backwards_only(model) -> bool:
@@ -81,10 +91,11 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     width = subject.seq_len
     if attends_backwards_only(model):
         width = min(width, max(subject.context_sizes[h] for h in hooks))
-    sums = {h: 0.0 for h in hooks}
-    sq = {h: 0.0 for h in hooks}
-    l0 = {h: 0.0 for h in hooks}
-    counts = {h: 0 for h in hooks}
+    # float64 sums kept on the device (one host copy at the end, not three per hook and batch)
+    sums: dict = {h: 0.0 for h in hooks}
+    sq: dict = {h: 0.0 for h in hooks}
+    l0: dict = {h: 0.0 for h in hooks}
+    counts: dict = {h: 0.0 for h in hooks}
     batch_size = batch_size or min(stack_rows(model, width, subject.tokens.device, budget_bytes, fused=fused_attention),
                                    sae_rows(subject, hooks, width, subject.tokens.device, budget_bytes))
     for i in range(0, len(subject.tokens), batch_size):
@@ -94,21 +105,38 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
         for h in hooks:
             ctx = subject.context_sizes[h]
             act = flat(cache[points[h]])
-            use = (toks[:, 1:ctx] != subject.bos_token_id)[..., None].double()  # BOS is never patched
+            use = (toks[:, 1:ctx] != _bos(subject))[..., None].double()  # BOS is never patched
             x = act[:, 1:ctx].double() * use
             sums[h] = sums[h] + x.sum((0, 1))
-            sq[h] += float(x.pow(2).sum())
-            counts[h] += int(use.sum())
+            sq[h] = sq[h] + x.pow(2).sum()
+            counts[h] = counts[h] + use.sum()
             sae = subject.saes.get(h)
             if sae is not None:
                 active = count_active(sae.encode(act[:, 1:ctx])).double()
-                l0[h] += float((active * use[..., 0]).sum())
+                l0[h] = l0[h] + (active * use[..., 0]).sum()
     out = {}
     for h in hooks:
         mu = sums[h] / counts[h]
         out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()),
-                           sae_l0=l0[h] / counts[h] if h in subject.saes else None)
+                           sae_l0=float(l0[h] / counts[h]) if h in subject.saes else None)
     return out
+
+
+def to_host(pairs: list[tuple[np.ndarray, torch.Tensor]], one_copy: bool | None = None) -> None:
+    """Each tensor's values (as float32) into its host array: on a GPU in one device-to-host copy (one sync per
+    batch, not one per metric), on a CPU straight from each tensor (one_copy: force either way)."""
+    if not pairs:
+        return
+    tensors = [t.float() for _, t in pairs]
+    if not (tensors[0].device.type != "cpu" if one_copy is None else one_copy):
+        for (dst, _), t in zip(pairs, tensors):
+            dst[...] = t.numpy()
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu().numpy()
+    at = 0
+    for dst, _ in pairs:
+        dst[...] = flat[at : at + dst.size].reshape(dst.shape)
+        at += dst.size
 
 
 def _clean_cache(model, toks: torch.Tensor, names: list[str], stop: int | None):
@@ -127,8 +155,9 @@ def _clean_cache(model, toks: torch.Tensor, names: list[str], stop: int | None):
 class SpliceOptions:
     """How batches are spliced, one object instead of six loose arguments: the random directions' seed, the
     memory budgets (`budget_bytes` the largest transient block; `chunk_bytes` and `max_stack` override the
-    log-softmax chunk and the rows per forward), autocast, and the fused kernels (False: TransformerLens's own
-    forward)."""
+    log-softmax chunk and the rows per forward), the precision (precision.py: a name or a resolved Precision;
+    `autocast_dtype` is its deprecated spelling, bfloat16 meaning bf16), and the fused kernels (False:
+    TransformerLens's own forward)."""
 
     seed: int = 0
     chunk_bytes: int | None = None
@@ -136,6 +165,11 @@ class SpliceOptions:
     autocast_dtype: torch.dtype | None = None
     fused_attention: bool = True
     budget_bytes: int | None = None
+    precision: Precision | str | None = None  # None: autocast_dtype's, else auto
+
+    def resolved(self, device: torch.device) -> Precision:
+        """The precision these options ask for, on `device`."""
+        return resolve(self.precision or from_autocast(self.autocast_dtype), device)
 
 
 DEFAULT_OPTIONS = SpliceOptions()
@@ -151,10 +185,20 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     over every hook's variants, so the clean log-probabilities of a chunk are formed once. Variants
     that start from SAE(x) share one SAE pass per SAE id (`SharedRoundtrip`). fused_attention: the clean
     and suffix forwards' attention by SDPA (attention.py) and one-kernel GELUs and norms (fused_ops.py), else
-    TransformerLens's own forward. Variants alike in every sequence run one row (same_in_every_sequence).
+    TransformerLens's own forward. Variants alike in every sequence run one row (alike_in_every_sequence).
+    Precision (options.precision, precision.py): the forwards under its autocast, the SAE round trips and the
+    vocabulary matmuls in its dtypes, TF32 as it says for the rest (scoped to this call).
     """
+    precision = options.resolved(toks.device)
+    with matmul_scope(precision):
+        return _splice_batch(subject, toks, hooks, variants, stats, first_row, options, on_hook, precision)
+
+
+def _splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], variants: VariantsAsked,
+                  stats: dict[str, HookStats], first_row: int, options: SpliceOptions,
+                  on_hook: Callable[[int, str], None] | None, precision: Precision):
     model = subject.model
-    fused_attention, autocast_dtype = options.fused_attention, options.autocast_dtype
+    fused_attention = options.fused_attention
     final = final_resid_hook(model)
     rows = options.max_stack or stack_rows(model, toks.shape[1], toks.device, options.budget_bytes,
                                            fused=fused_attention)
@@ -162,16 +206,17 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     points = {k: subject.hook_of(k) for k in hooks}
     names_needed = set(points.values()) | {final} | {block_input(h) for h in points.values()
                                                      if replaced_inside_block(h)}
-    with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
+    with _fused(model, fused_attention), autocast(precision):
         cache = {}
         for i in range(0, toks.shape[0], rows):
             part = _clean_cache(model, toks[i : i + rows], sorted(names_needed), None)
             for k, v in part.items():
                 cache.setdefault(k, []).append(v)
         cache = {k: torch.cat(v) for k, v in cache.items()}
-    keep = toks == subject.bos_token_id  # BOS anywhere stays clean, as in sae_lens
+    keep = toks == _bos(subject)  # BOS anywhere stays clean, as in sae_lens
     finals, shared, recon, order = [], [], {}, []  # order: (variant, SAE id) in finals then shared order
     order_shared = []
+    picks: dict[tuple, torch.Tensor] = {}  # row selections, one host-to-device copy per distinct selection
     for j, h in enumerate(hooks):
         if on_hook is not None:
             on_hook(j, h)
@@ -180,15 +225,18 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
         b, t = x.shape[:2]
         names = variants_at(subject, h, variants)
         stack, recon_h = splicing.splice_variants(subject, h, x, keep, names, stats[h], options.seed, first_row,
-                                                  options.budget_bytes)  # [V*B, T, d]
+                                                  options.budget_bytes, precision.sae_dtype)  # [V*B, T, d]
         recon.update(recon_h)
         resid_in = cache[block_input(hook)] if replaced_inside_block(hook) else None
-        alike = set() if resid_in is not None else same_in_every_sequence(stack, len(names), b)
+        alike = alike_in_every_sequence(names, hook, b)
         own = [v for v in range(len(names)) if v not in alike]
         if alike:  # one row each for the variants whose input is the same in every sequence
-            pick = [v * b + j for v in own for j in range(b)] + [v * b for v in sorted(alike)]
-            stack = stack[torch.tensor(pick, device=stack.device)]
-        with _fused(model, fused_attention), _autocast(toks.device, autocast_dtype):
+            key = (tuple(own), tuple(sorted(alike)), b)
+            if key not in picks:
+                pick = [v * b + j for v in own for j in range(b)] + [v * b for v in sorted(alike)]
+                picks[key] = torch.tensor(pick, device=stack.device)
+            stack = stack[picks[key]]
+        with _fused(model, fused_attention), autocast(precision):
             out = splicing.suffix_run(model, hook, stack, resid_in, rows).float()[:, :-1]
         del stack
         finals.append(out[: len(own) * b].reshape(len(own), b, t - 1, out.shape[-1]))  # own may be empty
@@ -198,7 +246,7 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     shared_final = torch.cat(shared) if order_shared else None
     with _fused(model, fused_attention):  # ln_final
         clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
-                                          chunk_bytes, shared_final)
+                                          chunk_bytes, shared_final, precision.vocab_dtype)
     metrics = {}
     for i, key in enumerate(order + order_shared):
         m = {k: v[:, :-1] for k, v in recon[key].items()}
@@ -207,24 +255,13 @@ def splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], var
     return clean_ce, metrics, {h: flat(cache[points[h]]) for h in hooks}
 
 
-class _autocast:
-    def __init__(self, device: torch.device, dtype: torch.dtype | None):
-        self.ctx = (torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None
-                    else torch.autocast(device_type=device.type, enabled=False))
-
-    def __enter__(self):
-        return self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc)
-
-
 def measure(subject: Subject, hooks: Sequence[str] | None = None,
             variants: VariantsAsked = CLAIM_VARIANTS, batch_size: int = 16, seed: int = 0,
             chunk_bytes: int | None = None, max_stack: int | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
             n_seqs: int | None = None, fused_attention: bool = True,
-            budget_bytes: int | None = None, on_step: Callable[[str], None] | None = None) -> Measurements:
+            budget_bytes: int | None = None, on_step: Callable[[str], None] | None = None,
+            precision: Precision | str | None = None) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements.
 
     variants: the same at every SAE id, or a mapping from SAE id to its variants (a claims run asks at each
@@ -248,7 +285,19 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     budget_bytes: the largest transient block one step may allocate (attention or MLP activations of a
     forward, SAE codes, a log-softmax chunk); default 8 MiB on CPU (under glibc's mmap threshold), 1 GiB
     on CUDA. The run's peak memory is the model, SAEs, the per-token result arrays and a few such blocks.
+
+    precision: `auto` (default: bf16 on CUDA, fp32 elsewhere), `fp32`, `tf32` or `bf16` (precision.py);
+    autocast_dtype is its deprecated spelling (bfloat16: bf16, float16: the forwards alone in fp16).
     """
+    options = SpliceOptions(seed, chunk_bytes, max_stack, autocast_dtype, fused_attention, budget_bytes, precision)
+    with matmul_scope(options.resolved(subject.tokens.device)):
+        return _measure(subject, hooks, variants, batch_size, options, progress, n_seqs, on_step)
+
+
+def _measure(subject: Subject, hooks: Sequence[str] | None, variants: VariantsAsked, batch_size: int,
+             options: SpliceOptions, progress: bool, n_seqs: int | None,
+             on_step: Callable[[str], None] | None) -> Measurements:
+    fused_attention, budget_bytes = options.fused_attention, options.budget_bytes
     hooks = list(hooks) if hooks is not None else subject.sae_ids
     missing = [h for h in hooks if h not in subject.saes]
     if missing:
@@ -274,7 +323,6 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
                                    for k in (*LOSS_METRICS, *RECON_METRICS, *variant(v).extras)}
         res.activation[h] = {k: np.zeros((n, t), dtype=np.float32) for k in ("x_norm", "wpos_share")}
     w_pos_sq = None if w_pos is None else w_pos[:t].float().pow(2).sum(-1)
-    options = SpliceOptions(seed, chunk_bytes, max_stack, autocast_dtype, fused_attention, budget_bytes)
     bar = tqdm(total=n * len(hooks), desc=f"splice {subject.name}", unit="seq·hook", disable=not progress)
     for i in range(0, n, batch_size):
         toks = tokens[i : i + batch_size]
@@ -283,18 +331,17 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
             lambda j, h, i=i, m=toks.shape[0]: on_step(f"{subject.name}: sequences {i + 1}-{i + m} of {n}, SAE {h} "
                                                        f"({j + 1}/{len(hooks)})"))
         clean_ce, metrics, xs = splice_batch(subject, toks, hooks, variants, stats, i, options, on_hook)
-        res.clean_ce[sl] = clean_ce.cpu().numpy()
-        for key, m in metrics.items():
-            for k, arr in m.items():
-                res.metrics[key][k][sl] = arr.float().cpu().numpy()
-        bos = toks == subject.bos_token_id
+        out = [(res.clean_ce[sl], clean_ce)] + [(res.metrics[key][k][sl], arr) for key, m in metrics.items()
+                                                 for k, arr in m.items()]
+        bos = toks == _bos(subject)
         for h, x in xs.items():
             xn = x.float().pow(2).sum(-1)
-            res.activation[h]["x_norm"][sl] = xn.sqrt().masked_fill(bos, float("nan")).cpu().numpy()
+            out.append((res.activation[h]["x_norm"][sl], xn.sqrt().masked_fill(bos, float("nan"))))
             if w_pos_sq is not None and is_residual(subject.hook_of(h)):
-                res.activation[h]["wpos_share"][sl] = (w_pos_sq / xn).masked_fill(bos, float("nan")).cpu().numpy()
+                out.append((res.activation[h]["wpos_share"][sl], (w_pos_sq / xn).masked_fill(bos, float("nan"))))
             else:
                 res.activation[h]["wpos_share"][sl] = np.nan
+        to_host(out)
         bar.update(toks.shape[0] * len(hooks))
     bar.close()
     warn_unconverged(res)

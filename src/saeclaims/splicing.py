@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .budget import sae_rows
+from .fast_sae import fast
 from .measurements import HookStats
 from .subjects import Subject, hook_order, start_layer
 from .subjects.core import is_residual, replaced_inside_block
@@ -46,10 +47,21 @@ def variant_context(subject: Subject, key: str, stats: HookStats | None, device:
                           sae_l0=None if stats is None else stats.sae_l0)
 
 
+def alike_in_every_sequence(names: Sequence[str], hook: str, b: int) -> set[int]:
+    """The variants (indices into `names`) whose spliced input at `hook` is the same in all b sequences, by what
+    the registry declares (`Variant.alike_at_residual`: `zero` at a residual hook between blocks): a suffix run
+    that starts there computes the same thing for every sequence, so one row stands for all. A static fact,
+    where same_in_every_sequence compares rows on the device (a host round trip per variant)."""
+    if b < 2 or replaced_inside_block(hook):
+        return set()
+    return {v for v, name in enumerate(names) if variant(name).alike_at_residual}
+
+
 def same_in_every_sequence(stack: torch.Tensor, n_variants: int, b: int) -> set[int]:
     """The variants (indices into the variant-major stack [V*B, T, d]) whose spliced input is exactly the same
     in all B sequences, e.g. `zero` at a residual hook: a suffix run that starts there computes the same
-    thing for every sequence, so one row stands for all (exact: equal inputs give equal outputs)."""
+    thing for every sequence, so one row stands for all (exact: equal inputs give equal outputs). Compares rows
+    on the device; the kernels use alike_in_every_sequence, what the registry declares."""
     if b < 2:
         return set()
     out = set()
@@ -118,12 +130,14 @@ class SharedRoundtrip:
 
 
 def splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Tensor, names: Sequence[str],
-                     stats: HookStats, seed: int, first_row: int, budget_bytes: int | None = None
-                     ) -> tuple[torch.Tensor, dict]:
+                     stats: HookStats, seed: int, first_row: int, budget_bytes: int | None = None,
+                     sae_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict]:
     """Every variant of SAE `key` for a batch x [B, T, d], a few sequences at a time (`sae_rows`;
     `Variant.whole_batch` ones at once): the stacked spliced activations [V*B, T, d] (variant-major) and each
     variant's reconstruction metrics. Row b keeps its sequence index first_row + b, so nothing depends
-    on the split. Within a chunk the variants that start from SAE(x) share one SAE pass (SharedRoundtrip)."""
+    on the split. Within a chunk the variants that start from SAE(x) share one SAE pass (SharedRoundtrip). SAE round
+    trips take the fast path (fast_sae.py) in `sae_dtype` (None: the SAE's own) where it reproduces the SAE;
+    `whole_batch` variants (reencode, which reads the SAE's own preprocessing) keep the SAE itself."""
     b = x.shape[0]
     step = sae_rows(subject, [key], x.shape[1], x.device, budget_bytes)
     stack = torch.empty((len(names) * b, *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -136,6 +150,9 @@ def splice_variants(subject: Subject, key: str, x: torch.Tensor, keep: torch.Ten
     for i, rows, todo in chunks:
         xi = x[i : i + rows]
         vctx = variant_context(subject, key, stats, x.device, seed, first_row + i)
+        vctx.batch_first_row, vctx.batch_rows = first_row, b
+        if todo is split:
+            vctx.sae, vctx.full_sae = fast(vctx.sae, sae_dtype), fast(vctx.full_sae, sae_dtype)
         if vctx.sae is not None and SharedRoundtrip.applies(vctx.sae):
             vctx.sae = SharedRoundtrip(vctx.sae, xi)
         for v, name in todo:

@@ -47,7 +47,9 @@ class Variant:
     residual_only: bool = False  # a residual-stream hook (W_pos[p] is a summand of the residual stream only)
     needs_control: bool = False  # the control family's full-context SAE at the hook
     shares_sae_input: bool = False  # starts from SAE(x) of the hook's own activation: one shared SAE pass
-    alike_at_residual: bool = False  # at a residual hook between blocks its input is the same in every sequence
+    # at a residual hook between blocks its input is the same in every sequence (a static fact, so the kernels run one
+    # row for it without comparing rows on the device)
+    alike_at_residual: bool = False
     whole_batch: bool = False  # bounds its own memory and pays a fixed cost per call: spliced per whole batch
     measured_by_default: bool = False  # what the claims read (CLAIM_VARIANTS); others are measured when asked
     position_curve: bool = False  # drawn in the loss-by-position figure
@@ -89,7 +91,8 @@ class VariantContext:
     mean at this hook, the SAE's training context, a seed for random directions (row b of the batch
     is sequence first_row + b, so directions do not depend on batching), the control family's
     full-context SAE at this hook, if any, the hook's name (default: the SAE's cfg.metadata.hook_name)
-    and the SAE's mean in-context L0 at this hook (reencode's k; HookStats.sae_l0)."""
+    and the SAE's mean in-context L0 at this hook (reencode's k; HookStats.sae_l0). batch_first_row and
+    batch_rows name the whole batch x is a chunk of (random directions are drawn for it once)."""
 
     sae: object | None
     w_pos: torch.Tensor | None
@@ -100,6 +103,8 @@ class VariantContext:
     full_sae: object | None = None
     hook: str | None = None
     sae_l0: float | None = None
+    batch_first_row: int | None = None
+    batch_rows: int | None = None
 
     @property
     def hook_name(self) -> str | None:
@@ -118,7 +123,8 @@ def count_active(codes: torch.Tensor) -> torch.Tensor:
 
 def _sae_roundtrip(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     acts = sae.encode(x)
-    return sae.decode(acts), count_active(acts).to(x.dtype)
+    count = getattr(sae, "active_count", None) or count_active  # the fast path's own count (fast_sae.py)
+    return sae.decode(acts), count(acts).to(x.dtype)
 
 
 def shifted_positions(n_pos: int, ctx: int, device=None) -> torch.Tensor:
@@ -181,20 +187,32 @@ def random_error(x, c):
     """x plus a seeded random direction with the norm of the SAE's error at that token."""
     rec, l0 = _sae_roundtrip(c.sae, x)
     err_norm = (x - rec).norm(dim=-1, keepdim=True)
-    direction = _unit_directions(c.seed, c.first_row, tuple(x.shape), x.device, x.dtype)
-    return x + err_norm * direction, l0
+    return x + err_norm * _directions_for(c, x), l0
 
 
-@functools.lru_cache(maxsize=2)
+def _directions_for(c: VariantContext, x: torch.Tensor) -> torch.Tensor:
+    """x's rows of the unit random directions: drawn for the whole batch once (c.batch_first_row, c.batch_rows),
+    which every chunk and every hook of that width reads, else for x's rows alone. Row b is always sequence
+    first_row + b's own draw, so the values do not depend on the split."""
+    if c.batch_rows is None or c.batch_first_row is None:
+        return _unit_directions(c.seed, c.first_row, tuple(x.shape), x.device, x.dtype)
+    full = _unit_directions(c.seed, c.batch_first_row, (c.batch_rows, *x.shape[1:]), x.device, x.dtype)
+    start = c.first_row - c.batch_first_row
+    return full[start : start + x.shape[0]]
+
+
+@functools.lru_cache(maxsize=4)
 def _unit_directions(seed: int, first_row: int, shape: tuple[int, ...], device: torch.device,
                      dtype: torch.dtype) -> torch.Tensor:
     """Unit random directions, one CPU-seeded draw per sequence (so batched equals one-by-one on every
     device). They depend on no hook, so every hook of one width in a batch reuses them: drawn once, not
-    once per hook (on an H100 the per-hook CPU draws were a large share of the variants' time)."""
+    once per hook (on an H100 the per-hook CPU draws were a large share of the variants' time). On CUDA the
+    draws land in pinned memory and go over in one asynchronous copy (no host round trip)."""
     g = torch.Generator(device="cpu")
-    rows = [torch.randn(shape[1:], generator=g.manual_seed(seed * 1_000_003 + first_row + b))
-            for b in range(shape[0])]
-    direction = torch.stack(rows).to(device, dtype)
+    host = torch.empty(shape, dtype=torch.float32, pin_memory=torch.device(device).type == "cuda")
+    for b in range(shape[0]):
+        torch.randn(shape[1:], generator=g.manual_seed(seed * 1_000_003 + first_row + b), out=host[b])
+    direction = host.to(device, dtype, non_blocking=True)
     return direction / direction.norm(dim=-1, keepdim=True)
 
 

@@ -14,8 +14,8 @@ def final_resid_hook(model) -> str:
 
 @torch.no_grad()
 def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor, targets: torch.Tensor,
-                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, shared_final: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, shared_final: torch.Tensor | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CE of the clean run, CE and KL(clean || variant) per token, from final residuals.
 
     clean_final [B, P, d]; variant_final [V, B, P, d]; targets [B, P]; shared_final [S, P, d]: variants whose
@@ -31,9 +31,14 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
     The KL form differences residuals rather than large logits, so it stays exact for the clean run. The
     log-sum-exp comes out of the log-softmax because torch's log_softmax is one fused pass per row chunk,
     where torch.logsumexp runs four (max, subtract, exp, sum): 1.4x faster on a CPU (`_target_terms`).
+
+    dtype: the operands of the two vocabulary matmuls (h W_U and p W_U^T; precision.py's vocab_dtype). Whatever
+    it is, the logits are taken to float32 before the log-softmax, so the log-sum-exp, CE and KL accumulate in
+    float32; with float32 every step is as it always was.
     """
     v, b, p, d = variant_final.shape
     w_u, b_u = model.W_U.float(), model.b_U.float()
+    mm = _VocabMatmuls(w_u, b_u, dtype)
     clean_flat = model.ln_final(clean_final).reshape(b * p, d).float()
     var_flat = model.ln_final(variant_final).reshape(v, b * p, d).float()
     tgt = targets.reshape(b * p)
@@ -42,27 +47,31 @@ def chunked_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor
     ce = torch.empty(v + n_shared, b * p, device=clean_final.device)
     kl = torch.empty(v + n_shared, b * p, device=clean_final.device)
     # live [rows, vocab] blocks: clean logits and probabilities, one variant's logits and log-softmax
-    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=4)
+    step = chunk_rows(w_u.shape[1], chunk_bytes, n_live=4 if dtype == torch.float32 else 5)
     if n_shared:
         shared_flat = model.ln_final(shared_final).float()  # [S, P, d]
         lse_shared = torch.empty(n_shared, p, device=clean_final.device)
         for i in range(n_shared):
             for s in range(0, p, step):
-                lse_shared[i, s : s + step] = torch.logsumexp(torch.addmm(b_u, shared_flat[i, s : s + step], w_u),
-                                                              dim=-1)
+                lse_shared[i, s : s + step] = torch.logsumexp(mm.logits(shared_flat[i, s : s + step]), dim=-1)
         position = torch.arange(b * p, device=clean_final.device) % p
-        w_t, b_t = w_u.T[tgt], b_u[tgt]  # [rows, d], [rows]: the target's unembedding column and bias
+    if n_shared or mm.rounded:
+        w_t, b_t = w_u.T[tgt], b_u[tgt]  # [rows, d], [rows]: the target's unembedding column and bias (float32)
     for s in range(0, b * p, step):
         sl = slice(s, min(b * p, s + step))
         hc = clean_flat[sl]
         col = tgt[sl, None]
-        z = torch.addmm(b_u, hc, w_u)
+        z = mm.logits(hc)
         clean_ce[sl], lse_c = _target_terms(z, col)
-        u = torch.softmax(z, dim=-1) @ w_u.T  # [rows, d]
+        if mm.rounded:  # the target's logit in float32 (the rounded one would bias every CE by its rounding)
+            clean_ce[sl] = lse_c - ((hc * w_t[sl]).sum(-1) + b_t[sl])
+        u = mm.expected_unembedding(z)  # [rows, d]
         del z
         for i in range(v):
             hv = var_flat[i, sl]
-            ce[i, sl], lse_v = _target_terms(torch.addmm(b_u, hv, w_u), col)
+            ce[i, sl], lse_v = _target_terms(mm.logits(hv), col)
+            if mm.rounded:
+                ce[i, sl] = lse_v - ((hv * w_t[sl]).sum(-1) + b_t[sl])
             kl[i, sl] = (lse_v - lse_c) - (u * (hv - hc)).sum(-1)
         for i in range(n_shared):
             hv = shared_flat[i][position[sl]]
@@ -77,3 +86,20 @@ def _target_terms(z: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor, tor
     from one log-softmax: lse = z[t] - log_softmax(z)[t] holds for any column; the target's is read anyway."""
     lt = torch.log_softmax(z, dim=-1).gather(1, col)[:, 0]
     return -lt, z.gather(1, col)[:, 0] - lt
+
+
+class _VocabMatmuls:
+    """The two vocabulary matmuls in the operand dtype asked (weights converted once per call); results float32."""
+
+    def __init__(self, w_u: torch.Tensor, b_u: torch.Tensor, dtype: torch.dtype):
+        self.dtype = dtype
+        self.rounded = dtype != torch.float32  # logits carry the operands' rounding
+        self.w, self.b = (w_u, b_u) if dtype == w_u.dtype else (w_u.to(dtype), b_u.to(dtype))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h W_U + b_U [rows, vocab], float32 (with float32 operands: exactly torch.addmm's)."""
+        return torch.addmm(self.b, h.to(self.dtype), self.w).float()
+
+    def expected_unembedding(self, z: torch.Tensor) -> torch.Tensor:
+        """softmax(z) W_U^T [rows, d], float32: the clean distribution's mean unembedding (the KL's u)."""
+        return (torch.softmax(z, dim=-1).to(self.dtype) @ self.w.T).float()

@@ -8,7 +8,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from .fact_measurement import model_facts, sae_facts
 from .instruments import excess, recovery
@@ -23,7 +22,7 @@ from .subject_facts import SubjectFact
 from .subjects import Subject
 from .variants import variant_names
 
-AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}  # the deprecated `autocast` argument's meanings
 
 
 class Workbench:
@@ -32,7 +31,7 @@ class Workbench:
                  progress: Callable[[], contextlib.AbstractContextManager] | None = None, eager: bool = True,
                  reencode_seqs: int = 16, budget_bytes: int | None = None, reads: VariantReads | None = None,
                  record_fact: Callable[[SubjectFact], None] | None = None, line: ProgressLine | None = None,
-                 owned: list[str] | None = None, model_facts: bool = True):
+                 precision: str = "auto", owned: list[str] | None = None, model_facts: bool = True):
         self.subject = subject
         # a shard of a run (--sae-shard) holds some SAEs: it measures those eagerly and records their facts and
         # series, and measures another SAE only for a row that reads it (None: this process holds every SAE)
@@ -44,7 +43,8 @@ class Workbench:
         self.boot = boot
         self.seed = boot.seed  # random-direction seed of the splice variants
         self.batch_size = batch_size
-        self.autocast = AUTOCAST[autocast]
+        # precision.py's policy; `autocast` (deprecated) still names one where it is not "none"
+        self.precision = AUTOCAST[autocast] if autocast != "none" else precision
         self.record_series = record_series or (lambda s: None)
         self.record_fact = record_fact or (lambda f: None)
         self.progress = progress  # suspends pytest's capture around a measurement (a context manager factory)
@@ -70,7 +70,7 @@ class Workbench:
             # `progress` suspends pytest's capture, so the bar reaches the terminal
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, variants, self.batch_size, self.seed,
-                              autocast_dtype=self.autocast, **self._shown(),
+                              precision=self.precision, **self._shown(),
                               budget_bytes=self.budget_bytes)
                 self._done(f"{self.subject.name}: measured {len(missing)} SAEs")
             first = self._m is None
@@ -106,7 +106,7 @@ class Workbench:
                           f"in a pass of its own; add {variant!r} to the reads of the test that reads it",
                           RuntimeWarning, stacklevel=4)
         with self.progress() if self.progress else contextlib.nullcontext():
-            new = measure(self.subject, [hook], [variant], self.batch_size, self.seed, autocast_dtype=self.autocast,
+            new = measure(self.subject, [hook], [variant], self.batch_size, self.seed, precision=self.precision,
                           **self._shown(), budget_bytes=self.budget_bytes)
         m.metrics.update(new.metrics)
         return new.metrics[(variant, hook)]
@@ -137,7 +137,7 @@ class Workbench:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
             with self.progress() if self.progress else contextlib.nullcontext():
                 new = measure(self.subject, missing, ("sae", "reencode", "reencode_2x"), self.batch_size, self.seed,
-                              autocast_dtype=self.autocast, **self._shown(), n_seqs=n,
+                              precision=self.precision, **self._shown(), n_seqs=n,
                               budget_bytes=self.budget_bytes)
                 self._done(f"{self.subject.name}: re-encoded {len(missing)} SAEs on {n} sequences")
             self._re = new if self._re is None else _merge(self._re, new, self.subject.sae_ids)
