@@ -18,6 +18,8 @@ losses and the control's position trend are defined); beyond the training contex
 
 - `positional`: position p >= CTX is mapped to CTX - 1 (the SAE 'thinks earlier'): its whole excess error is
   in the positional part.
+- `smeared`: position p >= CTX is carried as an even blend of positions CTX - 2 and CTX - 1: all positional
+  too, but no single position to decode.
 - `token`: positions are kept, and p >= CTX adds a fixed token-part vector v_p, its norm calibrated so the
   excess loss matches `positional`'s: its excess error is in the token part, triggered by the position.
 - `exact`: no failure beyond the context (the full-context control, and the null for the excess gates).
@@ -40,7 +42,7 @@ UNEMBED_POS_WEIGHT = 0.2  # the unembedding reads position weakly: a wrong posit
 IN_CONTEXT_SHRINK = 0.1  # every planted SAE's token part is (1 - this) x the input's
 N_SEQS, SEQ_LEN = 16, N_CTX
 HOOKS = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre")
-KINDS = ("positional", "token", "exact")
+KINDS = ("positional", "smeared", "token", "exact")
 
 
 def planted_model(seed: int = 0):
@@ -122,6 +124,16 @@ def positional_map(ctx: int = CTX) -> torch.Tensor:
     return m
 
 
+def smeared_map(ctx: int = CTX) -> torch.Tensor:
+    """Beyond ctx, position p is carried as an even blend of the last two trained positions (the SAE 'thinks
+    earlier' but is unsure where): the error is all positional, but not a clean swap of one position."""
+    m = base_map()
+    for p in range(ctx, N_CTX):
+        m[:, pos_coord(p)] = 0.0
+        m[pos_coord(ctx - 1), pos_coord(p)] = m[pos_coord(ctx - 2), pos_coord(p)] = 0.5
+    return m
+
+
 def token_directions(seed: int = 1, ctx: int = CTX) -> torch.Tensor:
     """Unit vectors v_p [N_CTX, D_MODEL] in the token part for p >= ctx (zero rows in context)."""
     g = torch.Generator().manual_seed(seed)
@@ -157,7 +169,7 @@ def excess_loss(model, tokens: torch.Tensor, hook: str, m: torch.Tensor, ctx: in
 
 
 @torch.no_grad()
-def calibrate_token_scale(model, tokens: torch.Tensor, hook: str, target: float, iters: int = 12) -> float:
+def calibrate_token_scale(model, tokens: torch.Tensor, hook: str, target: float, iters: int = 10) -> float:
     """The norm of v_p whose token failure adds `target` excess loss, to about 0.1% of the norm (bisection;
     the excess grows with it)."""
     clean = model(tokens, return_type="loss", loss_per_token=True)
@@ -202,7 +214,8 @@ def planted_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
         excess[sae_id("positional", hook)] = excess_loss(model, tokens, hook, positional_map())
         scale[hook] = calibrate_token_scale(model, tokens, hook, excess[sae_id("positional", hook)])
         excess[sae_id("token", hook)] = excess_loss(model, tokens, hook, token_map(scale[hook]))
-        planted = {"positional": positional_map(), "token": token_map(scale[hook]),
+        excess[sae_id("smeared", hook)] = excess_loss(model, tokens, hook, smeared_map())
+        planted = {"positional": positional_map(), "smeared": smeared_map(), "token": token_map(scale[hook]),
                    "exact": base_map()}
         for kind, m in planted.items():
             key = sae_id(kind, hook)
