@@ -3,8 +3,9 @@
 Each claim test of claims/test_positional.py is run as it is (its guards, its statistic, its threshold) on the
 planted subject (tests/planted_subjects.py), measured by `splice.measure`, at the confidence of a run (0.999).
 Positive control: an SAE on which the claim's words hold by construction; negative control: one on which they
-fail. `positional` carries a wrong position beyond ctx and nothing else; `token` adds a token-part error of the
-same excess loss, triggered by the out-of-context position; `exact` has no failure beyond ctx.
+fail. `positional` carries a wrong position beyond ctx and nothing else; `smeared` an even blend of two trained
+positions; `token` adds a token-part error of the same excess loss as `positional`, triggered by the
+out-of-context position; `exact` has no failure beyond ctx.
 
 Where an instrument separates its controls the test asserts it; where it cannot, the test documents it by
 asserting the same verdict on both (the instrument is then not valid for the claim's words; README, "Planted
@@ -19,6 +20,7 @@ import pytest
 
 from claims import test_positional as positional_claims
 from saeclaims.fixture import ClaimFixture, RunAccess
+from saeclaims.instruments import recovery
 from saeclaims.splice import measure
 from saeclaims.stats import Bootstrap, Interval, verdict
 from saeclaims.thread import THREAD_CLAIMS
@@ -26,7 +28,7 @@ from saeclaims.thread import THREAD_CLAIMS
 from .planted_subjects import planted_subject
 
 BOOT = Bootstrap(confidence=0.999)
-VARIANTS = ("zero", "sae", "shift_pos", "pos_repair_out", "token_then_pos", "full_context_sae")
+VARIANTS = ("zero", "sae", "shift_pos", "pos_repair_out", "pos_part_repair", "token_then_pos", "full_context_sae")
 NOT_APPLICABLE = "not applicable"
 CLAIMS = {c.id: c for c in THREAD_CLAIMS}
 
@@ -95,14 +97,22 @@ def test_planted_failures_cost_the_same_excess_loss(planted, measured):
 SEPARATING = [
     (positional_claims.test_adding_wpos_recovers, "positional-l0", "token-l0"),
     (positional_claims.test_adding_wpos_recovers, "positional-l1", "token-l1"),
-    (positional_claims.test_position_not_most_of_it_output, "token-l0", "positional-l0"),
-    (positional_claims.test_position_not_most_of_it_output, "token-l1", "positional-l1"),
     (positional_claims.test_sae_thinks_earlier, "positional-l0", "token-l0"),
+    # pos_part_repair, on both positional failures
+    (positional_claims.test_layer0_error_is_positional, "positional-l0", "token-l0"),
+    (positional_claims.test_layer0_error_is_positional, "smeared-l0", "token-l0"),
+    (positional_claims.test_position_not_most_of_it_output, "token-l0", "positional-l0"),
+    (positional_claims.test_position_not_most_of_it_output, "token-l0", "smeared-l0"),
+    (positional_claims.test_position_not_most_of_it_output, "token-l1", "smeared-l1"),
+    (positional_claims.test_positional_error_not_most_later, "token-l1", "positional-l1"),
+    (positional_claims.test_positional_error_not_most_later, "token-l1", "smeared-l1"),
+    (positional_claims.test_positional_not_large_share_of_mse, "token-l1", "positional-l1"),
+    (positional_claims.test_positional_not_large_share_of_mse, "token-l1", "smeared-l1"),
 ]
 
 
 @pytest.mark.parametrize(("test", "holds_on", "fails_on"), SEPARATING,
-                         ids=[f"{claim_id_of(t)}-{p}" for t, p, _ in SEPARATING])
+                         ids=[f"{claim_id_of(t)}-{p}-{n}" for t, p, n in SEPARATING])
 def test_instrument_separates_its_controls(test, holds_on, fails_on, planted, measured):
     assert judge(test, planted, measured, holds_on)[0] == "holds"
     assert judge(test, planted, measured, fails_on)[0] == "refuted"
@@ -111,17 +121,14 @@ def test_instrument_separates_its_controls(test, holds_on, fails_on, planted, me
 # Instruments that cannot tell a positional failure from a token failure the position triggers: shift_pos shows
 # the SAE an in-context position, which removes any failure the out-of-context position triggers.
 BLIND = [
-    (positional_claims.test_layer0_error_is_positional, "positional-l0", "token-l0", "holds"),
     (positional_claims.test_position_not_most_of_it_input, "token-l0", "positional-l0", "refuted"),
     (positional_claims.test_position_not_most_of_it_input, "token-l1", "positional-l1", "refuted"),
-    (positional_claims.test_positional_error_not_most_later, "token-l1", "positional-l1", "refuted"),
     (positional_claims.test_position_not_most_of_it_vs_control, "token-l0", "positional-l0", "refuted"),
-    (positional_claims.test_positional_not_large_share_of_mse, "token-l1", "positional-l1", "refuted"),
 ]
 
 
 @pytest.mark.parametrize(("test", "holds_on", "fails_on", "both"), BLIND,
-                         ids=[f"{claim_id_of(t)}-{p}" for t, p, _, _ in BLIND])
+                         ids=[f"{claim_id_of(t)}-{p}-{n}" for t, p, n, _ in BLIND])
 def test_instrument_cannot_separate_its_controls(test, holds_on, fails_on, both, planted, measured):
     """Documents a failed validation: the same verdict on the control where the words hold and where they fail."""
     assert judge(test, planted, measured, holds_on)[0] == both
@@ -134,3 +141,30 @@ def test_instrument_cannot_separate_its_controls(test, holds_on, fails_on, both,
 def test_no_failure_beyond_context_is_not_applicable(test, planted, measured):
     """The null of the excess gate: an SAE with no failure beyond its context has no excess to take a share of."""
     assert judge(test, planted, measured, "exact-l0")[0] == NOT_APPLICABLE
+
+
+# The claims' former instruments, kept here as measured (the claims now read pos_part_repair): shift_pos gives the
+# same verdict on both controls.
+FORMER = [
+    ("layer0-error-is-positional", "shift_pos", "positional-l0", "token-l0", "holds"),
+    ("positional-error-not-most-later", "shift_pos", "token-l1", "positional-l1", "refuted"),
+]
+
+
+@pytest.mark.parametrize(("claim_id", "variant", "holds_on", "fails_on", "both"), FORMER,
+                         ids=[f"{c}-{v}" for c, v, *_ in FORMER])
+def test_former_instrument_cannot_separate_its_controls(claim_id, variant, holds_on, fails_on, both, planted,
+                                                        measured):
+    c = CLAIMS[claim_id]
+    for sae_id in (holds_on, fails_on):
+        iv = recovery(measured, sae_id, variant, BOOT)
+        assert verdict(iv.low, iv.high, c.threshold, c.direction) == both
+
+
+def test_decoded_swap_misses_a_smeared_position(planted, measured):
+    """pos_repair_out repairs a clean swap of one decodable position only: on the smeared failure (all of the
+    excess positional by construction) neither reading of it reaches the verdict the words have there."""
+    assert judge(positional_claims.test_adding_wpos_recovers, planted, measured, "smeared-l0")[0] != "holds"
+    c = CLAIMS["position-not-most-of-it-output"]
+    iv = recovery(measured, "smeared-l0", "pos_repair_out", BOOT)
+    assert verdict(iv.low, iv.high, c.threshold, c.direction) != "refuted"

@@ -79,7 +79,8 @@ def test_a_name_registered_twice_with_another_meaning_is_refused(registered):
 
 def test_the_built_in_declarations():
     """The flags the kernels and claims rely on, pinned (they were separate tables before the registry)."""
-    assert CLAIM_VARIANTS == ("zero", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out")
+    assert CLAIM_VARIANTS == ("zero", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out",
+                              "pos_part_repair")
     assert variant_names(shares_sae_input=True) == ("sae", "random_error", "pos_repair_out", "pos_part_repair")
     assert variant_names(needs_wpos=True) == variant_names(residual_only=True) == (
         "token_then_pos", "shift_pos", "pos_repair_out", "pos_part_repair")

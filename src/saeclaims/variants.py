@@ -294,7 +294,7 @@ for _v in (
             shares_sae_input=True, measured_by_default=True, repair=True,
             style=("C4", ":", "pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q decoded")),
     Variant("pos_part_repair", pos_part_repair, needs_sae=True, needs_wpos=True, residual_only=True,
-            shares_sae_input=True, repair=True,
+            shares_sae_input=True, measured_by_default=True, repair=True,
             style=("C7", "-", "pos_part_repair: SAE(x) + P_pos(x - SAE(x))")),
     Variant("reencode", reencode, needs_sae=True, whole_batch=True, repair=True, extras=("unconverged",),
             style=("C5", "--", "reencode: same dictionary, codes re-inferred at the SAE's L0")),
