@@ -303,3 +303,44 @@ def test_random_directions_drawn_for_the_batch_equal_each_chunk_s_own_draw():
                                        batch_first_row=10, batch_rows=7)
     assert torch.equal(variants._directions_for(in_batch, x), variants._directions_for(chunk, x))
     assert variants._unit_directions.cache_info().currsize == 2
+
+
+def _linear_sae(m: torch.Tensor, hook: str = "blocks.0.hook_resid_pre"):
+    """A StandardSAE computing SAE(x) = M x (tests/planted_subjects.linear_sae)."""
+    from tests.planted_subjects import linear_sae
+
+    return linear_sae(m, hook, 8)
+
+
+def test_pos_part_repair_repairs_the_positional_part_of_the_error_only():
+    """Token part in coordinates [0, 4), one coordinate per position in [4, 16): a position error is repaired
+    exactly, a token-part error is kept exactly, and an exact SAE is left alone."""
+    d_tok, n_ctx = 4, 12
+    w_pos = torch.eye(n_ctx, d_tok + n_ctx).roll(d_tok, dims=1)
+    x = torch.cat([torch.randn(2, n_ctx, d_tok), torch.zeros(2, n_ctx, n_ctx)], -1) + w_pos
+    swap = torch.eye(d_tok + n_ctx)
+    swap[:, d_tok + 9], swap[d_tok + 3, d_tok + 9] = 0.0, 1.0  # position 9 carried as position 3
+    out, _ = apply_variant("pos_part_repair", x, _ctx(_linear_sae(swap), w_pos))
+    torch.testing.assert_close(out, x)
+    shrink = torch.eye(d_tok + n_ctx)
+    shrink[:d_tok, :d_tok] *= 0.5
+    sae = _linear_sae(shrink)
+    out, _ = apply_variant("pos_part_repair", x, _ctx(sae, w_pos))
+    torch.testing.assert_close(out[:, 1:], sae.decode(sae.encode(x))[:, 1:])
+    exact = _linear_sae(torch.eye(d_tok + n_ctx))
+    torch.testing.assert_close(apply_variant("pos_part_repair", x, _ctx(exact, w_pos))[0], x)
+
+
+def test_positional_basis_holds_the_energy_asked_for():
+    """The fewest singular directions of W_pos rows 1.. holding 99% of their squared norm, orthonormal."""
+    from saeclaims.variants import positional_basis
+
+    g = torch.Generator().manual_seed(0)
+    w_pos = torch.randn(40, 3, generator=g) @ torch.randn(3, 16, generator=g) + 1e-3 * torch.randn(40, 16, generator=g)
+    basis = positional_basis(w_pos)
+    assert basis.shape == (3, 16)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(3), atol=1e-5, rtol=0)
+    kept = (w_pos[1:] @ basis.T).pow(2).sum() / w_pos[1:].pow(2).sum()
+    assert kept >= 0.99
+    assert positional_basis(w_pos) is basis  # cached per W_pos
+    assert positional_basis(torch.eye(10, 12)).shape == (9, 12)  # equal energies: every row's direction

@@ -54,13 +54,16 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "all", figures=("dce_by_position", "recovery_bars")),
     Claim("layer0-error-is-positional", "positional", "thread (2nd comment)", POST,
           "Positional embedding is most of what the layer 0 SAE gets wrong.",
-          "recovery of shift_pos at resid_pre 0 over the excess dCE_sae(O) - dCE_sae(I), where that excess is > 0",
+          "recovery of pos_part_repair (SAE(x) + P(x - SAE(x)), P the projection onto W_pos's subspace holding "
+          "99% of its squared norm: the positional part of the SAE's error repaired, the rest kept) at resid_pre 0 "
+          "over the excess dCE_sae(O) - dCE_sae(I), where that excess is > 0",
           ">", 0.5,
           "'most of' means more than half of the excess loss.",
           "resid_pre0", figures=("recovery_bars",)),
     Claim("positional-error-not-most-later", "positional", "thread (2nd, 3rd comments)", POST,
           "For later layers the positional embedding is not most of the problem.",
-          "recovery of shift_pos at resid_pre L >= 1 over the excess, where that excess is > 0", "<", 0.5,
+          "recovery of pos_part_repair (the positional part of the SAE's error repaired) at resid_pre L >= 1 over "
+          "the excess, where that excess is > 0", "<", 0.5,
           "'not most' means less than half of the excess loss is positional.",
           "later_resid_pre", figures=("recovery_bars",)),
     Claim("position-not-most-of-it-input", "positional", "thread (3rd comment)", POST,
@@ -72,7 +75,8 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "all", figures=("recovery_bars",)),
     Claim("position-not-most-of-it-output", "positional", "thread (3rd comment)", POST,
           "Positional features are likely a part of the long-context failure, but not most of it.",
-          "recovery of pos_repair_out over the excess, where the excess is > 0",
+          "recovery of pos_part_repair (the positional part of the SAE's error repaired at the output) over the "
+          "excess, where the excess is > 0",
           "<", 0.5,
           "'not most of it' means less than half of the excess is removed by repairing position at the output.",
           "all", figures=("recovery_bars",)),
@@ -88,8 +92,8 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
     Claim("positional-not-large-share-of-mse", "positional", "thread (2nd comment)", POST,
           "For layers > 0, I'm skeptical that the positional embedding is accounting for a large fraction of "
           "the large MSE that shows up beyond the context.",
-          "share of the beyond-context excess normalised MSE, nMSE_sae(O) - nMSE_sae(I), removed by shift_pos, "
-          "where that excess is > 0",
+          "share of the beyond-context excess normalised MSE, nMSE_sae(O) - nMSE_sae(I), removed by "
+          "pos_part_repair (the positional part of the SAE's error repaired), where that excess is > 0",
           "<", 0.5,
           "'not a large fraction' is read as less than half.",
           "later_resid_pre"),

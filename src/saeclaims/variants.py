@@ -248,6 +248,48 @@ def pos_repair_out(x, c):
     return rec - w_pos[q] + wp, l0
 
 
+POSITIONAL_ENERGY = 0.99  # pos_part_repair's subspace holds this share of W_pos's squared norm
+_POSITIONAL_BASES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def positional_basis(w_pos: torch.Tensor, energy: float = POSITIONAL_ENERGY) -> torch.Tensor:
+    """Orthonormal rows [k, d] spanning W_pos's positional subspace: the fewest right singular vectors of W_pos
+    rows 1..n_ctx-1 (BOS's row excluded, as in position_of) holding `energy` of their squared norm.
+
+    Not centred: an SAE that drops a token's position errs by W_pos[p] itself, mean row included. Computed once
+    per W_pos (cached by storage and version; a run asks at every batch and hook)."""
+    key = (w_pos.data_ptr(), tuple(w_pos.shape), w_pos.dtype, w_pos.device, w_pos._version, energy)
+    hit = _POSITIONAL_BASES.get(key)
+    if hit is not None:
+        return hit[1]
+    rows = w_pos[1:].double()
+    _, s, vh = torch.linalg.svd(rows, full_matrices=False)
+    share = (s**2).cumsum(0) / (s**2).sum()
+    k = min(int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype, device=share.device))) + 1, len(s))
+    basis = vh[:k].to(w_pos.dtype)
+    if len(_POSITIONAL_BASES) >= 4:
+        _POSITIONAL_BASES.clear()
+    _POSITIONAL_BASES[key] = (w_pos, basis)  # the tensor is kept, so its storage (the key) is not reused
+    return basis
+
+
+def pos_part_repair(x, c):
+    """SAE(x) + P(x - SAE(x)), P the projection onto W_pos's positional subspace (positional_basis): the
+    reconstruction with the positional part of its error repaired, every other part of the error kept.
+
+    Its recovery is the share of the excess loss the positional part of the SAE's error causes: the reading of
+    "positional embedding is most of what the SAE gets wrong" that the planted controls validate
+    (tests/test_planted_instruments.py). shift_pos cannot tell that from an error anywhere that the
+    out-of-context position triggers (it shows the SAE an in-context position, removing both); pos_repair_out
+    repairs only an error that is a clean swap of positions it can decode. This variant needs neither: it reads
+    where the error lies. At later hooks the subspace still holds W_pos[p] (a summand of the residual), but
+    also whatever the blocks wrote into it; it is a repair of W_pos's directions, not of every positional
+    signal."""
+    rec, l0 = _sae_roundtrip(c.sae, x)
+    basis = positional_basis(c.w_pos).to(rec.dtype)
+    return rec + ((x - rec) @ basis.T) @ basis, l0
+
+
 def reencode(x, c):
     """The SAE's decoder with codes re-inferred by non-negative OMP at k = round(mean in-context L0)
     atoms (reencode.py); l0 is the number of atoms used. Reports `unconverged` per token."""
@@ -292,6 +334,9 @@ for _v in (
     Variant("pos_repair_out", pos_repair_out, needs_sae=True, needs_wpos=True, residual_only=True,
             shares_sae_input=True, measured_by_default=True, repair=True,
             style=("C4", ":", "pos_repair_out: SAE(x) - W_pos[q] + W_pos[p], q decoded")),
+    Variant("pos_part_repair", pos_part_repair, needs_sae=True, needs_wpos=True, residual_only=True,
+            shares_sae_input=True, measured_by_default=True, repair=True,
+            style=("C7", "-", "pos_part_repair: SAE(x) + P_pos(x - SAE(x))")),
     Variant("reencode", reencode, needs_sae=True, whole_batch=True, repair=True, extras=("unconverged",),
             style=("C5", "--", "reencode: same dictionary, codes re-inferred at the SAE's L0")),
 ):

@@ -1,0 +1,227 @@
+"""Planted subjects for the real pipeline: a tiny TransformerLens model and sae_lens SAEs whose failure is known.
+
+Why: an instrument is trusted only where it tells a claim that holds from one that fails on effects planted by
+construction (issue 23). These subjects go through `splice.measure` and the claims' own statistics exactly as a
+run does; only the weights are chosen by hand.
+
+The model (`planted_model`): d_model = D_TOK + N_CTX. Token embeddings live in the first D_TOK coordinates,
+learned positions in the other N_CTX, one coordinate per position (W_pos[p] = POS_SCALE e_p), so a token part and
+a positional part of any residual vector are exact. The blocks are random but write the token part only, so at
+every residual hook the positional part is W_pos[p] exactly. The unembedding is random; the evaluation
+tokens are sampled from the model itself, so the clean model is the data's distribution and any change to the
+residual stream adds loss in expectation (its KL).
+
+The SAEs (`linear_sae`): a ReLU StandardSAE with W_enc = [I | -I], b_enc = 0, W_dec = [M^T ; -M^T], b_dec = 0
+computes relu(x) M^T - relu(-x) M^T = M x exactly, so any linear map M is planted as a real sae_lens SAE. Every
+planted SAE shrinks the token part by IN_CONTEXT_SHRINK everywhere (a small in-context error, so in-context
+losses and the control's position trend are defined); beyond the training context CTX:
+
+- `positional`: position p >= CTX is mapped to CTX - 1 (the SAE 'thinks earlier'): its whole excess error is
+  in the positional part.
+- `smeared`: position p >= CTX is carried as an even blend of positions CTX - 2 and CTX - 1: all positional
+  too, but no single position to decode.
+- `token`: positions are kept, and p >= CTX adds a fixed token-part vector v_p, its norm calibrated so the
+  excess loss matches `positional`'s: its excess error is in the token part, triggered by the position.
+- `exact`: no failure beyond the context (the full-context control, and the null for the excess gates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+D_TOK = 16  # token subspace: coordinates [0, D_TOK)
+N_CTX = 48  # model context; the position subspace is coordinates [D_TOK, D_TOK + N_CTX), one per position
+D_MODEL = D_TOK + N_CTX
+D_VOCAB = 32
+BOS = 0
+CTX = 16  # the planted SAEs' training context
+POS_SCALE = 1.0
+UNEMBED_POS_WEIGHT = 0.2  # the unembedding reads position weakly: a wrong position costs a moderate loss
+IN_CONTEXT_SHRINK = 0.1  # every planted SAE's token part is (1 - this) x the input's
+N_SEQS, SEQ_LEN = 16, N_CTX
+HOOKS = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre")
+KINDS = ("positional", "smeared", "token", "exact")
+
+
+def planted_model(seed: int = 0):
+    """A 2-layer HookedTransformer with token and position embeddings in orthogonal coordinate blocks."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=D_MODEL, n_heads=4, d_head=D_MODEL // 4, d_mlp=2 * D_MODEL,
+                                  n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu_new", normalization_type="LN",
+                                  positional_embedding_type="standard", seed=seed)
+    model = HookedTransformer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim > 1:  # random blocks, writing about as much as the embeddings hold
+                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if name.endswith(("W_O", "W_out")) else 0.5)
+                        / p.shape[-2] ** 0.5)
+        for block in model.blocks:  # the blocks write the token part only: the positional part stays W_pos[p]
+            block.attn.W_O[..., D_TOK:] = 0.0
+            block.attn.b_O[D_TOK:] = 0.0
+            block.mlp.W_out[..., D_TOK:] = 0.0
+            block.mlp.b_out[D_TOK:] = 0.0
+        model.W_E.zero_()
+        model.W_E[:, :D_TOK] = torch.randn(D_VOCAB, D_TOK, generator=g) / D_TOK**0.5
+        model.W_pos.copy_(POS_SCALE * torch.eye(N_CTX, D_MODEL).roll(D_TOK, dims=1))
+        model.W_U.copy_(torch.randn(D_MODEL, D_VOCAB, generator=g) * 0.5)
+        model.W_U[D_TOK:] *= UNEMBED_POS_WEIGHT
+        model.b_U.zero_()
+        model.b_U[BOS] = -30.0  # BOS is never predicted, so sampled sequences hold it only at position 0
+    return model.eval()
+
+
+@torch.no_grad()
+def sample_tokens(model, n_seqs: int = N_SEQS, seq_len: int = SEQ_LEN, seed: int = 0) -> torch.Tensor:
+    """Sequences sampled from the model itself (BOS first): the clean model is their true distribution."""
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.full((n_seqs, 1), BOS, dtype=torch.long)
+    for _ in range(seq_len - 1):
+        probs = model(toks)[:, -1].softmax(-1)
+        toks = torch.cat([toks, torch.multinomial(probs, 1, generator=g)], 1)
+    return toks
+
+
+def linear_sae(m: torch.Tensor, hook: str, ctx: int):
+    """A real sae_lens StandardSAE computing SAE(x) = M x exactly (M [d, d] acts on column vectors)."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    d = m.shape[0]
+    cfg = StandardSAEConfig(d_in=d, d_sae=2 * d, apply_b_dec_to_input=False, normalize_activations="none")
+    cfg.metadata.hook_name = hook
+    cfg.metadata.context_size = ctx
+    cfg.metadata.prepend_bos = True
+    sae = StandardSAE(cfg)
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([m.T, -m.T], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def pos_coord(p: int) -> int:
+    return D_TOK + p
+
+
+def base_map() -> torch.Tensor:
+    """The in-context error every planted SAE shares: the token part shrunk by IN_CONTEXT_SHRINK."""
+    m = torch.eye(D_MODEL)
+    m[:D_TOK, :D_TOK] *= 1 - IN_CONTEXT_SHRINK
+    return m
+
+
+def positional_map(ctx: int = CTX) -> torch.Tensor:
+    """Beyond ctx, position p is carried as position ctx - 1: the error is all in the positional part."""
+    m = base_map()
+    for p in range(ctx, N_CTX):
+        m[:, pos_coord(p)] = 0.0
+        m[pos_coord(ctx - 1), pos_coord(p)] = 1.0
+    return m
+
+
+def smeared_map(ctx: int = CTX) -> torch.Tensor:
+    """Beyond ctx, position p is carried as an even blend of the last two trained positions (the SAE 'thinks
+    earlier' but is unsure where): the error is all positional, but not a clean swap of one position."""
+    m = base_map()
+    for p in range(ctx, N_CTX):
+        m[:, pos_coord(p)] = 0.0
+        m[pos_coord(ctx - 1), pos_coord(p)] = m[pos_coord(ctx - 2), pos_coord(p)] = 0.5
+    return m
+
+
+def token_directions(seed: int = 1, ctx: int = CTX) -> torch.Tensor:
+    """Unit vectors v_p [N_CTX, D_MODEL] in the token part for p >= ctx (zero rows in context)."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.zeros(N_CTX, D_MODEL)
+    v[ctx:, :D_TOK] = torch.randn(N_CTX - ctx, D_TOK, generator=g)
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def token_map(scale: float, ctx: int = CTX) -> torch.Tensor:
+    """Positions kept; beyond ctx, x's coordinate along position p adds scale x v_p to the token part."""
+    m = base_map()
+    v = token_directions(ctx=ctx)
+    for p in range(ctx, N_CTX):
+        m[:, pos_coord(p)] += scale * v[p] / POS_SCALE
+    return m
+
+
+@torch.no_grad()
+def excess_loss(model, tokens: torch.Tensor, hook: str, m: torch.Tensor, ctx: int = CTX,
+                clean: torch.Tensor | None = None) -> float:
+    """Mean added CE beyond ctx minus within it, with x -> M x spliced at `hook` (position 0 kept): the
+    calibration target, computed directly (not by the instruments under test)."""
+    def splice(act, hook):
+        out = act @ m.T
+        out[:, 0] = act[:, 0]
+        return out
+
+    if clean is None:
+        clean = model(tokens, return_type="loss", loss_per_token=True)
+    spliced = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice)])
+    d = (spliced - clean).mean(0)  # d[i]: predicting token i + 1 from position i
+    return float(d[ctx:].mean() - d[1:ctx].mean())
+
+
+@torch.no_grad()
+def calibrate_token_scale(model, tokens: torch.Tensor, hook: str, target: float, iters: int = 10) -> float:
+    """The norm of v_p whose token failure adds `target` excess loss, to about 0.1% of the norm (bisection;
+    the excess grows with it)."""
+    clean = model(tokens, return_type="loss", loss_per_token=True)
+
+    def short(scale: float) -> bool:
+        return excess_loss(model, tokens, hook, token_map(scale), clean=clean) < target
+
+    lo, hi = 0.0, 1.0
+    while short(hi):
+        lo, hi = hi, 2 * hi
+        if hi > 1e3:
+            raise ValueError(f"no token distortion reaches an excess of {target:.4g} at {hook}")
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if short(mid) else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass
+class Planted:
+    """The planted subject and what was planted: SAE ids `{kind}-l{layer}`, each SAE's map, the token
+    failure's calibrated scale per hook and the excess losses the calibration matched."""
+
+    subject: object
+    maps: dict[str, torch.Tensor]
+    token_scale: dict[str, float]
+    excess: dict[str, float]
+
+
+def sae_id(kind: str, hook: str) -> str:
+    return f"{kind}-l{hook.split('.')[1]}"
+
+
+def planted_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
+    """Every planted SAE at every hook, each with the `exact` full-context control."""
+    from saeclaims.subjects import Subject
+
+    model = planted_model(seed)
+    tokens = sample_tokens(model, seed=seed)
+    saes, controls, maps, scale, excess = {}, {}, {}, {}, {}
+    for hook in hooks:
+        excess[sae_id("positional", hook)] = excess_loss(model, tokens, hook, positional_map())
+        scale[hook] = calibrate_token_scale(model, tokens, hook, excess[sae_id("positional", hook)])
+        excess[sae_id("token", hook)] = excess_loss(model, tokens, hook, token_map(scale[hook]))
+        excess[sae_id("smeared", hook)] = excess_loss(model, tokens, hook, smeared_map())
+        planted = {"positional": positional_map(), "smeared": smeared_map(), "token": token_map(scale[hook]),
+                   "exact": base_map()}
+        for kind, m in planted.items():
+            key = sae_id(kind, hook)
+            maps[key] = m
+            saes[key] = linear_sae(m, hook, CTX)
+            controls[key] = linear_sae(base_map(), hook, N_CTX)
+    subject = Subject(name="planted", model=model, saes=saes, tokens=tokens,
+                      context_sizes={k: CTX for k in saes}, full_context_saes=controls)
+    return Planted(subject, maps, scale, excess)
