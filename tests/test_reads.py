@@ -55,6 +55,7 @@ def test_a_run_notes_the_reads_of_its_selected_claim_tests_per_sae_id():
     session.catalog = Catalog([claim("per-hook", "all"), claim("across", "across_resid_pre"),
                                claim("model", "model")])
     session.collected, session.reads = True, {}
+    session.settings, session._all_reads = SimpleNamespace(shard_spec=None), None  # the whole run, no shard
     session._infos = {"subj": SimpleNamespace(sae_ids=ids, full_context_sae_ids=[], hook_of=lambda i: i)}
     session.note_reads([item("per-hook", ids[0], reads=("shift_pos",)), item("across", "resid_pre", reads=("zero",)),
                         item("model", "model", reads=()), item("model", "model", reference="ref")])
@@ -63,3 +64,35 @@ def test_a_run_notes_the_reads_of_its_selected_claim_tests_per_sae_id():
     assert reads.variants_for(ids[1], OFFERED) == ["zero", "sae"]
     session.note_reads([item("per-hook", ids[1])])  # no reads=: everything at its row
     assert session.reads["subj"].variants_for(ids[1], OFFERED) == list(OFFERED)
+
+
+def test_a_shard_measures_its_own_saes_as_the_whole_run_reads_them_and_others_for_its_rows_only():
+    """--sae-shard 2/2 holds blocks.1; a per-hook test there (shift_pos) is in shard 2, the layer contrast (zero,
+    at every resid_pre id) in shard 1. Shard 2 splices at blocks.1 what the whole run reads there; shard 1 at
+    blocks.1 only what its own rows read (the contrast's zero)."""
+    from types import SimpleNamespace
+
+    from saeclaims.catalog import Catalog, Claim
+    from saeclaims.marker import CLAIM_MARKER, ClaimMarker
+    from saeclaims.session import ClaimSession
+    from saeclaims.shards import ShardPlan, ShardSpec
+
+    def claim(cid, scope):
+        return Claim(cid, "toy", "s", "https://example.org", "w", "stat", ">", 0.0, "why", scope)
+
+    def item(cid, row, reads=None):
+        return SimpleNamespace(stash={CLAIM_MARKER: ClaimMarker(cid, reads, None, "subj", row)})
+
+    ids = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    everything = [item("per-hook", ids[1], reads=("shift_pos",)), item("across", "resid_pre", reads=("zero",))]
+    for k, mine in ((1, [everything[1]]), (2, [everything[0]])):
+        session = ClaimSession.__new__(ClaimSession)
+        session.catalog = Catalog([claim("per-hook", "all"), claim("across", "across_resid_pre")])
+        session.collected, session.reads, session.problems = True, {}, []
+        session._infos = {"subj": SimpleNamespace(sae_ids=ids, full_context_sae_ids=[], hook_of=lambda i: i)}
+        session.settings = SimpleNamespace(shard_spec=ShardSpec(k, 2), subjects=("subj",))
+        session._plan = ShardPlan.make(2, {"subj": ids})
+        session._all_reads = session._reads_of(everything)
+        session.note_reads(mine)
+        at1 = session.reads["subj"].variants_for(ids[1], OFFERED)
+        assert at1 == (["zero", "sae"] if k == 1 else ["zero", "sae", "shift_pos"]), k
