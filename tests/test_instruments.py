@@ -12,7 +12,6 @@ from saeclaims.instruments import (
     check_beyond_context,
     contrast,
     control_excess,
-    control_fix_share,
     control_ratio,
     control_recovery,
     excess,
@@ -193,8 +192,8 @@ def test_control_relative_statistics_recover_known_values():
     assert ex.estimate == pytest.approx(0.3, abs=0.01) and _contains(ex, 0.3) and ex.low > 0
     rec = control_recovery(m, H, "v")  # (0.5 - 0.35) / 0.3
     assert rec.estimate == pytest.approx(0.5, abs=0.03) and _contains(rec, 0.5)
-    fix = control_fix_share(m, H)  # (0.5 - 0.2) / 0.3: the control removes all of it
-    assert fix.estimate == pytest.approx(1.0, abs=0.03) and _contains(fix, 1.0)
+    fix = excess_removed_share(m, H, "full_context_sae")  # 1 - (0.2 - 0.1) / (0.5 - 0.1): full-context training
+    assert fix.estimate == pytest.approx(0.75, abs=0.03) and _contains(fix, 0.75)  # removes 3/4 of the excess
     plain = recovery(m, H, "v")  # against the raw excess 0.4 instead: 0.15 / 0.4
     assert plain.estimate == pytest.approx(0.375, abs=0.02)
 
@@ -277,7 +276,7 @@ def test_new_instruments_take_the_bootstrap_settings():
                   noise=0.2)
     narrow, wide = Bootstrap(confidence=0.5, n_resamples=500), Bootstrap(confidence=0.999, n_resamples=500)
     for f in (lambda b: excess(m, H, boot=b), lambda b: control_excess(m, H, b), lambda b: control_ratio(m, H, b),
-              lambda b: control_recovery(m, H, "full_context_sae", b), lambda b: control_fix_share(m, H, b),
+              lambda b: control_recovery(m, H, "full_context_sae", b),
               lambda b: metric_recovery(m, H, "full_context_sae", "dce", b),
               lambda b: excess_removed_share(m, H, "full_context_sae", b),
               lambda b: contrast(m, H, H, "excess", b)):

@@ -259,15 +259,6 @@ def control_recovery(m: Measurements, hook: str, variant: str, boot: Bootstrap =
     return _boot(m, q, lambda t: (_mean(t, "vo") - _mean(t, "xo")) / _control_excess(t), _check_boot(boot))
 
 
-def control_fix_share(m: Measurements, hook: str, boot: Bootstrap = DEFAULT_BOOTSTRAP,
-                      control: str = "full_context_sae") -> Interval:
-    """(dCE_sae(O) - dCE_ctl(O)) / control_excess(sae): the share of the short-context SAE's
-    control-relative excess that swapping in the full-context control SAE removes (1: training on
-    the full context fixes all of it; it can exceed 1 when the control is also better in context).
-    The caller gates on control_excess lying above 0."""
-    return control_recovery(m, hook, control, boot, control=control)
-
-
 def metric_recovery(m: Measurements, hook: str, variant: str, metric: str,
                     boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
     """(m_sae(O) - m_v(O)) / (m_sae(O) - m_sae(I)): recovery() for any per-token metric (e.g. nmse).

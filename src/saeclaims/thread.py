@@ -183,9 +183,9 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "full_context"),
     Claim("full-context-training-fixes", "training-context", "follow-up (speculation)", FOLLOW_UP,
           "Training the SAE on longer contexts would fix the degradation.",
-          "share of the short SAE's control-relative excess removed by the full-context SAE: "
-          "(dCE_sae(O) - dCE_ctl(O)) / (dCE_sae(O) - dCE_sae(I) x dCE_ctl(O) / dCE_ctl(I)), where that excess "
-          "is > 0 and the SAE's own excess is substantial (the hook's premise: a degradation to fix)",
+          "share of the short SAE's excess that the full-context SAE does not have, at the same positions: "
+          "1 - (dCE_ctl(O) - dCE_ctl(I)) / (dCE_sae(O) - dCE_sae(I)), where the SAE's excess is substantial (the "
+          "hook's premise: a degradation to fix) and the control is like the SAE in context",
           ">=", 0.75,
           "'fix' means the degradation all but disappears: at least three quarters of it removed.",
           "full_context", figures=("dce_by_position",)),
