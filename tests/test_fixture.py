@@ -317,3 +317,14 @@ def test_one_premise_per_hook_says_whether_there_is_something_to_explain(claim_i
     from saeclaims.instruments import control_excess
 
     assert control_excess(m, h, Bootstrap(0.99, 0, 500)).low > 0  # the other premise alone would have said "go"
+
+
+def test_a_claim_whose_instrument_failed_validation_is_not_applicable_naming_it():
+    """`position-not-most-of-it-input` reads shift_pos, which gives one verdict on the planted positional and token
+    failures (tests/test_planted_instruments.py): not run on real subjects."""
+    fx, s = _fixture(tiny_subject(), "position-not-most-of-it-input")
+    msg = _skipped(fx.require_valid_instrument)
+    assert "its instrument failed validation on planted controls: shift_pos" in msg
+    assert s.store.not_applicable[0].claim == "position-not-most-of-it-input"
+    ok, _ = _fixture(tiny_subject(), "layer0-error-is-positional")
+    ok.require_valid_instrument()  # pos_part_repair passed its planted controls: nothing happens

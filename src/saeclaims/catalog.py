@@ -117,6 +117,9 @@ class Claim:
     tolerance: float | None = None  # practical size of a change that counts as drift (--baseline)
     tolerance_why: str = ""
     figures: tuple[str, ...] = field(default_factory=tuple)  # report figures shown with it (figures.py names)
+    # why the claim's instrument cannot tell its words holding from failing (its planted controls get one verdict);
+    # such a claim is not applicable on every subject, with this reason, until a valid instrument replaces it
+    failed_validation: str = ""
 
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):

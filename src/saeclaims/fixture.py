@@ -184,6 +184,14 @@ class ClaimFixture:
             self.not_applicable(f"the {what} is below its floor of {floor:.4g}: too small for a share of it to "
                                 "mean anything", **{what: shown, "floor": f"{floor:.4g}"})
 
+    def require_valid_instrument(self) -> None:
+        """A claim whose instrument failed validation on its planted controls (`Claim.failed_validation`) is not
+        run on real subjects: not applicable everywhere, naming the failed validation (the claim `fixture` asks
+        this before the test body runs)."""
+        __tracebackhide__ = True
+        if self.claim.failed_validation:
+            self.not_applicable(f"its instrument failed validation on planted controls: {self.claim.failed_validation}")
+
     def require_something_to_explain(self, m: Measurements) -> None:
         """The hook's one premise for every claim that explains, repairs or fixes (a share of) the SAE's failure
         beyond its context: the SAE's own excess dCE_sae(O) - dCE_sae(I), significant and at least its floor

@@ -188,6 +188,7 @@ def claim(request, sae_subject: str, sae_hook: str) -> ClaimFixture:
                            reference=marker.reference is not None, nodeid=request.node.nodeid,
                            record_property=lambda k, v: request.node.user_properties.append((k, v)))
     fixture.require_hook()
+    fixture.require_valid_instrument()
     if not fixture.reference:
         session.subject(sae_subject)  # loaded once per run; a failed load fails here, at setup, in one line
     return fixture

@@ -364,6 +364,9 @@ def render_markdown(header: ReportHeader, evidence: list[Evidence], not_applicab
                 f"Source: {claim.source}, <{claim.url}>.  ",
                 f"Statistic: {claim.statistic} ({claim.scope_info.description}).  ",
                 f"Threshold: {claim.direction} {claim.threshold:g}, because {claim.why}", ""]
+        if claim.failed_validation:
+            out += [f"**Not run: its instrument failed validation on planted controls.** {claim.failed_validation}.",
+                    ""]
         if evs:
             out.append("Results: " + "; ".join(f"{e.subject}/{e.sae_id} {_fmt(e.estimate)} "
                                                f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}] {e.verdict}"

@@ -14,6 +14,9 @@ POST = "https://www.lesswrong.com/posts/8QRH8wKcnKGhpAu2o"
 FOLLOW_UP = "https://www.lesswrong.com/posts/ctGeJGHg9pbc8memF"
 GURNEE = "https://www.lesswrong.com/posts/rZPiuFxESMxCDHe4B"
 GPT2_REFERENCE_W_POS = "gpt2-small (reference W_pos)"
+SHIFT_POS_BLIND = ("shift_pos (the SAE shown an in-context position) removes any failure the out-of-context position "
+                   "triggers, positional or not: on planted SAEs whose failure is positional and whose failure is a "
+                   "token error it gives the same verdict (tests/test_planted_instruments.py)")
 
 THREAD_CLAIMS: tuple[Claim, ...] = (
     Claim("beyond-context-degrades", "context", "post", POST,
@@ -72,7 +75,7 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "where the excess is > 0",
           "<", 0.5,
           "'not most of it' means less than half of the excess is removed by repairing position at the input.",
-          "all", figures=("recovery_bars",)),
+          "all", figures=("recovery_bars",), failed_validation=SHIFT_POS_BLIND),
     Claim("position-not-most-of-it-output", "positional", "thread (3rd comment)", POST,
           "Positional features are likely a part of the long-context failure, but not most of it.",
           "recovery of pos_part_repair (the positional part of the SAE's error repaired at the output) over the "
@@ -88,7 +91,7 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "<", 0.5,
           "as for the input-side claim, against the excess beyond what the full-context control's own "
           "position trend predicts (loss falls with position for every SAE).",
-          "full_context"),
+          "full_context", failed_validation=SHIFT_POS_BLIND),
     Claim("positional-not-large-share-of-mse", "positional", "thread (2nd comment)", POST,
           "For layers > 0, I'm skeptical that the positional embedding is accounting for a large fraction of "
           "the large MSE that shows up beyond the context.",
