@@ -54,7 +54,7 @@ def test_every_claim_on_every_sae_kind_is_a_verdict_or_not_applicable(run):
     for sae_id in ("blocks.1.attn.hook_z", "blocks.1.hook_attn_out", "blocks.2.hook_mlp_out",
                    "blocks.0.hook_resid_pre.topk"):
         assert any(s == MIXED and i == sae_id for s, _, i in judged), sae_id
-    mlp = (MIXED, "position-not-most-of-it-input", "blocks.2.hook_mlp_out")
+    mlp = (MIXED, "position-not-most-of-it-output", "blocks.2.hook_mlp_out")
     assert "summand of the residual stream only" in na[mlp]
     assert "fixed by construction" in na[(MIXED, "encoder-off-distribution", "blocks.1.attn.hook_z")]
     assert "no mean dCE_sae(I) to divide by" in na[(MIXED, "beyond-context-degrades", "blocks.1.hook_attn_out")]
@@ -79,9 +79,10 @@ def test_the_rotary_subject_runs_every_context_claim(run):
     # control-relative claims reach a verdict, or say the control is not shown to be like the SAE in context
     for cid in ("encoder-off-distribution", "beyond-context-degrades-vs-control", "full-context-training-fixes"):
         assert cid in judged or "the control is not shown to be like the SAE" in na.get(cid, ""), (cid, na.get(cid))
-    for cid in ("adding-wpos-recovers", "wpos-helix", "position-not-most-of-it-input",
-                "position-not-most-of-it-output"):
+    for cid in ("adding-wpos-recovers", "wpos-helix", "position-not-most-of-it-output"):
         assert cid in na and "rotary" in na[cid], (cid, na.get(cid))
+    # an instrument that failed its planted controls is not run anywhere, whatever the subject's positions
+    assert "failed validation on planted controls" in na["position-not-most-of-it-input"]
 
 
 @pytest.mark.parametrize("spec", [MIXED, ROTARY])

@@ -301,6 +301,7 @@ def test_a_batch_reads_nothing_back_from_the_device(monkeypatch):
     subj = tiny_subject(n_seqs=4, seq_len=16, hooks=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre",
                                                      "blocks.1.hook_resid_post"])
     stats = in_context_stats(subj, subj.sae_ids)
+    splice_batch(subj, subj.tokens, subj.sae_ids, CLAIM_VARIANTS, stats)  # once per run: pos_part_repair's basis
     counts = _count_syncs(monkeypatch)
     splice_batch(subj, subj.tokens, subj.sae_ids, CLAIM_VARIANTS, stats)
     assert counts == {"tensor": 1}, counts  # the one selection of rows for `zero` (shared by the three hooks)
