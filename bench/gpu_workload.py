@@ -74,7 +74,7 @@ GPT2_QUICK = dict(n_layers=2, d_model=128, n_heads=2, d_head=64, d_mlp=512, d_vo
 # Datasheet dense rates (TFLOP/s; NVIDIA's H100 SXM / H200 figures, without sparsity): leads, not readings.
 DATASHEET = {"H100": {"bf16": 989.0, "tf32": 494.7, "fp32": 66.9},
              "H200": {"bf16": 989.0, "tf32": 494.7, "fp32": 66.9}}
-MODES = ("auto", "fp32")
+MODES = ("auto", "auto+fused", "fp32")
 PRECISION_NAMES = ("auto", "fp32", "tf32", "bf16")
 
 
@@ -176,10 +176,11 @@ def flop_parts(subject, variants, batch_seqs: int = 1) -> dict[str, float]:
 
 def parse_mode(mode: str) -> dict:
     parts = mode.split("+")
-    if parts[0] not in PRECISION_NAMES or any(not re.fullmatch(r"chunk\d+", p) for p in parts[1:]):
-        raise SystemExit(f"mode {mode!r}: one of {', '.join(PRECISION_NAMES)}, then optionally +chunkMiB")
+    if parts[0] not in PRECISION_NAMES or any(not re.fullmatch(r"chunk\d+|fused", p) for p in parts[1:]):
+        raise SystemExit(f"mode {mode!r}: one of {', '.join(PRECISION_NAMES)}, then optionally +chunkMiB, +fused")
     chunk = next((int(p[5:]) for p in parts[1:] if p.startswith("chunk")), None)
-    return {"precision": parts[0], "chunk_bytes": chunk * 2**20 if chunk else None}
+    # +fused: CE by fused_lse's Triton kernel (no materialised logits; KL not computed)
+    return {"precision": parts[0], "chunk_bytes": chunk * 2**20 if chunk else None, "fused": "fused" in parts[1:]}
 
 
 def rate_of(probe: dict, precision) -> float:
@@ -200,6 +201,8 @@ def run_mode(subject, mode: str, args, probe: dict, parts: dict, deadline: float
               budget_bytes=int(args.memory_budget_mib * 2**20) if args.memory_budget_mib else None)
     if m["chunk_bytes"]:
         kw["chunk_bytes"] = m["chunk_bytes"]
+    if m["fused"]:
+        kw["fused_vocab"] = True
     n_all = subject.tokens.shape[0]
     splice.measure(dataclasses.replace(subject, tokens=subject.tokens[:2]), **kw)  # warm-up, untimed
     sync()

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from . import splicing
 from .attention import fused_attention
 from .budget import log_softmax_chunk, sae_rows, stack_rows
+from .fused_lse import uses_triton
 from .fused_ops import fused_norms_and_activations
 from .measurements import LOSS_METRICS, RECON_METRICS, HookStats, Measurements, warn_unconverged
 from .precision import Precision, autocast, from_autocast, matmul_scope, resolve
@@ -48,7 +49,7 @@ from .splicing import VariantsAsked, alike_in_every_sequence, block_input, flat,
 from .subjects import Subject, SubjectError, hook_order
 from .subjects.core import is_residual, replaced_inside_block
 from .variants import CLAIM_VARIANTS, check_variant, count_active, variant
-from .vocab_losses import chunked_losses, final_resid_hook
+from .vocab_losses import chunked_losses, final_resid_hook, fused_losses
 
 
 @contextlib.contextmanager
@@ -166,6 +167,9 @@ class SpliceOptions:
     fused_attention: bool = True
     budget_bytes: int | None = None
     precision: Precision | str | None = None  # None: autocast_dtype's, else auto
+    # CE by fused_lse (no materialised logits; KL not computed, NaN) where Triton runs (CUDA, or its interpreter);
+    # off by default until timed on a GPU (bench/gpu_workload.py), elsewhere the chunked torch pass
+    fused_vocab: bool = False
 
     def resolved(self, device: torch.device) -> Precision:
         """The precision these options ask for, on `device`."""
@@ -245,8 +249,12 @@ def _splice_batch(subject: Subject, toks: torch.Tensor, hooks: Sequence[str], va
         order_shared += [(names[v], h) for v in sorted(alike)]
     shared_final = torch.cat(shared) if order_shared else None
     with _fused(model, fused_attention):  # ln_final
-        clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
-                                          chunk_bytes, shared_final, precision.vocab_dtype)
+        if options.fused_vocab and uses_triton(toks):
+            clean_ce, ce, kl = fused_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
+                                            shared_final, precision.vocab_dtype)
+        else:
+            clean_ce, ce, kl = chunked_losses(model, cache[final][:, :-1].float(), torch.cat(finals), toks[:, 1:],
+                                              chunk_bytes, shared_final, precision.vocab_dtype)
     metrics = {}
     for i, key in enumerate(order + order_shared):
         m = {k: v[:, :-1] for k, v in recon[key].items()}
@@ -261,7 +269,7 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
             autocast_dtype: torch.dtype | None = None, progress: bool = True,
             n_seqs: int | None = None, fused_attention: bool = True,
             budget_bytes: int | None = None, on_step: Callable[[str], None] | None = None,
-            precision: Precision | str | None = None) -> Measurements:
+            precision: Precision | str | None = None, fused_vocab: bool = False) -> Measurements:
     """Run the whole splice workload for a subject and return per-token measurements.
 
     variants: the same at every SAE id, or a mapping from SAE id to its variants (a claims run asks at each
@@ -289,7 +297,8 @@ def measure(subject: Subject, hooks: Sequence[str] | None = None,
     precision: `auto` (default: bf16 on CUDA, fp32 elsewhere), `fp32`, `tf32` or `bf16` (precision.py);
     autocast_dtype is its deprecated spelling (bfloat16: bf16, float16: the forwards alone in fp16).
     """
-    options = SpliceOptions(seed, chunk_bytes, max_stack, autocast_dtype, fused_attention, budget_bytes, precision)
+    options = SpliceOptions(seed, chunk_bytes, max_stack, autocast_dtype, fused_attention, budget_bytes, precision,
+                            fused_vocab)
     with matmul_scope(options.resolved(subject.tokens.device)):
         return _measure(subject, hooks, variants, batch_size, options, progress, n_seqs, on_step)
 

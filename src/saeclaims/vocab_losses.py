@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .budget import DEFAULT_CHUNK_BYTES, chunk_rows
+from .fused_lse import linear_logsumexp, target_logits
 
 
 def final_resid_hook(model) -> str:
@@ -103,3 +104,30 @@ class _VocabMatmuls:
     def expected_unembedding(self, z: torch.Tensor) -> torch.Tensor:
         """softmax(z) W_U^T [rows, d], float32: the clean distribution's mean unembedding (the KL's u)."""
         return (torch.softmax(z, dim=-1).to(self.dtype) @ self.w.T).float()
+
+
+@torch.no_grad()
+def fused_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor, targets: torch.Tensor,
+                 shared_final: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """chunked_losses' CE without materialised logits (fused_lse.py): every run's rows stacked, the log-sum-exp
+    tile by tile in float32, the target logit a float32 dot; a shared variant's log-sum-exp once per position.
+    KL is not computed (no claim reads it; it needs the clean distribution): NaN."""
+    v, b, p, d = variant_final.shape
+    w_u, b_u = model.W_U.to(dtype), model.b_U.float()
+    w_f = model.W_U.float()
+    tgt = targets.reshape(b * p)
+    clean_flat = model.ln_final(clean_final).reshape(b * p, d).float()
+    var_flat = model.ln_final(variant_final).reshape(v * b * p, d).float()
+    clean_ce = linear_logsumexp(clean_flat.to(dtype), w_u, b_u) - target_logits(clean_flat, w_f, b_u, tgt)
+    ce_rows = linear_logsumexp(var_flat.to(dtype), w_u, b_u) - target_logits(var_flat, w_f, b_u, tgt.repeat(v))
+    ce = [ce_rows.reshape(v, b * p)]
+    if shared_final is not None and shared_final.shape[0]:
+        shared = model.ln_final(shared_final).float()  # [S, P, d]
+        lse = linear_logsumexp(shared.reshape(-1, d).to(dtype), w_u, b_u).reshape(-1, p)  # once per position
+        position = torch.arange(b * p, device=tgt.device) % p
+        for i in range(shared.shape[0]):
+            ce.append((lse[i][position] - target_logits(shared[i][position], w_f, b_u, tgt))[None])
+    ce_all = torch.cat(ce)
+    return clean_ce.reshape(b, p), ce_all.reshape(-1, b, p), torch.full_like(ce_all, float("nan")).reshape(-1, b, p)
+
