@@ -19,6 +19,7 @@ run, and the union of the shards' rows is the full run's rows, each once.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,11 +74,12 @@ class ShardPlan:
 
     def shard_of_sae(self, subject: str, sae_id: str) -> int | None:
         """The shard (1-based) that holds an SAE; None when the run has no such SAE."""
-        try:
-            i = self.units.index((subject, sae_id))
-        except ValueError:
-            return None
-        return i * self.count // len(self.units) + 1
+        return self._shard_by_unit.get((subject, sae_id))
+
+    @functools.cached_property
+    def _shard_by_unit(self) -> dict[tuple[str, str], int]:
+        """Each SAE's shard, once (a run asks for every test it collects)."""
+        return {u: i * self.count // len(self.units) + 1 for i, u in enumerate(self.units)}
 
     def model_shard(self, subject: str) -> int:
         """The shard that judges a subject's rows that are not one SAE's: the one holding its first SAE."""

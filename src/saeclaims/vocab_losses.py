@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .budget import DEFAULT_CHUNK_BYTES, chunk_rows
-from .fused_lse import linear_logsumexp, target_logits
+from .fused_lse import linear_logsumexp
 
 
 def final_resid_hook(model) -> str:
@@ -115,19 +115,22 @@ def fused_losses(model, clean_final: torch.Tensor, variant_final: torch.Tensor, 
     KL is not computed (no claim reads it; it needs the clean distribution): NaN."""
     v, b, p, d = variant_final.shape
     w_u, b_u = model.W_U.to(dtype), model.b_U.float()
-    w_f = model.W_U.float()
     tgt = targets.reshape(b * p)
+    w_t, b_t = model.W_U.float()[:, tgt].T, b_u[tgt]  # [rows, d], [rows]: each token's target column, gathered once
+
+    def target_logit(h: torch.Tensor) -> torch.Tensor:  # float32 dot, never read from rounded logits
+        return (h * w_t).sum(-1) + b_t
+
     clean_flat = model.ln_final(clean_final).reshape(b * p, d).float()
-    var_flat = model.ln_final(variant_final).reshape(v * b * p, d).float()
-    clean_ce = linear_logsumexp(clean_flat.to(dtype), w_u, b_u) - target_logits(clean_flat, w_f, b_u, tgt)
-    ce_rows = linear_logsumexp(var_flat.to(dtype), w_u, b_u) - target_logits(var_flat, w_f, b_u, tgt.repeat(v))
-    ce = [ce_rows.reshape(v, b * p)]
+    var_flat = model.ln_final(variant_final).reshape(v, b * p, d).float()
+    clean_ce = linear_logsumexp(clean_flat.to(dtype), w_u, b_u) - target_logit(clean_flat)
+    lse = linear_logsumexp(var_flat.reshape(v * b * p, d).to(dtype), w_u, b_u).reshape(v, b * p)  # one launch
+    ce = [lse[i] - target_logit(var_flat[i]) for i in range(v)]
     if shared_final is not None and shared_final.shape[0]:
         shared = model.ln_final(shared_final).float()  # [S, P, d]
-        lse = linear_logsumexp(shared.reshape(-1, d).to(dtype), w_u, b_u).reshape(-1, p)  # once per position
+        lse_s = linear_logsumexp(shared.reshape(-1, d).to(dtype), w_u, b_u).reshape(-1, p)  # once per position
         position = torch.arange(b * p, device=tgt.device) % p
-        for i in range(shared.shape[0]):
-            ce.append((lse[i][position] - target_logits(shared[i][position], w_f, b_u, tgt))[None])
-    ce_all = torch.cat(ce)
+        ce += [lse_s[i][position] - target_logit(shared[i][position]) for i in range(shared.shape[0])]
+    ce_all = torch.stack(ce)
     return clean_ce.reshape(b, p), ce_all.reshape(-1, b, p), torch.full_like(ce_all, float("nan")).reshape(-1, b, p)
 
