@@ -5,7 +5,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from saeclaims.naive import naive_losses
@@ -14,8 +14,16 @@ from saeclaims.subjects import SubjectError
 from saeclaims.variants import VARIANTS
 from tests.conftest import tiny_subject
 
+# reencode_2x on a tiny SAE asks for 2 x L0 >= d_model atoms: its codes fill the space, and which
+# d_model-atom support an exact fit lands on can flip on the last-bit difference between a stacked and a
+# single forward's input (seed 76: 5.6e-5 nats at 10 of 57 tokens; every other variant and 80 random cases
+# agree to 5e-7). Splicing another sequence's or SAE's codes moves the loss by far more (sae vs reencode_2x:
+# 0.07 nats median at that case).
+_ATOL = {"reencode_2x": 1e-4}
+
 
 @given(seed=st.integers(0, 1000), n_layers=st.integers(1, 3), ctx=st.integers(2, 12))
+@example(seed=76, n_layers=3, ctx=2)
 def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
     """Every variant, pos_repair_out and reencode included, against one run_with_hooks forward each."""
     assert {"pos_repair_out", "reencode"} <= set(VARIANTS)
@@ -24,8 +32,9 @@ def test_stacked_variants_equal_separate_hooked_forwards(seed, n_layers, ctx):
     stats = in_context_stats(subj, subj.sae_ids)
     naive = naive_losses(subj, subj.tokens, subj.sae_ids, VARIANTS, stats, seed)
     for (v, hook), ref in naive.items():
-        np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=1e-5, rtol=0)
+        atol = _ATOL.get(v, 1e-5)
+        np.testing.assert_allclose(m.get(v, hook, "ce"), ref["ce"].numpy(), atol=atol, rtol=0)
+        np.testing.assert_allclose(m.get(v, hook, "kl"), ref["kl"].numpy(), atol=atol, rtol=0)
 
 
 @given(seed=st.integers(0, 1000))
