@@ -83,6 +83,29 @@ def test_position_not_most_of_it_output(claim):
     claim.check(_recovery(claim, "pos_part_repair"))
 
 
+POSITIONAL_VARIANCE_FLOOR = 0.01  # the claim's words: positional features that hold under 1% of the variance are none
+
+
+@pytest.mark.claim("position-not-most-of-it-computed", reads=("sae", "pos_mean_part_repair"))
+def test_position_not_most_of_it_computed(claim):
+    """Recovery of pos_mean_part_repair at every hook: position as the model computes it (the position-conditional
+    mean on held-out windows), so rotary models and computed positional features are judged too."""
+    claim.require_beyond_context()
+    m = claim.measurements()
+    sub = m.position_subspaces.get(claim.sae_id)
+    if sub is None:
+        claim.not_applicable("the subject ships no held-out windows to estimate the activation's mean by position "
+                             "from (not the evaluation set)")
+    if sub.rank == 0 or sub.variance_share < POSITIONAL_VARIANCE_FLOOR:
+        claim.not_applicable(f"no positional features worth the name at this hook: the mean by position explains "
+                             f"{sub.variance_share:.3%} of the activation's variance (floor "
+                             f"{POSITIONAL_VARIANCE_FLOOR:.0%}), in {sub.rank} reproducible directions",
+                             positional_variance_share=f"{sub.variance_share:.4g}", directions=sub.rank)
+    claim.require_something_to_explain(m)
+    claim.check(recovery(m, claim.sae_id, "pos_mean_part_repair", claim.boot),
+                positional_variance_share=f"{sub.variance_share:.4g}", directions=sub.rank)
+
+
 @pytest.mark.claim("position-not-most-of-it-vs-control", reads=("sae", "shift_pos", "full_context_sae", "zero"))
 def test_position_not_most_of_it_vs_control(claim):
     """Recovery of shift_pos over the excess beyond the full-context control's position trend."""
@@ -145,7 +168,7 @@ def test_sae_thinks_earlier(claim):
     # shows power only where a decoder that saw late positions, the full-context control's, decodes them late.
     claim.require_full_context_sae()
     null = decoded_positions(s.model, s.full_context_saes[claim.sae_id], s.tokens)[:, ctx:]
-    null_share = share_of_tokens(null < ctx, claim.boot)
+    null_share = share_of_tokens(null < ctx, claim.boot, s.documents)
     if not null_share.high < 0.5:
         claim.not_applicable("the full-context control's reconstruction decodes to an early position too, so "
                              "the instrument cannot see late positions on this subject",
@@ -153,7 +176,8 @@ def test_sae_thinks_earlier(claim):
                                                          f"{null_share.high:.4g}]")
     decoded = decoded_positions(s.model, s.saes[claim.sae_id], s.tokens)[:, ctx:]
     claim.add_series(DecodedPositions(s.name, claim.sae_id, ctx, ctx, decoded.mean(0).tolist()))
-    claim.check(share_of_tokens(decoded < ctx, claim.boot), control_share_decoded_early=null_share.estimate)
+    claim.check(share_of_tokens(decoded < ctx, claim.boot, s.documents),
+                control_share_decoded_early=null_share.estimate)
 
 
 @pytest.mark.claim("features-disjoint-layer0", reads=())

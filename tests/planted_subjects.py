@@ -41,6 +41,7 @@ POS_SCALE = 1.0
 UNEMBED_POS_WEIGHT = 0.2  # the unembedding reads position weakly: a wrong position costs a moderate loss
 IN_CONTEXT_SHRINK = 0.1  # every planted SAE's token part is (1 - this) x the input's
 N_SEQS, SEQ_LEN = 16, N_CTX
+N_HELD_OUT = 64  # held-out windows (another sample of the model) for the position-conditional mean
 HOOKS = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre")
 KINDS = ("positional", "smeared", "token", "exact")
 
@@ -223,5 +224,6 @@ def planted_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
             saes[key] = linear_sae(m, hook, CTX)
             controls[key] = linear_sae(base_map(), hook, N_CTX)
     subject = Subject(name="planted", model=model, saes=saes, tokens=tokens,
-                      context_sizes={k: CTX for k in saes}, full_context_saes=controls)
+                      context_sizes={k: CTX for k in saes}, full_context_saes=controls,
+                      held_out_tokens=sample_tokens(model, N_HELD_OUT, seed=seed + 1000))
     return Planted(subject, maps, scale, excess)

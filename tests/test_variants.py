@@ -19,8 +19,9 @@ from saeclaims.variants import (
 from tests.conftest import tiny_model, tiny_sae
 
 
-def _ctx(sae, w_pos, ctx=8, mean=None, seed=0, sae_l0=None, hook=None):
-    return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed, full_sae=sae, sae_l0=sae_l0, hook=hook)
+def _ctx(sae, w_pos, ctx=8, mean=None, seed=0, sae_l0=None, hook=None, position_basis=None):
+    return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed, full_sae=sae, sae_l0=sae_l0, hook=hook,
+                          position_basis=position_basis)
 
 
 @given(n_pos=st.integers(2, 80), ctx=st.integers(2, 40))
@@ -52,7 +53,7 @@ def test_bos_is_never_patched(name):
     x = torch.randn(3, 12, 8)
     keep = torch.zeros(3, 12, dtype=torch.bool)
     keep[1, 5] = True  # a BOS token inside the sequence
-    ctx = _ctx(sae, torch.randn(16, 8), mean=torch.randn(8), sae_l0=3.0)
+    ctx = _ctx(sae, torch.randn(16, 8), mean=torch.randn(8), sae_l0=3.0, position_basis=torch.eye(8)[:2])
     out, l0 = apply_variant(name, x, ctx, keep)
     assert out.shape == x.shape and l0.shape == x.shape[:2]
     assert torch.isnan(l0[:, 0]).all() and torch.isnan(l0[1, 5])
@@ -344,3 +345,20 @@ def test_positional_basis_holds_the_energy_asked_for():
     assert kept >= 0.99
     assert positional_basis(w_pos) is basis  # cached per W_pos
     assert positional_basis(torch.eye(10, 12)).shape == (9, 12)  # equal energies: every row's direction
+
+
+def test_pos_mean_part_repair_repairs_the_error_inside_the_position_subspace_only():
+    """SAE(x) + P(x - SAE(x)): the error's part in the basis is repaired (an all-space basis gives x back, an empty
+    one SAE(x)); without a basis the variant says what it needs."""
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8, seed=1)
+    x = torch.randn(2, 6, 8)
+    rec, _ = apply_variant("sae", x, _ctx(sae, None))
+    whole, _ = apply_variant("pos_mean_part_repair", x, _ctx(sae, None, position_basis=torch.eye(8)))
+    none, _ = apply_variant("pos_mean_part_repair", x, _ctx(sae, None, position_basis=torch.zeros(0, 8)))
+    two, _ = apply_variant("pos_mean_part_repair", x, _ctx(sae, None, position_basis=torch.eye(8)[:2]))
+    torch.testing.assert_close(whole[:, 1:], x[:, 1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(none, rec)
+    torch.testing.assert_close(two[..., :2], x[..., :2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(two[:, 1:, 2:], rec[:, 1:, 2:])
+    with pytest.raises(VariantError, match="position-conditional mean subspace"):
+        apply_variant("pos_mean_part_repair", x, _ctx(sae, None))

@@ -34,7 +34,7 @@ def long_context_gain(m: Measurements, ctx: int, boot: Bootstrap) -> Interval | 
     parts = {"a_sum": ce[:, ctx // 2 : ctx].sum(1), "a_n": np.full(m.n_seqs, ctx - ctx // 2, dtype=np.float64),
              "b_sum": ce[:, t // 2 :].sum(1), "b_n": np.full(m.n_seqs, ce.shape[1] - t // 2, dtype=np.float64)}
     return cluster_bootstrap(parts, lambda s: s["a_sum"] / s["a_n"] - s["b_sum"] / s["b_n"], boot.confidence,
-                             boot.n_resamples, boot.seed)
+                             boot.n_resamples, boot.seed, clusters=m.clusters)
 
 
 def model_facts(subject: str, m: Measurements, w_pos: np.ndarray | None, boot: Bootstrap) -> list[SubjectFact]:

@@ -141,7 +141,7 @@ def _boot(m: Measurements, quantities: dict[str, Quantity], stat, boot: Bootstra
     if memo is not None and memo in m.interval_cache:
         return m.interval_cache[memo]
     with np.errstate(divide="ignore", invalid="ignore"):  # an undefined estimate gives an undefined interval
-        iv = cluster_bootstrap(parts, stat, boot.confidence, boot.n_resamples, boot.seed)
+        iv = cluster_bootstrap(parts, stat, boot.confidence, boot.n_resamples, boot.seed, clusters=m.clusters)
     iv = iv.with_sample(m.n_seqs, m.n_seqs * len(positions))
     if memo is not None:
         m.interval_cache[memo] = iv
@@ -361,9 +361,12 @@ def mean_of(m: Measurements, quantity: Quantity, boot: Bootstrap = DEFAULT_BOOTS
     return _boot(m, {"a": quantity}, lambda t: _mean(t, "a"), boot)
 
 
-def share_of_tokens(flags: np.ndarray, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Interval:
-    """Share of True among tokens [n_seqs, n_pos], bootstrapped over sequences."""
+def share_of_tokens(flags: np.ndarray, boot: Bootstrap = DEFAULT_BOOTSTRAP,
+                    clusters: np.ndarray | None = None) -> Interval:
+    """Share of True among tokens [n_seqs, n_pos], bootstrapped over sequences (over `clusters`, their
+    documents, when given)."""
     flags = np.asarray(flags, dtype=np.float64)
     parts = {"a_sum": flags.sum(1), "a_n": np.full(len(flags), flags.shape[1], dtype=np.float64)}
-    iv = cluster_bootstrap(parts, lambda t: _mean(t, "a"), boot.confidence, boot.n_resamples, boot.seed)
+    iv = cluster_bootstrap(parts, lambda t: _mean(t, "a"), boot.confidence, boot.n_resamples, boot.seed,
+                           clusters=clusters)
     return iv.with_sample(flags.shape[0], flags.size)

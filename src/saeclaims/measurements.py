@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .position_means import PositionSubspace
+
 if TYPE_CHECKING:
     from .stats import Interval
 
@@ -28,6 +30,10 @@ class HookStats:
     mean: torch.Tensor  # [d]
     variance: float  # mean over in-context tokens of ||x - mean||^2
     sae_l0: float | None = None  # mean number of active SAE latents; None without an SAE at the hook
+    # the hook's reproducible position-conditional mean subspace (position_means.py), from held-out windows, when a
+    # variant asked reads it and the subject ships held-out windows; else None
+    position_basis: torch.Tensor | None = None
+    position_subspace: PositionSubspace | None = None  # the same, with its rank and variance share (the premise)
 
 
 @dataclass
@@ -42,6 +48,10 @@ class Measurements:
     clean_ce: np.ndarray
     metrics: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     activation: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # the bootstrap's cluster of each sequence (its source document); None: each sequence its own
+    clusters: np.ndarray | None = None
+    # per SAE id, where the activation's mean moves with position (held-out windows), when a variant read it
+    position_subspaces: dict[str, PositionSubspace] = field(default_factory=dict)
     # intervals already bootstrapped from these measurements (instruments._boot): several claims gate on the
     # same excess, and the figures redraw the claims' statistics
     interval_cache: dict[tuple, Interval] = field(default_factory=dict, compare=False, repr=False)

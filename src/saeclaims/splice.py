@@ -44,6 +44,7 @@ from .budget import log_softmax_chunk, sae_rows, stack_rows
 from .fused_lse import uses_triton
 from .fused_ops import fused_norms_and_activations
 from .measurements import LOSS_METRICS, RECON_METRICS, HookStats, Measurements, warn_unconverged
+from .position_means import PositionSubspace, position_subspaces
 from .precision import Precision, autocast, from_autocast, matmul_scope, resolve
 from .splicing import VariantsAsked, alike_in_every_sequence, block_input, flat, variant_context, variants_at, w_pos_of
 from .subjects import Subject, SubjectError, hook_order
@@ -79,12 +80,14 @@ def attends_backwards_only(model) -> bool:
 @torch.no_grad()
 def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | None = None,
                      fused_attention: bool = True,
-                     budget_bytes: int | None = None) -> dict[str, HookStats]:
+                     budget_bytes: int | None = None, position_means: bool = False) -> dict[str, HookStats]:
     """Mean and spread of activations over positions [1, ctx) of the whole evaluation set, per SAE id.
 
     Only positions below the largest context are read, and a causal model's activations there do not
     depend on later tokens, so the pass runs on the first max(ctx) tokens of each sequence (and stops after
-    the deepest hook's block): a fraction ctx/T of a clean pass, not a second one.
+    the deepest hook's block): a fraction ctx/T of a clean pass, not a second one. With `position_means` and
+    held-out windows, each HookStats also gets its hook's position-conditional mean subspace (a clean pass over
+    the held-out windows).
     """
     model = subject.model
     points = {k: subject.hook_of(k) for k in hooks}
@@ -115,12 +118,26 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
             if sae is not None:
                 active = count_active(sae.encode(act[:, 1:ctx])).double()
                 l0[h] = l0[h] + (active * use[..., 0]).sum()
+    subspaces = held_out_subspaces(subject, hooks) if position_means else {}
     out = {}
     for h in hooks:
         mu = sums[h] / counts[h]
+        sub = subspaces.get(h)
         out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()),
-                           sae_l0=float(l0[h] / counts[h]) if h in subject.saes else None)
+                           sae_l0=float(l0[h] / counts[h]) if h in subject.saes else None,
+                           position_basis=None if sub is None else sub.basis.float(), position_subspace=sub)
     return out
+
+
+def held_out_subspaces(subject: Subject, hooks: Sequence[str]) -> dict[str, PositionSubspace]:
+    """Each SAE id's position-conditional mean subspace (position_means.py) from the subject's held-out windows;
+    empty without them."""
+    if subject.held_out_tokens is None:
+        return {}
+    points = {k: subject.hook_of(k) for k in hooks}
+    by_point = position_subspaces(subject.model, subject.held_out_tokens, sorted(set(points.values())),
+                                  _bos(subject))
+    return {k: by_point[p] for k, p in points.items()}
 
 
 def to_host(pairs: list[tuple[np.ndarray, torch.Tensor]], one_copy: bool | None = None) -> None:
@@ -317,7 +334,9 @@ def _measure(subject: Subject, hooks: Sequence[str] | None, variants: VariantsAs
             check_variant(v, variant_context(subject, h, None))
     if on_step is not None:
         on_step(f"{subject.name}: in-context statistics of {len(hooks)} SAEs")
-    stats = in_context_stats(subject, hooks, fused_attention=fused_attention, budget_bytes=budget_bytes)
+    need_positions = any(variant(v).needs_position_means for h in hooks for v in variants_at(subject, h, variants))
+    stats = in_context_stats(subject, hooks, fused_attention=fused_attention, budget_bytes=budget_bytes,
+                             position_means=need_positions)
     tokens = subject.tokens if n_seqs is None else subject.tokens[:n_seqs]
     n, t = tokens.shape
     if n < 1:
@@ -325,7 +344,10 @@ def _measure(subject: Subject, hooks: Sequence[str] | None, variants: VariantsAs
     asked = [v for h in hooks for v in variants.get(h, ())] if isinstance(variants, Mapping) else variants
     res = Measurements(subject=subject.name, sae_ids=hooks, variants=list(dict.fromkeys(asked)),
                        context_sizes=dict(subject.context_sizes),
-                       clean_ce=np.zeros((n, t - 1), dtype=np.float32))
+                       clean_ce=np.zeros((n, t - 1), dtype=np.float32),
+                       clusters=None if subject.documents is None else np.asarray(subject.documents[:n]),
+                       position_subspaces={h: s.position_subspace for h, s in stats.items()
+                                           if s.position_subspace is not None})
     for h in hooks:
         for v in variants_at(subject, h, variants):
             res.metrics[(v, h)] = {k: np.zeros((n, t - 1), dtype=np.float32)

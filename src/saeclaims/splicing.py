@@ -44,7 +44,9 @@ def variant_context(subject: Subject, key: str, stats: HookStats | None, device:
     return VariantContext(sae=subject.saes.get(key), w_pos=w_pos_of(subject.model) if is_residual(hook) else None,
                           mean=mean, ctx=subject.context_sizes[key], seed=seed, first_row=first_row,
                           full_sae=subject.full_context_saes.get(key), hook=hook,
-                          sae_l0=None if stats is None else stats.sae_l0)
+                          sae_l0=None if stats is None else stats.sae_l0,
+                          position_basis=None if stats is None or stats.position_basis is None
+                          else stats.position_basis if device is None else stats.position_basis.to(device))
 
 
 def alike_in_every_sequence(names: Sequence[str], hook: str, b: int) -> set[int]:
@@ -90,8 +92,9 @@ def variants_at(subject: Subject, key: str, variants: VariantsAsked) -> list[str
     if isinstance(variants, Mapping):
         variants = variants.get(key, ())
     wpos = subject.has_learned_positions and is_residual(subject.hook_of(key))
+    held_out = subject.held_out_tokens is not None
     return [v for v in variants if (not variant(v).needs_control or key in subject.full_context_saes)
-            and (not variant(v).needs_wpos or wpos)]
+            and (not variant(v).needs_wpos or wpos) and (not variant(v).needs_position_means or held_out)]
 
 
 class SharedRoundtrip:

@@ -141,20 +141,26 @@ def cluster_bootstrap(
     n_resamples: int = 2000,
     seed: int = 0,
     method: str = "BCa",
+    clusters: np.ndarray | None = None,
 ) -> Interval:
-    """Bootstrap over clusters (sequences).
+    """Bootstrap over clusters: sequences, or their source documents when `clusters` labels each sequence's.
 
-    `parts` maps names to per-cluster arrays (usually sums and counts over a sequence's tokens);
+    `parts` maps names to per-sequence arrays (usually sums and counts over a sequence's tokens);
     `statistic` receives the same names mapped to their totals over a resample (arrays with the
-    resample axis last) and returns the statistic, vectorised. The interval uses `resamples_for(confidence,
-    n_resamples)` resamples; the stored replicates (for drift) are the first `n_resamples` of the
-    seed-determined ones, the same for any confidence.
+    resample axis last) and returns the statistic, vectorised. With `clusters`, the sequences of one document
+    are summed first and resample together. The interval uses `resamples_for(confidence, n_resamples)`
+    resamples; the stored replicates (for drift) are the first `n_resamples` of the seed-determined ones, the
+    same for any confidence.
     """
     names = list(parts)
     columns = [np.asarray(parts[k], dtype=np.float64) for k in names]
+    over = ""
+    if clusters is not None:
+        columns = by_cluster(columns, clusters)
+        over = f" over {len(columns[0])} documents"
     n = len(columns[0])
     if n < 2:
-        raise ValueError(f"a cluster bootstrap needs at least 2 sequences, got {n}")
+        raise ValueError(f"a cluster bootstrap needs at least 2 {'documents' if over else 'sequences'}, got {n}")
     data, where = _distinct(columns)
 
     def stat(*cols, axis=-1):
@@ -179,8 +185,24 @@ def cluster_bootstrap(
         used = m
         if math.isfinite(low) and math.isfinite(high):
             break
-    return Interval(estimate, low, high, confidence, n_seqs=n, method=f"cluster bootstrap ({used})",
+    return Interval(estimate, low, high, confidence, n_seqs=n, method=f"cluster bootstrap ({used}){over}",
                     replicates=paired_replicates(dict(zip(names, columns)), statistic, n_resamples, seed))
+
+
+def by_cluster(columns: list[np.ndarray], clusters: np.ndarray) -> list[np.ndarray]:
+    """Per-sequence columns summed within each cluster (clusters in order of first appearance)."""
+    labels = np.asarray(clusters)
+    if len(labels) != len(columns[0]):
+        raise ValueError(f"{len(labels)} cluster labels for {len(columns[0])} sequences")
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # rank of each unique label by first appearance
+    idx = order[inverse.reshape(-1)]
+    out = []
+    for col in columns:
+        acc = np.zeros((len(first), *col.shape[1:]), dtype=np.float64)
+        np.add.at(acc, idx, col)
+        out.append(acc)
+    return out
 
 
 def _distinct(columns: list[np.ndarray]) -> tuple[tuple[np.ndarray, ...], list[int]]:

@@ -46,6 +46,7 @@ class Variant:
     needs_wpos: bool = False  # a learned absolute W_pos
     residual_only: bool = False  # a residual-stream hook (W_pos[p] is a summand of the residual stream only)
     needs_control: bool = False  # the control family's full-context SAE at the hook
+    needs_position_means: bool = False  # held-out windows to estimate the position-conditional mean from
     shares_sae_input: bool = False  # starts from SAE(x) of the hook's own activation: one shared SAE pass
     # at a residual hook between blocks its input is the same in every sequence (a static fact, so the kernels run one
     # row for it without comparing rows on the device)
@@ -105,6 +106,8 @@ class VariantContext:
     sae_l0: float | None = None
     batch_first_row: int | None = None
     batch_rows: int | None = None
+    position_basis: torch.Tensor | None = None  # [k, d] (HookStats.position_basis): where the residual's mean
+    # moves with position, estimated on held-out windows
 
     @property
     def hook_name(self) -> str | None:
@@ -290,6 +293,20 @@ def pos_part_repair(x, c):
     return rec + ((x - rec) @ basis.T) @ basis, l0
 
 
+def pos_mean_part_repair(x, c):
+    """SAE(x) + P(x - SAE(x)), P the projection onto the hook's position-conditional mean subspace
+    (VariantContext.position_basis, estimated on held-out windows; position_means.py): pos_part_repair for the
+    position a model computes, at any hook of any model, rotary ones included. Its recovery is the share of the
+    excess loss the positional part of the SAE's error causes, position read as whatever moves the activation's
+    mean with position."""
+    if c.position_basis is None:
+        raise VariantError("variant pos_mean_part_repair needs the hook's position-conditional mean subspace "
+                           "(VariantContext.position_basis, estimated on the subject's held-out windows)")
+    rec, l0 = _sae_roundtrip(c.sae, x)
+    basis = c.position_basis.to(device=rec.device, dtype=rec.dtype)
+    return rec + ((x - rec) @ basis.T) @ basis, l0
+
+
 def reencode(x, c):
     """The SAE's decoder with codes re-inferred by non-negative OMP at k = round(mean in-context L0)
     atoms (reencode.py); l0 is the number of atoms used. Reports `unconverged` per token."""
@@ -344,6 +361,9 @@ for _v in (
 register_variant(Variant("token_mean_pos", token_mean_pos, needs_sae=True, needs_wpos=True, residual_only=True,
                          measured_by_default=True, position_curve=True,
                          style=("C7", "--", "token_mean_pos: SAE(x - W_pos[p] + mean W_pos) + W_pos[p] - mean")))
+register_variant(Variant("pos_mean_part_repair", pos_mean_part_repair, needs_sae=True, needs_position_means=True,
+                         shares_sae_input=True, repair=True,
+                         style=("C8", "-", "pos_mean_part_repair: SAE(x) + P_mean-by-position(x - SAE(x))")))
 register_variant(Variant("reencode_2x", reencode_2x, needs_sae=True, whole_batch=True, repair=True,
                          extras=("unconverged",),
                          style=("C6", "--", "reencode_2x: same dictionary, codes re-inferred at twice the SAE's L0")))

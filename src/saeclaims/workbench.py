@@ -194,4 +194,5 @@ def _merge(a: Measurements, b: Measurements, order: list[str]) -> Measurements:
     hooks = [h for h in order if h in set(a.sae_ids) | set(b.sae_ids)]
     return Measurements(subject=a.subject, sae_ids=hooks, variants=a.variants,
                         context_sizes={**a.context_sizes, **b.context_sizes}, clean_ce=a.clean_ce,
-                        metrics={**a.metrics, **b.metrics}, activation={**a.activation, **b.activation})
+                        metrics={**a.metrics, **b.metrics}, activation={**a.activation, **b.activation},
+                        clusters=a.clusters, position_subspaces={**a.position_subspaces, **b.position_subspaces})

@@ -20,7 +20,17 @@ from ..artifacts import hash_tree, sha256_file
 from ..positional import top_k_variance_share
 from . import corpus as corpus_mod
 from .card_readme import CARD_DOCS, write_card_readme
-from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE, make_model
+from .layout import (
+    CARD_FILE,
+    EVAL_DOCUMENTS,
+    EVAL_TOKENS,
+    HELD_OUT_TOKENS,
+    MODEL_CONFIG,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    document_windows,
+    make_model,
+)
 from .model import (
     WEIGHT_PROCESSING,
     ModelSpec,
@@ -57,6 +67,7 @@ class BuildSpec:
     doc_bytes: int = 32_000
     eval_fraction: float = 0.05
     n_eval_seqs: int = 64  # 64 windows of 1024 (65k tokens): the main command stays under 90 s on 2 CPU cores
+    n_held_out_seqs: int = 128  # training windows for run-time estimates (256 KiB as uint16)
     max_bytes_per_book: int | None = None
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainSpec = field(default_factory=_organism_train)
@@ -82,6 +93,7 @@ def smoke_spec(seed: int = 0) -> BuildSpec:
         doc_bytes=4000,
         eval_fraction=0.1,
         n_eval_seqs=8,
+        n_held_out_seqs=8,
         max_bytes_per_book=12_000,
         model=ModelSpec(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, d_vocab=400),
         train=TrainSpec(tokens=20_000, batch_seqs=8, warmup_steps=5, checkpoint_every=20, repeat_fraction=0.5,
@@ -130,11 +142,22 @@ def _stage_data(spec: BuildSpec, corpus_dir: Path, out: Path, work: Path, card: 
     train_path = work / "train_stream.npy"
     if not train_path.exists():
         _save_npy_atomic(train_path, corpus_mod.encode_stream(tok, split.train))
-    eval_path = out / EVAL_TOKENS
-    if not eval_path.exists():
-        held = corpus_mod.encode_stream(tok, split.eval)
-        _save_npy_atomic(eval_path, corpus_mod.windows(held, spec.model.n_ctx, bos, spec.n_eval_seqs))
+    eval_path, docs_path = out / EVAL_TOKENS, out / EVAL_DOCUMENTS
+    if not (eval_path.exists() and docs_path.exists()):
+        docs = [corpus_mod.encode_stream(tok, [d])[1:] for d in split.eval]  # each without its leading BOS
+        rows, ids = document_windows(docs, spec.model.n_ctx, bos, spec.n_eval_seqs)
+        _save_npy_atomic(docs_path, ids)
+        _save_npy_atomic(eval_path, rows)
     stream = np.load(train_path)
+    held_path = out / HELD_OUT_TOKENS
+    if not held_path.exists():
+        # training text, not the evaluation set: run-time estimates (the residual's mean by position) must not
+        # be fitted on the tokens they are judged on; evenly spaced over the stream, so over many documents
+        every = corpus_mod.windows(stream, spec.model.n_ctx, bos)
+        pick = np.linspace(0, len(every) - 1, spec.n_held_out_seqs).round().astype(int)
+        _save_npy_atomic(held_path, every[pick])
+    card["corpus"]["eval_windows"] = "round-robin over the held-out documents, none crossing a boundary"
+    card["corpus"]["n_eval_window_docs"] = int(len(np.unique(np.load(docs_path))))
     card["corpus"]["train_tokens_available"] = int(len(stream))
     card["stages"]["data_s"] = round(time.time() - t0, 1)
     log.info("data: %d train tokens, eval shard %s", len(stream), np.load(eval_path).shape)

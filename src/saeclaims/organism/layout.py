@@ -14,6 +14,12 @@ MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 EVAL_TOKENS = "eval_tokens.npy"
+# the source document of each evaluation window (int32, one per row of eval_tokens.npy): the bootstrap
+# resamples documents, so windows of one document never count as independent evidence
+EVAL_DOCUMENTS = "eval_documents.npy"
+# held-out windows (not the evaluation set) on which run-time estimates are made, e.g. the residual's mean at
+# each position for the mean-shift positional repair
+HELD_OUT_TOKENS = "held_out_tokens.npy"
 CARD_FILE = "card.json"
 
 BOS_TOKEN = "<|endoftext|>"
@@ -41,3 +47,39 @@ def windows(stream: np.ndarray, length: int, bos: int, n: int | None = None) -> 
     out[:, 0] = bos
     out[:, 1:] = stream[: n_avail * body].reshape(n_avail, body)
     return out
+
+
+def document_windows(docs: list[np.ndarray], length: int, bos: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n windows of `length` tokens (BOS first), none crossing a document boundary, taken round-robin over the
+    documents (the first window of each, then the second of each, ...), with each window's document index.
+
+    Why round-robin: a run reads the first rows, so its first sequences come from as many documents as there
+    are sequences (up to the number of documents), and resampling documents loses little. A document's last
+    partial window is dropped; a document shorter than one window gives none.
+    """
+    body = length - 1
+    per_doc = [d[: len(d) // body * body].reshape(-1, body) for d in docs]
+    rows: list[np.ndarray] = []
+    ids: list[int] = []
+    depth = 0
+    while len(rows) < n and any(len(p) > depth for p in per_doc):
+        for i, p in enumerate(per_doc):
+            if len(p) > depth and len(rows) < n:
+                rows.append(p[depth])
+                ids.append(i)
+        depth += 1
+    if len(rows) < n:
+        raise ValueError(f"need {n} windows of {length} tokens, the {len(docs)} documents hold {len(rows)}")
+    out = np.empty((n, length), dtype=np.uint16)
+    out[:, 0] = bos
+    out[:, 1:] = np.stack(rows)
+    return out, np.asarray(ids, dtype=np.int32)
+
+
+def stream_window_documents(rows: np.ndarray, bos: int) -> np.ndarray:
+    """The document of each window cut by `windows` from a stream whose documents each begin with BOS: the
+    document holding most of the window's body (ties: the earlier). Windows straddling a boundary share their
+    minority document with a neighbour; `document_windows` avoids that for new builds."""
+    body = np.asarray(rows)[:, 1:]
+    doc = np.cumsum(body.reshape(-1) == bos).reshape(body.shape)  # labels only group: consecutive integers
+    return np.asarray([np.bincount(r - r.min()).argmax() + r.min() for r in doc], dtype=np.int32)

@@ -28,7 +28,7 @@ from .. import __version__
 from ..artifacts import hash_tree
 from ..subjects.loading import load_tl_native
 from . import corpus as corpus_mod
-from .layout import CARD_FILE, EVAL_TOKENS, TOKENIZER_FILE
+from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, HELD_OUT_TOKENS, TOKENIZER_FILE
 from .saes import sae_quality, train_sae_config
 
 log = logging.getLogger("saeclaims.organism")
@@ -138,6 +138,9 @@ def build_mixed(out: Path, organism: Path, corpus_dir: Path, spec: MixedSpec | N
     eval_path = out / EVAL_TOKENS
     if not eval_path.exists():
         np.save(eval_path, np.load(organism / EVAL_TOKENS)[: spec.n_eval_seqs])
+        # the organism's windows, so their documents (the bootstrap's clusters) and its held-out windows too
+        np.save(out / EVAL_DOCUMENTS, np.load(organism / EVAL_DOCUMENTS)[: spec.n_eval_seqs])
+        np.save(out / HELD_OUT_TOKENS, np.load(organism / HELD_OUT_TOKENS))
     todo = [s for s in spec.saes if not (out / SAE_FOLDER / s.sae_id / "cfg.json").exists()]
     if todo:
         t0 = time.time()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..artifacts import hash_tree
 from ..subjects.loading import load_tl_native
-from .layout import CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
+from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
 from .saes import SAESpec, sae_quality, train_sae
 
 log = logging.getLogger("saeclaims.organism")
@@ -174,6 +174,7 @@ def build_rotary(out: Path, spec: RotarySpec | None = None) -> dict:
     model = load_tl_native(mdir)  # what `local:` loads: the card is measured on exactly that
     eval_tokens = synthetic_documents(spec, spec.n_eval_seqs, seed=2)
     np.save(out / EVAL_TOKENS, eval_tokens)
+    np.save(out / EVAL_DOCUMENTS, np.arange(len(eval_tokens), dtype=np.int32))  # each row a document of its own
     stream = synthetic_documents(spec, spec.n_sae_docs, seed=3).reshape(-1)  # documents, each BOS first
     sae_spec = SAESpec(d_sae=spec.d_sae, training_tokens=spec.sae_training_tokens, l1_coefficient=spec.sae_l1,
                        lr=spec.sae_lr, train_batch_size_tokens=spec.sae_batch_tokens)

@@ -41,7 +41,7 @@ from ..attention import fused_attention
 from ..subjects.loading import load_sae_dir
 from ..subjects.smollm2 import load_smollm2_model
 from .corpus import Document, split_corpus
-from .layout import CARD_FILE, EVAL_TOKENS, windows
+from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, stream_window_documents, windows
 from .saes import canonical_cfg, reconstruction_quality
 
 log = logging.getLogger("saeclaims.organism.smollm2")
@@ -244,6 +244,9 @@ def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None
         ev_stream = token_stream(tokenizer, split.eval, separator)
         _atomic_save_npy(eval_path, windows(ev_stream, spec.full_context, separator, spec.n_eval_seqs))
     eval_tokens = np.load(eval_path)
+    docs_path = out / EVAL_DOCUMENTS
+    if not docs_path.exists():  # windows cut from one stream: each window's majority document
+        _atomic_save_npy(docs_path, stream_window_documents(eval_tokens, separator))
     train_stream = token_stream(tokenizer, split.train, separator)
     stage_done("tokens_s", t_start)
     log.info("train stream %d tokens, eval %s", len(train_stream), eval_tokens.shape)

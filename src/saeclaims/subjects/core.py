@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import torch
 
 # Every hook sae_lens SAEs are trained on, in forward order within a block.
@@ -43,6 +44,12 @@ class Subject:
     context_sizes: dict[str, int]  # SAE id -> training context
     full_context_saes: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # the source document of each sequence (labels, [n_seqs]); None: unknown, and each sequence is its own
+    # cluster. The bootstrap resamples documents: windows of one text are not independent evidence
+    documents: np.ndarray | None = None
+    # windows that are not the evaluation set ([n, seq_len], BOS first), for run-time estimates such as the
+    # residual's mean by position (position_means.py); None where the subject ships none
+    held_out_tokens: torch.Tensor | None = None
 
     @property
     def sae_ids(self) -> list[str]:
@@ -80,6 +87,8 @@ class Subject:
         for sae in [*self.saes.values(), *self.full_context_saes.values()]:
             sae.to(device)
         self.tokens = self.tokens.to(device)
+        if self.held_out_tokens is not None:
+            self.held_out_tokens = self.held_out_tokens.to(device)
         return self
 
 

@@ -266,3 +266,24 @@ def _select_tokens(tokens: np.ndarray, n_seqs: int | None, seq_len: int | None, 
     if t > t_avail:
         raise SubjectError(f"{label}: asked for sequences of {t} tokens, the evaluation set has {t_avail}")
     return torch.from_numpy(tokens[:n, :t].astype(np.int64))
+
+
+def _held_out_tokens(path: Path, seq_len: int) -> torch.Tensor | None:
+    """The subject's held-out windows (HELD_OUT_TOKENS beside the evaluation set), cut to the run's sequence
+    length; None where it ships none."""
+    if not path.exists():
+        return None
+    rows = np.load(path)
+    return torch.from_numpy(rows[:, :seq_len].astype(np.int64))
+
+
+def _select_documents(path: Path, n_rows: int, label: str) -> np.ndarray | None:
+    """The source document of the first n_rows evaluation windows, from the evaluation set's EVAL_DOCUMENTS
+    file beside it; None where the set records none (the bootstrap then resamples sequences)."""
+    if not path.exists():
+        return None
+    docs = np.load(path)
+    if docs.ndim != 1 or len(docs) < n_rows:
+        raise SubjectError(f"{label}: {path.name} holds {docs.shape} document ids for {n_rows} evaluation windows; "
+                           "rebuild the evaluation set (one id per row of eval_tokens.npy)")
+    return np.asarray(docs[:n_rows], dtype=np.int64)

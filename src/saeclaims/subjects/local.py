@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..organism.layout import EVAL_DOCUMENTS, EVAL_TOKENS, HELD_OUT_TOKENS, stream_window_documents
 from .core import Subject, SubjectError, hook_order, package_versions
-from .loading import _select_tokens, load_hooked_model, load_sae_dir, read_json
+from .loading import _held_out_tokens, _select_documents, _select_tokens, load_hooked_model, load_sae_dir, read_json
 from .release import _eval_tokens
 from .validation import validate_subject
 
@@ -60,13 +61,18 @@ def load_local(directory: str | Path, device: str = "cpu", n_seqs: int | None = 
         same_hook = [i for i, s in saes.items() if s.cfg.metadata.hook_name == full[cid].cfg.metadata.hook_name]
         if len(same_hook) == 1:
             full[same_hook[0]] = full.pop(cid)
-    if (root / "eval_tokens.npy").exists():
-        tokens = _select_tokens(np.load(root / "eval_tokens.npy"), n_seqs, seq_len, str(root))
+    if (root / EVAL_TOKENS).exists():
+        tokens = _select_tokens(np.load(root / EVAL_TOKENS), n_seqs, seq_len, str(root))
+        documents = _select_documents(root / EVAL_DOCUMENTS, len(tokens), str(root))
+        held_out = _held_out_tokens(root / HELD_OUT_TOKENS, tokens.shape[1])
     else:
         tokens = _eval_tokens(model, n_seqs or 64, seq_len or model.cfg.n_ctx, text_file,
                               meta.get("dataset", "Skylion007/openwebtext"))
+        documents = stream_window_documents(tokens.numpy(), int(tokens[0, 0]))
+        held_out = None
     subject = Subject(
-        name=name or f"local:{root.name}", model=model, saes=saes, tokens=tokens.to(device),
+        name=name or f"local:{root.name}", model=model, saes=saes, tokens=tokens.to(device), documents=documents,
+        held_out_tokens=None if held_out is None else held_out.to(device),
         context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
         full_context_saes=full,
         provenance={"model": model_ref, "release": f"local:{root}",

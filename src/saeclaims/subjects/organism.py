@@ -14,9 +14,25 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import verify_tree
-from ..organism.layout import BOS_TOKEN, CARD_FILE, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
+from ..organism.layout import (
+    BOS_TOKEN,
+    CARD_FILE,
+    EVAL_DOCUMENTS,
+    EVAL_TOKENS,
+    HELD_OUT_TOKENS,
+    MODEL_CONFIG,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+)
 from .core import Subject, SubjectError, hook_order, package_versions
-from .loading import _select_tokens, load_sae_dir, load_tl_native, tokenizer_from_file
+from .loading import (
+    _held_out_tokens,
+    _select_documents,
+    _select_tokens,
+    load_sae_dir,
+    load_tl_native,
+    tokenizer_from_file,
+)
 from .validation import validate_sae, validate_subject
 
 ORGANISM_PACKAGE = "saeclaims_organism"  # data-only package: fixtures/organism, shipped in the wheel
@@ -81,6 +97,8 @@ def load_organism(root: Path | None = None, device: str = "cpu", n_seqs: int | N
     tokens = _select_tokens(np.load(root / EVAL_TOKENS), n_seqs, seq_len, "organism")
     subject = Subject(
         name="organism", model=model, saes=saes, tokens=tokens,
+        documents=_select_documents(root / EVAL_DOCUMENTS, len(tokens), "organism"),
+        held_out_tokens=_held_out_tokens(root / HELD_OUT_TOKENS, tokens.shape[1]),
         context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
         full_context_saes=full,
         provenance={"model": cfg["model_name"], "release": "saeclaims-organism (fixtures/organism)",

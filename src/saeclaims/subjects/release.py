@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..organism.layout import stream_window_documents
 from .core import Subject, SubjectError, package_versions
 from .loading import _hub_errors, load_hooked_model, offline_unless_reachable, tokens_from_texts
 from .validation import validate_subject
@@ -58,6 +59,7 @@ def load_release(spec: str, device: str = "cpu", n_seqs: int = 64, seq_len: int 
     tokens = _eval_tokens(model, n_seqs, seq_len, text_file, dataset)
     subject = Subject(
         name=spec, model=model, saes=saes, tokens=tokens.to(device),
+        documents=stream_window_documents(tokens.numpy(), int(tokens[0, 0])),
         context_sizes={h: s.cfg.metadata.context_size for h, s in saes.items()},
         provenance={"model": lookup.model, "release": release, "repo_id": lookup.repo_id,
                     "sae_ids": ids, "model_from_pretrained_kwargs": kwargs,

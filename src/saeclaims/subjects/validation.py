@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from .core import Subject, SubjectError, hook_in_id, hook_kind, sae_architecture, sae_hook_name
@@ -70,6 +71,7 @@ def validate_subject(subject: Subject) -> None:
     if not subject.saes:
         raise SubjectError(f"subject {subject.name}: no SAEs")
     _check_tokens(subject)
+    _check_documents(subject)
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise SubjectError(f"subject {subject.name}: model parameter {name} holds NaN or inf")
@@ -84,6 +86,20 @@ def validate_subject(subject: Subject) -> None:
         if sae_id in subject.saes and sae_hook_name(full) != sae_hook_name(subject.saes[sae_id]):
             raise SubjectError(f"control SAE {sae_id} reads {sae_hook_name(full)}, the SAE it controls reads "
                                f"{sae_hook_name(subject.saes[sae_id])}")
+
+
+def _check_documents(subject: Subject) -> None:
+    """The bootstrap resamples documents: a document label per sequence, and two documents at least."""
+    docs = subject.documents
+    if docs is None:
+        return
+    n = int(subject.tokens.shape[0])
+    if np.ndim(docs) != 1 or len(docs) != n:
+        raise SubjectError(f"subject {subject.name}: {np.shape(docs)} document labels for {n} sequences; "
+                           "give one per sequence (or None)")
+    if n >= 2 and len(np.unique(docs)) < 2:
+        raise SubjectError(f"subject {subject.name}: the first {n} sequences all come from one document, and "
+                           "intervals resample documents; raise --n-seqs until a second document is included")
 
 
 def _check_tokens(subject: Subject) -> None:
