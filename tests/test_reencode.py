@@ -271,3 +271,18 @@ def test_oracle_split_of_no_tokens():
     sae = _sae_with_noise_latent(4, noise=0.5)
     res = oracle_split(sae, torch.zeros(0, 3, 4))
     assert res.out.shape == (0, 3, 4) and res.fp_mass.shape == (0, 3)
+
+
+def test_limits_solved_in_chunks_of_like_limits_come_back_in_input_order():
+    """Tiny chunk_bytes forces one chunk per few tokens, each with slots for its own largest limit: the codes equal
+    one big chunk's, token for token, padded to k slots."""
+    rng = np.random.default_rng(3)
+    dic = torch.tensor(rng.normal(size=(40, 12)))
+    y = torch.tensor(rng.normal(size=(30, 12)))
+    limits = torch.tensor(rng.integers(0, 9, 30))
+    big = nn_omp(y, dic, 8, limits=limits)
+    small = nn_omp(y, dic, 8, limits=limits, chunk_bytes=1)
+    assert small.atoms.shape == big.atoms.shape == (30, 8)
+    assert torch.equal(small.n_active, big.n_active) and torch.equal(small.converged, big.converged)
+    torch.testing.assert_close(small.dense(40), big.dense(40))
+    torch.testing.assert_close(small.residual_norm, big.residual_norm)

@@ -76,9 +76,11 @@ def nn_omp(y: torch.Tensor, dictionary: torch.Tensor, k: int, tol: float = 1e-6,
 
     limits: per-token atom counts [N] (clipped to [0, k]): token i stops at limits[i] atoms after at most
     2 x limits[i] additions tried (max_outer, where given, for every token), i.e. the pursuit nn_omp runs at
-    k = limits[i] alone, for all tokens in one pass (one Gram, one loop) instead of one call per distinct
-    count. A limit of 0 leaves the token's code empty. Only the active-set budget is shared: max_inner
-    defaults to k, the largest limit, so a token may converge here where its own call would run out.
+    k = limits[i] alone, with one Gram for all tokens instead of one call per distinct count. Tokens are solved
+    in order of their limits, each chunk with slots for its own largest limit (so a few dense tokens do not
+    make every token's factors large) and results put back in input order. A limit of 0 leaves the token's
+    code empty. Only the active-set budget is shared in a chunk: max_inner defaults to the chunk's largest
+    limit, so a token may converge here where its own call would run out.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -88,28 +90,64 @@ def nn_omp(y: torch.Tensor, dictionary: torch.Tensor, k: int, tol: float = 1e-6,
     if limits is not None and tuple(limits.shape) != (n,):
         raise ValueError(f"limits must hold one atom count per target ({n}), got shape {tuple(limits.shape)}")
     k = min(k, dictionary.shape[0])
+    cdt = torch.promote_types(y.dtype, dictionary.dtype)
+    dic = dictionary.detach().to(cdt)
+    dic64 = torch.cat([dic.double(), dic.new_zeros(1, d, dtype=torch.float64)])
+    gram = dic64 @ dic64.T  # float64, with the dummy atom's zero row and column
+
+    def per_token_bytes(kc: int) -> int:  # Cholesky factors, support atoms
+        return kc * (8 * kc + dic.element_size() * d)
+
     if limits is None:
         limit = torch.full((n,), k, dtype=torch.long, device=y.device)
         budget = torch.full_like(limit, 2 * k if max_outer is None else max_outer)
+        step = max(1, chunk_bytes // per_token_bytes(k))
+        chunks = [torch.arange(i, min(i + step, n), device=y.device) for i in range(0, n, step)]
     else:
         limit = limits.to(device=y.device, dtype=torch.long).clamp(0, k)
         budget = 2 * limit if max_outer is None else torch.full_like(limit, max_outer)
-    max_outer = int(budget.max()) if n else 0
-    max_inner = k if max_inner is None else max_inner
-    cdt = torch.promote_types(y.dtype, dictionary.dtype)
-    dic = dictionary.detach().to(cdt)
-    step = max(1, chunk_bytes // (k * (8 * k + dic.element_size() * d)))  # Cholesky factors, support atoms
-    dic64 = torch.cat([dic.double(), dic.new_zeros(1, d, dtype=torch.float64)])
-    gram = dic64 @ dic64.T  # float64, with the dummy atom's zero row and column
-    parts = [_nn_omp_chunk(y[i : i + step].detach().to(cdt), dic, gram, k, tol, max_outer, max_inner,
-                           limit[i : i + step], budget[i : i + step])
-             for i in range(0, n, step)]
+        chunks = _chunks_by_limit(limit, chunk_bytes, per_token_bytes)
+    parts = []
+    for idx in chunks:
+        kc = max(1, int(limit[idx].max()))
+        part = _nn_omp_chunk(y[idx].detach().to(cdt), dic, gram, kc, tol, int(budget[idx].max()),
+                             kc if max_inner is None else max_inner, limit[idx], budget[idx])
+        parts.append(_pad_slots(part, k))
     if not parts:
         empty = torch.zeros(0, k, dtype=torch.long, device=y.device)
         return SparseCodes(empty, empty.to(cdt), empty[:, 0], empty[:, 0].bool(), empty[:, 0].to(cdt),
                            empty[:, 0].to(cdt))
-    return SparseCodes(*(torch.cat(f) for f in zip(*(
-        (p.atoms, p.values, p.n_active, p.converged, p.residual_norm, p.target_norm) for p in parts))))
+    fields = [torch.cat(f) for f in zip(*(
+        (p.atoms, p.values, p.n_active, p.converged, p.residual_norm, p.target_norm) for p in parts))]
+    order = torch.cat(chunks)
+    if limits is not None:  # back to input order
+        fields = [torch.empty_like(f).index_copy_(0, order, f) for f in fields]
+    return SparseCodes(*fields)
+
+
+def _chunks_by_limit(limit: torch.Tensor, chunk_bytes: int, per_token_bytes) -> list[torch.Tensor]:
+    """Token indices in order of their limits, cut so that a chunk's tokens x slots for its largest limit stay
+    within chunk_bytes (at least one token a chunk)."""
+    order = torch.argsort(limit, stable=True)
+    lim = limit[order].tolist()
+    chunks, i = [], 0
+    while i < len(lim):
+        j = i + 1
+        while j < len(lim) and (j + 1 - i) * per_token_bytes(max(1, lim[j])) <= chunk_bytes:
+            j += 1
+        chunks.append(order[i:j])
+        i = j
+    return chunks
+
+
+def _pad_slots(codes: SparseCodes, k: int) -> SparseCodes:
+    """Codes with k slots (unused: atom 0, value 0), so chunks solved at smaller k concatenate."""
+    extra = k - codes.atoms.shape[1]
+    if extra <= 0:
+        return codes
+    pad = torch.nn.functional.pad
+    return SparseCodes(pad(codes.atoms, (0, extra)), pad(codes.values, (0, extra)), codes.n_active, codes.converged,
+                       codes.residual_norm, codes.target_norm)
 
 
 def _support_gram(gram: torch.Tensor, atoms: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
@@ -357,12 +395,13 @@ class OracleSplit:
 @torch.no_grad()
 def oracle_split(sae, x: torch.Tensor, chunk_tokens: int = 4096, **solver) -> OracleSplit:
     """The SAE's code of x [..., d] against an oracle support: the atoms non-negative OMP (nn_omp) picks from the
-    SAE's own decoder for sae_target(sae, x) at the token's own L0 (its number of active latents).
+    SAE's own decoder for sae_target(sae, x) at the token's own L0 (its number of active latents; d at most, the
+    most linearly independent atoms a support can hold: an L0 above d cannot all be the true code).
 
     The compressed-sensing reading of "the encoder doesn't distinguish noise": a token's true sparse code at the
     sparsity the SAE chose is what a pursuit over the same dictionary finds; latents the encoder turns on outside
     it are false positives. Tokens are solved `chunk_tokens` at a time, each at its own L0 in one pursuit
-    (nn_omp's `limits`), so the cost is one pursuit at the chunk's largest L0."""
+    (nn_omp's `limits`: one Gram, tokens of like L0 solved together)."""
     d = x.shape[-1]
     flat = x.reshape(-1, d)
     n_atoms = sae.W_dec.shape[0]
@@ -371,7 +410,8 @@ def oracle_split(sae, x: torch.Tensor, chunk_tokens: int = 4096, **solver) -> Or
     for i in range(0, len(flat), chunk_tokens):
         part = flat[i : i + chunk_tokens]
         codes = sae.encode(part)
-        active = codes.abs().ceil().clamp(max=1).sum(-1).nan_to_num(0).long()
+        # at most d atoms: a support of linearly independent atoms (nn_omp keeps no other) has no more
+        active = codes.abs().ceil().clamp(max=1).sum(-1).nan_to_num(0).long().clamp(max=d)
         target = sae_target(sae, part)  # after encode, so run-time normalisation state is these rows' for decode
         pursuit = nn_omp(target, sae.W_dec, max(1, int(active.max())), limits=active, **solver)
         support = support_mask(pursuit, n_atoms)
