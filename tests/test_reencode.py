@@ -267,6 +267,18 @@ def test_oracle_split_finds_the_planted_false_positive():
     torch.testing.assert_close(exact.out, x, atol=1e-5, rtol=1e-5)
 
 
+def test_oracle_split_caps_the_pursuit():
+    """max_k 2 of an exact code of 5 latents (plus noise): the oracle keeps the 2 largest coordinates, so the other
+    3 and the noise latent are false positives."""
+    d = 6
+    sae = _sae_with_noise_latent(d, noise=0.5)
+    x = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    res = oracle_split(sae, x, max_k=2)
+    assert res.l0.tolist() == [2.0]
+    torch.testing.assert_close(res.fp_mass, torch.tensor([(3.0 + 2.0 + 1.0 + 0.5) / (15.0 + 0.5)]))
+    torch.testing.assert_close(res.out, torch.tensor([[5.0, 4.0, 0.0, 0.0, 0.0, 0.0]]), atol=1e-5, rtol=1e-5)
+
+
 def test_oracle_split_of_no_tokens():
     sae = _sae_with_noise_latent(4, noise=0.5)
     res = oracle_split(sae, torch.zeros(0, 3, 4))

@@ -355,7 +355,7 @@ def test_oracle_support_keeps_the_code_inside_the_pursuit_support_and_reports_fp
     keep = torch.zeros(2, 10, dtype=torch.bool)
     keep[0, 3] = True
     for name in ("oracle_support", "full_context_oracle_support"):
-        out, l0, extras = apply_variant_ex(name, x, _ctx(sae, None), keep)
+        out, l0, extras = apply_variant_ex(name, x, _ctx(sae, None, sae_l0=8.0), keep)
         with torch.no_grad():
             rec = sae.decode(sae.encode(x))
             own_l0 = (sae.encode(x) > 0).sum(-1).to(x.dtype)
@@ -369,8 +369,11 @@ def test_oracle_support_keeps_the_code_inside_the_pursuit_support_and_reports_fp
         assert torch.equal(out[0, 3], x[0, 3])
 
 
-def test_oracle_support_of_the_control_needs_a_control():
+def test_oracle_support_of_the_control_needs_a_control_and_both_need_the_in_context_l0():
     sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
-    ctx = VariantContext(sae=sae, w_pos=None, mean=None, ctx=8)
+    ctx = VariantContext(sae=sae, w_pos=None, mean=None, ctx=8, sae_l0=4.0)
     with pytest.raises(VariantError, match="needs a full-context SAE"):
         apply_variant("full_context_oracle_support", torch.randn(1, 4, 8), ctx)
+    for name in ("oracle_support", "full_context_oracle_support"):
+        with pytest.raises(VariantError, match="mean in-context L0"):
+            apply_variant(name, torch.randn(1, 4, 8), _ctx(sae, None))

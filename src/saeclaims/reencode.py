@@ -393,7 +393,7 @@ class OracleSplit:
 
 
 @torch.no_grad()
-def oracle_split(sae, x: torch.Tensor, chunk_tokens: int = 4096, **solver) -> OracleSplit:
+def oracle_split(sae, x: torch.Tensor, max_k: int | None = None, chunk_tokens: int = 4096, **solver) -> OracleSplit:
     """The SAE's code of x [..., d] against an oracle support: the atoms non-negative OMP (nn_omp) picks from the
     SAE's own decoder for sae_target(sae, x) at the token's own L0 (its number of active latents; d at most, the
     most linearly independent atoms a support can hold: an L0 above d cannot all be the true code).
@@ -401,7 +401,12 @@ def oracle_split(sae, x: torch.Tensor, chunk_tokens: int = 4096, **solver) -> Or
     The compressed-sensing reading of "the encoder doesn't distinguish noise": a token's true sparse code at the
     sparsity the SAE chose is what a pursuit over the same dictionary finds; latents the encoder turns on outside
     it are false positives. Tokens are solved `chunk_tokens` at a time, each at its own L0 in one pursuit
-    (nn_omp's `limits`: one Gram, tokens of like L0 solved together)."""
+    (nn_omp's `limits`: one Gram, tokens of like L0 solved together).
+
+    max_k caps the pursuit (the variants pass reencode_2x's k, twice the SAE's in-context L0): a pursuit's cost
+    grows as k^3 per token, and an encoder that turns on hundreds of latents off distribution (the organism's
+    layer 0 beyond its context: L0 ~ 650-1300 of d = 128) would make it hours. A token above the cap is compared
+    with the densest code re-encoding considers; its latents past that count as false positives."""
     d = x.shape[-1]
     flat = x.reshape(-1, d)
     n_atoms = sae.W_dec.shape[0]
@@ -411,7 +416,7 @@ def oracle_split(sae, x: torch.Tensor, chunk_tokens: int = 4096, **solver) -> Or
         part = flat[i : i + chunk_tokens]
         codes = sae.encode(part)
         # at most d atoms: a support of linearly independent atoms (nn_omp keeps no other) has no more
-        active = codes.abs().ceil().clamp(max=1).sum(-1).nan_to_num(0).long().clamp(max=d)
+        active = codes.abs().ceil().clamp(max=1).sum(-1).nan_to_num(0).long().clamp(max=min(d, max_k or d))
         target = sae_target(sae, part)  # after encode, so run-time normalisation state is these rows' for decode
         pursuit = nn_omp(target, sae.W_dec, max(1, int(active.max())), limits=active, **solver)
         support = support_mask(pursuit, n_atoms)

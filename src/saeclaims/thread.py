@@ -156,7 +156,8 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "that are not part of the true sparse code.",
           "(mean FP_sae(O) / mean FP_sae(I)) / (mean FP_ctl(O) / mean FP_ctl(I)): FP a token's false-positive mass, "
           "the share of its code's decoded mass (|a_i| ||d_i|| summed over active latents) on latents outside the "
-          "oracle support (the atoms non-negative OMP picks from the same decoder at the token's own L0); ctl the "
+          "oracle support (the atoms non-negative OMP picks from the same decoder at the token's own L0, at most "
+          "twice the SAE's in-context L0 as reencode_2x); ctl the "
           "full-context control of like in-context quality, by the same construction; first --reencode-seqs "
           "sequences",
           ">", 1.0,

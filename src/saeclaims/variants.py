@@ -321,15 +321,24 @@ def oracle_support(x, c):
     The causal test of the compressed-sensing reading of the thread's 3rd comment: if beyond the context the
     encoder fails by turning on latents that are not part of the true sparse code, removing them (keeping the
     SAE's own values on the rest) removes most of the excess loss."""
-    res = oracle_split(c.sae, x)
+    res = oracle_split(c.sae, x, _oracle_cap(c, "oracle_support"))
     return res.out, res.l0, {"fp_mass": res.fp_mass, "unconverged": (~res.converged).to(x.dtype)}
 
 
 def full_context_oracle_support(x, c):
     """oracle_support for the control family's full-context SAE at the hook: its `fp_mass` is the control's
-    false-positive mass, the position trend the `false-positives-beyond-context` claim is judged against."""
-    res = oracle_split(c.full_sae, x)
+    false-positive mass, the position trend the `false-positives-beyond-context` claim is judged against. The
+    pursuit's cap is the SAE's (the same construction on both sides of the ratio)."""
+    res = oracle_split(c.full_sae, x, _oracle_cap(c, "full_context_oracle_support"))
     return res.out, res.l0, {"fp_mass": res.fp_mass, "unconverged": (~res.converged).to(x.dtype)}
+
+
+def _oracle_cap(c: VariantContext, name: str) -> int:
+    """The oracle pursuit's largest k: reencode_2x's, twice the SAE's rounded in-context L0 (a bounded cost)."""
+    if c.sae_l0 is None or not math.isfinite(c.sae_l0):
+        raise VariantError(f"variant {name} needs the SAE's mean in-context L0 at this hook "
+                           "(VariantContext.sae_l0, from splice.in_context_stats)")
+    return 2 * reencode_k(c.sae_l0)
 
 
 def reencode_k(sae_l0: float) -> int:
