@@ -21,6 +21,7 @@ from saeclaims.instruments import (
     control_ratio,
     excess,
     excess_floor,
+    excess_removed_share,
     inside,
     mean_of,
     outside,
@@ -110,6 +111,55 @@ def test_encoder_off_distribution(claim):
     m = claim.measurements()
     claim.require_matched_control(m)
     claim.check(control_ratio(m, claim.sae_id, claim.boot, metric="l0"))
+
+
+def require_identifiable_supports(claim, m, variants: tuple[str, ...] = ("sae",)) -> None:
+    """The oracle support stands in for the true sparse code only where a sparse code is identifiable: a k-sparse
+    code is the unique sparsest one only for k < spark(D) / 2 <= (d + 1) / 2 (Donoho & Elad 2003). An SAE (or
+    control) whose mean in-context L0 is d_in / 2 or more fills the space: a pursuit at that L0 fits exactly with
+    many supports, and any latent could be called a false positive. Not applicable there, with the L0 shown."""
+    d = int(claim.subject.saes[claim.sae_id].cfg.d_in)
+    for variant in variants:
+        l0 = mean_of(m, Quantity(variant, claim.sae_id, "l0", *inside(m, claim.sae_id)), claim.boot).estimate
+        if not l0 < d / 2:
+            claim.not_applicable(f"the {variant} code is too dense for a true sparse code to be identifiable: mean "
+                                 f"in-context L0 {l0:.4g} >= d_in / 2 = {d / 2:g}", **{f"l0_{variant}": f"{l0:.4g}"})
+
+
+@pytest.mark.claim("false-positives-beyond-context", reads=("sae", "full_context_sae", "zero"))
+def test_false_positives_beyond_context(claim):
+    """The false-positive mass's beyond/inside ratio over the control's, on the first --reencode-seqs sequences
+    (not applicable without a control of like in-context quality, or where the codes are too dense for a sparse
+    code to be identifiable)."""
+    claim.require_full_context_sae()
+    claim.require_beyond_context()
+    m = claim.measurements()
+    claim.require_matched_control(m)
+    require_identifiable_supports(claim, m, ("sae", "full_context_sae"))
+    o = claim.oracle_measurements()
+    i, out = inside(o, claim.sae_id), outside(o, claim.sae_id)
+    for variant, where, name in (("oracle_support", i, "mean FP_sae(I)"),
+                                 ("full_context_oracle_support", i, "mean FP_ctl(I)"),
+                                 ("full_context_oracle_support", out, "mean FP_ctl(O)")):
+        require_positive_denominator(claim, o, Quantity(variant, claim.sae_id, "fp_mass", *where), name)
+    claim.check(control_ratio(o, claim.sae_id, claim.boot, variant="oracle_support",
+                              control="full_context_oracle_support", metric="fp_mass"))
+
+
+@pytest.mark.claim("false-positives-cause-failure", reads=("sae",))
+def test_false_positives_cause_failure(claim):
+    """1 - excess_oracle_support / excess_sae on the first --reencode-seqs sequences, where the SAE's excess is
+    substantial there (the hook's premise on every sequence first, as reencoding-recovers asks it)."""
+    claim.require_beyond_context()
+    claim.require_something_to_explain(claim.measurements())
+    require_identifiable_supports(claim, claim.measurements())
+    o = claim.oracle_measurements()
+    claim.require_substantial(excess(o, claim.sae_id, boot=claim.boot),
+                              f"excess dCE_sae(O) - dCE_sae(I) on the first {o.n_seqs} sequences",
+                              excess_floor(o, claim.sae_id))
+    fp = mean_of(o, Quantity("oracle_support", claim.sae_id, "fp_mass", *outside(o, claim.sae_id)), claim.boot)
+    claim.check(excess_removed_share(o, claim.sae_id, "oracle_support", claim.boot),
+                fp_mass_beyond=f"{fp.estimate:.4g} [{fp.low:.4g}, {fp.high:.4g}]")
 
 
 def _errors_vs_random(claim, region) -> None:

@@ -227,3 +227,55 @@ def planted_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
                       context_sizes={k: CTX for k in saes}, full_context_saes=controls,
                       held_out_tokens=sample_tokens(model, N_HELD_OUT, seed=seed + 1000))
     return Planted(subject, maps, scale, excess)
+
+
+# The compressed-sensing instrument (false-positive mass, oracle_support): SAEs exact in context, plus one latent
+# that fires NOISE on every token and writes along W_pos[0]'s coordinate, which no patched token (p >= 1) uses: a
+# false positive everywhere, never in the oracle support (it correlates with no target), the same in every SAE and
+# in the control. Beyond ctx:
+# - `spurious`: the noise latent fires NOISE + SPURIOUS instead (the encoder turns on what is not in the true code);
+# - `magnitude`: the code keeps the right support but carries the positional latent at MAGNITUDE x its value (a
+#   failure of magnitudes, which removing false positives cannot fix);
+# - the control (ctx N_CTX): no failure.
+NOISE, SPURIOUS, MAGNITUDE = 0.05, 3.0, 3.0  # the two failures cost about the same excess loss (0.42, 0.35 nats)
+FP_KINDS = ("spurious", "magnitude")
+
+
+def noisy_sae(hook: str, ctx: int, spurious: float = 0.0, magnitude: float = 1.0, fail_from: int = CTX):
+    """A StandardSAE with latents [I | -I | noise] over d_model: codes relu(x), relu(-x) (decoded through
+    base_map, the shared in-context shrink) and the noise latent relu(NOISE + spurious x [p >= fail_from]) decoded
+    along W_pos[0]'s coordinate; the positional latents of p >= fail_from are read at `magnitude` x."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    d = D_MODEL
+    cfg = StandardSAEConfig(d_in=d, d_sae=2 * d + 1, apply_b_dec_to_input=False, normalize_activations="none")
+    cfg.metadata.hook_name = hook
+    cfg.metadata.context_size = ctx
+    cfg.metadata.prepend_bos = True
+    sae = StandardSAE(cfg)
+    gain = torch.ones(d)
+    noise_in = torch.zeros(d)
+    for p in range(fail_from, N_CTX):
+        gain[pos_coord(p)] = magnitude
+        noise_in[pos_coord(p)] = spurious / POS_SCALE
+    m = base_map()
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([torch.diag(gain), -torch.diag(gain), noise_in[:, None]], 1))
+        sae.b_enc.zero_()
+        sae.b_enc[-1] = NOISE
+        sae.W_dec.copy_(torch.cat([m.T, -m.T, torch.eye(d)[pos_coord(0)][None]], 0))
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def false_positive_subject(seed: int = 0, hook: str = HOOKS[0]):
+    """The model of planted_subject with the FP_KINDS SAEs at one hook, each with the noisy exact control."""
+    from saeclaims.subjects import Subject
+
+    model = planted_model(seed)
+    tokens = sample_tokens(model, seed=seed)
+    saes = {sae_id("spurious", hook): noisy_sae(hook, CTX, spurious=SPURIOUS),
+            sae_id("magnitude", hook): noisy_sae(hook, CTX, magnitude=MAGNITUDE)}
+    controls = {k: noisy_sae(hook, N_CTX, fail_from=N_CTX) for k in saes}
+    return Subject(name="planted-fp", model=model, saes=saes, tokens=tokens, context_sizes={k: CTX for k in saes},
+                   full_context_saes=controls)

@@ -30,6 +30,9 @@ class PlantedRun(PlantedClaim):
     def reencode_measurements(self, hooks=None):
         return self._m
 
+    def oracle_measurements(self, hooks=None):
+        return self._m
+
 
 def subject():
     s = tiny_subject(ctx=CTX, seq_len=T, n_seqs=4)
@@ -38,12 +41,13 @@ def subject():
 
 
 def planted(dce: dict[tuple[str, str], tuple[float, float]], l0: dict[tuple[str, str], tuple[float, float]] = (),
-            x_norm: dict[str, float] = (), wpos_share: float = 0.01, seed: int = 0) -> Measurements:
-    """dCE (and L0) per (variant, SAE id): (inside the context, beyond it), with small per-token noise; zero ablation
-    adds ZERO; x_norm per SAE id."""
+            x_norm: dict[str, float] = (), wpos_share: float = 0.01, seed: int = 0,
+            fp_mass: dict[tuple[str, str], tuple[float, float]] = ()) -> Measurements:
+    """dCE (and L0, false-positive mass) per (variant, SAE id): (inside the context, beyond it), with small per-token
+    noise; zero ablation adds ZERO; x_norm per SAE id."""
     rng = np.random.default_rng(seed)
     ids = [L0, L1, "blocks.1.hook_resid_post"]
-    keys = {*dce, *dict(l0)} | {("zero", h) for h in ids}
+    keys = {*dce, *dict(l0), *dict(fp_mass)} | {("zero", h) for h in ids}
     m = Measurements("tiny", ids, sorted({v for v, _ in keys}), {h: CTX for h in ids},
                      clean_ce=np.full((N, T - 1), 3.0, dtype=np.float32))
     inside = np.arange(T - 1) < CTX
@@ -54,6 +58,10 @@ def planted(dce: dict[tuple[str, str], tuple[float, float]], l0: dict[tuple[str,
         metrics["ce"] = metrics["dce"] + 3.0
         la, lb = dict(l0).get(key, (20.0, 20.0))
         metrics["l0"] = (np.where(inside, la, lb) + rng.normal(0, 0.2, (N, T - 1))).astype(np.float32)
+        if key in dict(fp_mass):
+            fa, fb = dict(fp_mass)[key]
+            metrics["fp_mass"] = (np.where(inside, fa, fb) * (1 + rng.normal(0, 0.02, (N, T - 1)))).astype(np.float32)
+            metrics["unconverged"] = np.zeros((N, T - 1), dtype=np.float32)
         m.metrics[key] = metrics
     for h in ids:
         m.activation[h] = {"x_norm": np.full((N, T), dict(x_norm).get(h, 10.0), dtype=np.float32)
@@ -70,6 +78,11 @@ def judge(test, sae_id: str, m: Measurements, subj=None) -> str:
         return f"not applicable: {exc}"
     iv, c = fixture.interval, fixture.claim
     return verdict(iv.low, iv.high, c.threshold, c.direction)
+
+
+def sparse(sae: str) -> dict:
+    """L0 5 for the SAE and its control: sparse on the tiny subject's 16 dimensions (an identifiable code)."""
+    return {("sae", sae): (5.0, 5.0), ("full_context_sae", sae): (5.0, 5.0)}
 
 
 def same(value: float, sae: str = L0) -> dict:
@@ -111,6 +124,18 @@ CASES = [
      lambda: planted({("sae", L0): (0.1, 0.5), ("reencode", L0): (0.1, 0.2), ("reencode_2x", L0): (0.1, 0.15)}),
      lambda: planted({("sae", L0): (0.1, 0.5), ("reencode", L0): (0.1, 0.5), ("reencode_2x", L0): (0.1, 0.45)}),
      "re-inferred codes remove 0.75-0.875 of a 0.4 excess / 0-0.125"),
+    (test_context.test_false_positives_beyond_context, L1,
+     lambda: planted({("sae", L1): (0.1, 0.3), **same((0.1, 0.1), L1)}, sparse(L1),
+                     fp_mass={("oracle_support", L1): (0.05, 0.3), ("full_context_oracle_support", L1): (0.05, 0.06)}),
+     lambda: planted({("sae", L1): (0.1, 0.3), **same((0.1, 0.1), L1)}, sparse(L1),
+                     fp_mass={("oracle_support", L1): (0.05, 0.06), ("full_context_oracle_support", L1): (0.05, 0.1)}),
+     "false-positive mass 0.05 -> 0.3 beyond, the control's 0.05 -> 0.06 / 0.05 -> 0.06 against 0.05 -> 0.1"),
+    (test_context.test_false_positives_cause_failure, L0,
+     lambda: planted({("sae", L0): (0.1, 0.5), ("oracle_support", L0): (0.08, 0.12)}, sparse(L0),
+                     fp_mass={("oracle_support", L0): (0.05, 0.3)}),
+     lambda: planted({("sae", L0): (0.1, 0.5), ("oracle_support", L0): (0.08, 0.45)}, sparse(L0),
+                     fp_mass={("oracle_support", L0): (0.05, 0.06)}),
+     "the SAE's code cut to the oracle support removes 0.9 of a 0.4 excess / 0.075"),
     (test_norms.test_layer0_norm_order_of_magnitude_smaller, L1,
      lambda: planted({}, x_norm={L0: 1.0, L1: 13.0}), lambda: planted({}, x_norm={L0: 1.0, L1: 3.0}),
      "||resid_pre 1|| 13x ||resid_pre 0|| / 3x"),
@@ -146,14 +171,17 @@ def test_the_claim_tells_its_planted_controls_apart(test, row, holds, fails, wha
 
 def test_every_claim_has_planted_controls():
     """Every registered thread claim is in this file or in test_planted_instruments.py (the positional repairs,
-    the decoded position); wpos-helix below; features-disjoint-layer0's per-feature split is planted in
-    tests/test_positional.py (pure token, pure position and mixed features, told apart)."""
+    the decoded position) or test_planted_false_positives.py (the oracle support); wpos-helix below;
+    features-disjoint-layer0's per-feature split is planted in tests/test_positional.py (pure token, pure position
+    and mixed features, told apart)."""
     from saeclaims.thread import THREAD_CLAIMS
+    from tests import test_planted_false_positives as compressed_sensing
     from tests import test_planted_instruments as positional
 
     here = {claim_id_of(c[0]) for c in CASES} | {"wpos-helix", "features-disjoint-layer0"}
     there = ({claim_id_of(t) for t, *_ in positional.SEPARATING} | {claim_id_of(t) for t, *_ in positional.BLIND}
              | {claim_id_of(positional.COMPUTED)})
+    there |= {claim_id_of(t) for t, *_ in compressed_sensing.SEPARATING}
     missing = {c.id for c in THREAD_CLAIMS} - here - there
     assert not missing, f"claims without planted controls: {sorted(missing)}"
 
@@ -168,3 +196,17 @@ def test_wpos_helix_tells_a_helix_from_noise():
     for w, want in ((helix + 0.01 * torch.randn_like(helix), "holds"), (torch.randn_like(helix), "refuted")):
         s.model.W_pos.data.copy_(w)
         assert judge(test_positional.test_wpos_helix, "model", planted({}), s) == want
+
+
+def test_false_positive_claims_are_not_applicable_where_meaningless():
+    """Codes too dense for a true sparse code to be identifiable (L0 20 of 16 dimensions), or no control (the
+    beyond/inside ratio needs the control's trend): not applicable, saying why."""
+    fp = {("oracle_support", L1): (0.05, 0.3), ("full_context_oracle_support", L1): (0.05, 0.06)}
+    dense = planted({("sae", L1): (0.1, 0.3), **same((0.1, 0.1), L1)}, fp_mass=fp)
+    assert "too dense" in judge(test_context.test_false_positives_beyond_context, L1, dense)
+    cause = planted({("sae", L1): (0.1, 0.5), ("oracle_support", L1): (0.1, 0.1)}, fp_mass=fp)
+    assert "too dense" in judge(test_context.test_false_positives_cause_failure, L1, cause)
+    bare = subject()
+    bare.full_context_saes = {}
+    ok = planted({("sae", L1): (0.1, 0.3), **same((0.1, 0.1), L1)}, sparse(L1), fp_mass=fp)
+    assert "no full-context SAE" in judge(test_context.test_false_positives_beyond_context, L1, ok, bare)

@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from scipy.optimize import nnls
 
 from saeclaims.instruments import Quantity, UnconvergedError, excess_removed_share, mean_of
-from saeclaims.reencode import nn_omp, reencode, sae_target
+from saeclaims.reencode import (
+    SparseCodes,
+    false_positive_mass,
+    nn_omp,
+    oracle_split,
+    reencode,
+    sae_target,
+    support_mask,
+)
 from saeclaims.splice import in_context_stats, measure
 from tests.conftest import tiny_sae, tiny_subject
 
@@ -165,3 +173,128 @@ def test_a_subset_of_sequences_splices_exactly_what_the_full_run_does_there():
         for metric in part.metrics[key]:
             np.testing.assert_allclose(part.metrics[key][metric], full.metrics[key][metric][:2], atol=1e-5,
                                        err_msg=f"{key} {metric}")
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), d=st.integers(4, 24), f=st.integers(8, 64), k=st.integers(1, 8))
+def test_per_token_limits_are_the_pursuit_at_each_token_own_k(seed, d, f, k):
+    """One pass with limits gives each token what nn_omp at k = its limit alone gives (atoms, values, flags)."""
+    rng = np.random.default_rng(seed)
+    dic = torch.tensor(rng.normal(size=(f, d)) * rng.uniform(0.5, 2.0, (f, 1)))
+    y = torch.tensor(rng.normal(size=(24, d)))
+    limits = torch.tensor(rng.integers(0, k + 1, 24))
+    res = nn_omp(y, dic, k, limits=limits)
+    for i in range(24):
+        n = int(limits[i])
+        assert int(res.n_active[i]) <= n
+        if n == 0:
+            assert res.n_active[i] == 0 and float(res.residual_norm[i]) == pytest.approx(float(y[i].norm()))
+            continue
+        alone = nn_omp(y[i : i + 1], dic, n)
+        assert set(res.atoms[i, : res.n_active[i]].tolist()) == set(alone.atoms[0, : alone.n_active[0]].tolist())
+        torch.testing.assert_close(res.dense(f)[i], alone.dense(f)[0], atol=1e-9, rtol=1e-7)
+        assert bool(res.converged[i]) or not bool(alone.converged[0])  # the shared active-set budget is >= its own
+
+
+def test_limits_edge_cases():
+    """Limits above k are cut to k; all-zero limits leave every code empty; a wrong shape is refused."""
+    dic = torch.eye(4, dtype=torch.float64)
+    y = torch.tensor([[3.0, 2.0, 1.0, 0.5]], dtype=torch.float64)
+    assert nn_omp(y, dic, 2, limits=torch.tensor([9])).n_active.tolist() == [2]
+    empty = nn_omp(y.repeat(3, 1), dic, 2, limits=torch.zeros(3, dtype=torch.long))
+    assert empty.n_active.tolist() == [0, 0, 0] and (empty.values == 0).all() and empty.converged.all()
+    one = nn_omp(y, dic, 4, limits=torch.tensor([1]))
+    assert one.atoms[0, 0] == 0 and one.n_active[0] == 1  # the largest coordinate first
+    with pytest.raises(ValueError, match="one atom count per target"):
+        nn_omp(y, dic, 2, limits=torch.tensor([1, 2]))
+
+
+def test_support_mask_marks_the_used_slots_only():
+    codes = SparseCodes(atoms=torch.tensor([[3, 0], [0, 0], [1, 4]]), values=torch.tensor([[1.0, 0], [0, 0], [2, 3]]),
+                        n_active=torch.tensor([1, 0, 2]), converged=torch.ones(3, dtype=torch.bool),
+                        residual_norm=torch.zeros(3), target_norm=torch.ones(3))
+    mask = support_mask(codes, 5)
+    assert mask.tolist() == [[False, False, False, True, False], [False] * 5, [False, True, False, False, True]]
+
+
+def test_false_positive_mass_exact_values():
+    """Decoder-norm-weighted code mass outside the support over all of it; 0 without active latents; |a| for
+    signed codes; between 0 (all inside) and 1 (all outside)."""
+    norms = torch.tensor([1.0, 2.0, 0.5, 1.0])
+    codes = torch.tensor([[1.0, 1.0, 0.0, 0.0],    # mass 1 + 2 = 3; latent 1 outside: 2/3
+                          [1.0, 0.0, 4.0, 0.0],    # mass 1 + 2 = 3; all inside: 0
+                          [0.0, 0.0, 0.0, 0.0],    # nothing active: 0
+                          [0.0, 0.0, 0.0, -3.0],   # a signed code counts by its size: all outside, 1
+                          [2.0, 0.0, 0.0, 1.0]])   # mass 2 + 1; latent 3 outside: 1/3
+    support = torch.tensor([[True, False, False, False], [True, False, True, False], [True] * 4,
+                            [False] * 4, [True, True, True, False]])
+    fp = false_positive_mass(codes, support, norms)
+    torch.testing.assert_close(fp, torch.tensor([2 / 3, 0.0, 0.0, 1.0, 1 / 3]))
+
+
+def _sae_with_noise_latent(d: int, noise: float):
+    """[I | -I] SAE over d dims (codes |x_j|, exact) plus one latent that fires `noise` on every input and
+    writes along the last coordinate, which the inputs below never use."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    sae = StandardSAE(StandardSAEConfig(d_in=d, d_sae=2 * d + 1, apply_b_dec_to_input=False,
+                                        normalize_activations="none"))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye, torch.zeros(d, 1)], 1))
+        sae.b_enc.zero_()
+        sae.b_enc[-1] = noise
+        sae.W_dec.copy_(torch.cat([eye, -eye, eye[-1:]], 0))
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def test_oracle_split_finds_the_planted_false_positive():
+    """Inputs use d - 1 coordinates; the SAE's code is exact plus a noise latent writing along the unused one. The
+    pursuit at the token's L0 picks the exact atoms (the noise atom never correlates), so oracle_support drops the
+    noise latent only: out = x exactly, fp_mass = noise / (|x|_1 + noise)."""
+    d = 6
+    sae = _sae_with_noise_latent(d, noise=0.5)
+    x = torch.randn(2, 7, d, generator=torch.Generator().manual_seed(0))
+    x[..., -1] = 0.0
+    res = oracle_split(sae, x)
+    torch.testing.assert_close(res.out, x, atol=1e-5, rtol=1e-5)
+    assert res.converged.all() and (res.l0 == d - 1).all()
+    l1 = x.abs().sum(-1)
+    torch.testing.assert_close(res.fp_mass, 0.5 / (l1 + 0.5))
+    exact = oracle_split(_sae_with_noise_latent(d, noise=0.0), x)  # no noise latent fires: nothing outside
+    assert (exact.fp_mass == 0).all()
+    torch.testing.assert_close(exact.out, x, atol=1e-5, rtol=1e-5)
+
+
+def test_oracle_split_caps_the_pursuit():
+    """max_k 2 of an exact code of 5 latents (plus noise): the oracle keeps the 2 largest coordinates, so the other
+    3 and the noise latent are false positives."""
+    d = 6
+    sae = _sae_with_noise_latent(d, noise=0.5)
+    x = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    res = oracle_split(sae, x, max_k=2)
+    assert res.l0.tolist() == [2.0]
+    torch.testing.assert_close(res.fp_mass, torch.tensor([(3.0 + 2.0 + 1.0 + 0.5) / (15.0 + 0.5)]))
+    torch.testing.assert_close(res.out, torch.tensor([[5.0, 4.0, 0.0, 0.0, 0.0, 0.0]]), atol=1e-5, rtol=1e-5)
+
+
+def test_oracle_split_of_no_tokens():
+    sae = _sae_with_noise_latent(4, noise=0.5)
+    res = oracle_split(sae, torch.zeros(0, 3, 4))
+    assert res.out.shape == (0, 3, 4) and res.fp_mass.shape == (0, 3)
+
+
+def test_limits_solved_in_chunks_of_like_limits_come_back_in_input_order():
+    """Tiny chunk_bytes forces one chunk per few tokens, each with slots for its own largest limit: the codes equal
+    one big chunk's, token for token, padded to k slots."""
+    rng = np.random.default_rng(3)
+    dic = torch.tensor(rng.normal(size=(40, 12)))
+    y = torch.tensor(rng.normal(size=(30, 12)))
+    limits = torch.tensor(rng.integers(0, 9, 30))
+    big = nn_omp(y, dic, 8, limits=limits)
+    small = nn_omp(y, dic, 8, limits=limits, chunk_bytes=1)
+    assert small.atoms.shape == big.atoms.shape == (30, 8)
+    assert torch.equal(small.n_active, big.n_active) and torch.equal(small.converged, big.converged)
+    torch.testing.assert_close(small.dense(40), big.dense(40))
+    torch.testing.assert_close(small.residual_norm, big.residual_norm)

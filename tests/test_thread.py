@@ -7,7 +7,7 @@ from saeclaims.thread import THREAD_CLAIMS, register_thread_claims
 
 def test_the_thread_claims_are_valid_and_distinct():
     cat = Catalog(THREAD_CLAIMS)
-    assert len(cat) == 25
+    assert len(cat) == 27
     assert cat.get("wpos-helix").references == ("gpt2-small (reference W_pos)",)
     assert cat.get("errors-worse-than-random").url.endswith("rZPiuFxESMxCDHe4B")  # Gurnee (2024)
 

@@ -87,11 +87,14 @@ def test_the_built_in_declarations():
     assert variant_names(needs_wpos=True) == variant_names(residual_only=True) == (
         "token_then_pos", "shift_pos", "pos_repair_out", "pos_part_repair", "token_mean_pos")
     assert variant_names(alike_at_residual=True) == ("zero",)
-    assert variant_names(whole_batch=True) == ("reencode", "reencode_2x")
-    assert variant_names(needs_control=True) == ("full_context_sae",)
+    assert variant_names(whole_batch=True) == ("reencode", "reencode_2x", "oracle_support",
+                                               "full_context_oracle_support")
+    assert variant_names(needs_control=True) == ("full_context_sae", "full_context_oracle_support")
     assert variant_names(repair=True) == ("token_then_pos", "shift_pos", "pos_repair_out", "pos_part_repair",
-                                          "reencode", "pos_mean_part_repair", "reencode_2x")
+                                          "reencode", "pos_mean_part_repair", "reencode_2x", "oracle_support")
     assert variant_names(position_curve=True) == ("sae", "token_then_pos", "shift_pos", "random_error",
                                                   "token_mean_pos")
     assert set(variant_names(needs_sae=False)) == {"clean", "zero", "mean"}
     assert REGISTRY["reencode"].extras == ("unconverged",)
+    assert REGISTRY["oracle_support"].extras == REGISTRY["full_context_oracle_support"].extras == ("fp_mass",
+                                                                                                  "unconverged")

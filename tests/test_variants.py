@@ -362,3 +362,36 @@ def test_pos_mean_part_repair_repairs_the_error_inside_the_position_subspace_onl
     torch.testing.assert_close(two[:, 1:, 2:], rec[:, 1:, 2:])
     with pytest.raises(VariantError, match="position-conditional mean subspace"):
         apply_variant("pos_mean_part_repair", x, _ctx(sae, None))
+
+
+def test_oracle_support_keeps_the_code_inside_the_pursuit_support_and_reports_fp_mass():
+    """On an exact [I | -I] SAE the pursuit at each token's own L0 picks the SAE's own latents: nothing is cut
+    (out = SAE(x), fp_mass 0, l0 the SAE's); unpatched positions are clean with NaN l0 and extras. The control's
+    twin reads the control (VariantContext.full_sae)."""
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8, identity=True)
+    x = torch.randn(2, 10, 8, generator=torch.Generator().manual_seed(1))
+    keep = torch.zeros(2, 10, dtype=torch.bool)
+    keep[0, 3] = True
+    for name in ("oracle_support", "full_context_oracle_support"):
+        out, l0, extras = apply_variant_ex(name, x, _ctx(sae, None, sae_l0=8.0), keep)
+        with torch.no_grad():
+            rec = sae.decode(sae.encode(x))
+            own_l0 = (sae.encode(x) > 0).sum(-1).to(x.dtype)
+        patched = ~keep
+        patched[:, 0] = False
+        torch.testing.assert_close(out[patched], rec[patched], atol=1e-5, rtol=1e-5)
+        assert set(extras) == {"fp_mass", "unconverged"}
+        assert (extras["fp_mass"][patched] == 0).all() and (extras["unconverged"][patched] == 0).all()
+        assert torch.equal(l0[patched], own_l0[patched])
+        assert torch.isnan(extras["fp_mass"][0, 3]) and torch.isnan(l0[:, 0]).all()
+        assert torch.equal(out[0, 3], x[0, 3])
+
+
+def test_oracle_support_of_the_control_needs_a_control_and_both_need_the_in_context_l0():
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 8)
+    ctx = VariantContext(sae=sae, w_pos=None, mean=None, ctx=8, sae_l0=4.0)
+    with pytest.raises(VariantError, match="needs a full-context SAE"):
+        apply_variant("full_context_oracle_support", torch.randn(1, 4, 8), ctx)
+    for name in ("oracle_support", "full_context_oracle_support"):
+        with pytest.raises(VariantError, match="mean in-context L0"):
+            apply_variant(name, torch.randn(1, 4, 8), _ctx(sae, None))

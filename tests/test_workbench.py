@@ -86,3 +86,30 @@ def test_facts_are_recorded_once_per_subject_and_per_sae():
     facts2 = []
     Workbench(s2, record_fact=facts2.append).measurements()
     assert [f.fact for f in facts2 if not f.sae_id] == ["long_context_gain"]
+
+
+def test_oracle_and_reencode_measurements_share_the_first_sequences_and_measure_each_pair_once(monkeypatch):
+    """Both costly families on the first reencode_seqs sequences, in one Measurements (paired with the SAE's on
+    sequences); a pair already measured is not measured again; the control's twin only where there is a control."""
+    import saeclaims.workbench as workbench
+
+    s = tiny_subject(ctx=8, seq_len=24, n_seqs=4)
+    h0, h1 = s.sae_ids[0], s.sae_ids[1]
+    s.full_context_saes = {h0: s.saes[h0]}
+    calls = []
+    real = workbench.measure
+
+    def counting(subject, hooks, variants, *a, **k):
+        calls.append((tuple(hooks), tuple(variants), k["n_seqs"]))
+        return real(subject, hooks, variants, *a, **k)
+
+    monkeypatch.setattr(workbench, "measure", counting)
+    wb = Workbench(s, reencode_seqs=3)
+    o = wb.oracle_measurements([h0, h1])
+    assert o.n_seqs == 3 and calls[-1][2] == 3
+    assert {("oracle_support", h0), ("full_context_oracle_support", h0), ("oracle_support", h1)} <= set(o.metrics)
+    assert ("full_context_oracle_support", h1) not in o.metrics
+    assert wb.oracle_measurements([h0]) is o and len(calls) == 1
+    r = wb.reencode_measurements([h0])
+    assert len(calls) == 2 and ("reencode", h0) in r.metrics and ("oracle_support", h0) in r.metrics
+    assert r.n_seqs == 3

@@ -112,6 +112,11 @@ class ClaimFixture:
         costly; the row's n_seqs says how many were used)."""
         return self.workbench.reencode_measurements(hooks or [self.sae_id])
 
+    def oracle_measurements(self, hooks: list[str] | None = None):
+        """`sae`, `oracle_support` and the control's `full_context_oracle_support` at this test's hook on the same
+        first --reencode-seqs sequences (a pursuit per token, as costly as re-encoding)."""
+        return self.workbench.oracle_measurements(hooks or [self.sae_id])
+
     def add_series(self, series: Series) -> None:
         """Data for the report's figures (see `series.py` and `figures.py`)."""
         self._recorder.add_series(series)

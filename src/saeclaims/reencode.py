@@ -64,7 +64,8 @@ class SparseCodes:
 
 
 def nn_omp(y: torch.Tensor, dictionary: torch.Tensor, k: int, tol: float = 1e-6, max_outer: int | None = None,
-           max_inner: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> SparseCodes:
+           max_inner: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+           limits: torch.Tensor | None = None) -> SparseCodes:
     """Non-negative OMP of targets y [N, d] over dictionary rows [F, d], at most k atoms each.
 
     tol: an atom is added only while its normalised correlation exceeds tol * ||residual||.
@@ -72,28 +73,81 @@ def nn_omp(y: torch.Tensor, dictionary: torch.Tensor, k: int, tol: float = 1e-6,
     its slot). max_inner: active-set steps per addition (default k); a token that needs more is
     reported as not converged. Tokens are solved a chunk at a time (chunk_bytes bounds the gathered
     [chunk, k, d] support atoms).
+
+    limits: per-token atom counts [N] (clipped to [0, k]): token i stops at limits[i] atoms after at most
+    2 x limits[i] additions tried (max_outer, where given, for every token), i.e. the pursuit nn_omp runs at
+    k = limits[i] alone, with one Gram for all tokens instead of one call per distinct count. Tokens are solved
+    in order of their limits, each chunk with slots for its own largest limit (so a few dense tokens do not
+    make every token's factors large) and results put back in input order. A limit of 0 leaves the token's
+    code empty. Only the active-set budget is shared in a chunk: max_inner defaults to the chunk's largest
+    limit, so a token may converge here where its own call would run out.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     n, d = y.shape
     if dictionary.shape[1] != d:
         raise ValueError(f"targets have {d} dims, dictionary rows {dictionary.shape[1]}")
+    if limits is not None and tuple(limits.shape) != (n,):
+        raise ValueError(f"limits must hold one atom count per target ({n}), got shape {tuple(limits.shape)}")
     k = min(k, dictionary.shape[0])
-    max_outer = 2 * k if max_outer is None else max_outer
-    max_inner = k if max_inner is None else max_inner
     cdt = torch.promote_types(y.dtype, dictionary.dtype)
     dic = dictionary.detach().to(cdt)
-    step = max(1, chunk_bytes // (k * (8 * k + dic.element_size() * d)))  # Cholesky factors, support atoms
     dic64 = torch.cat([dic.double(), dic.new_zeros(1, d, dtype=torch.float64)])
     gram = dic64 @ dic64.T  # float64, with the dummy atom's zero row and column
-    parts = [_nn_omp_chunk(y[i : i + step].detach().to(cdt), dic, gram, k, tol, max_outer, max_inner)
-             for i in range(0, n, step)]
+
+    def per_token_bytes(kc: int) -> int:  # Cholesky factors, support atoms
+        return kc * (8 * kc + dic.element_size() * d)
+
+    if limits is None:
+        limit = torch.full((n,), k, dtype=torch.long, device=y.device)
+        budget = torch.full_like(limit, 2 * k if max_outer is None else max_outer)
+        step = max(1, chunk_bytes // per_token_bytes(k))
+        chunks = [torch.arange(i, min(i + step, n), device=y.device) for i in range(0, n, step)]
+    else:
+        limit = limits.to(device=y.device, dtype=torch.long).clamp(0, k)
+        budget = 2 * limit if max_outer is None else torch.full_like(limit, max_outer)
+        chunks = _chunks_by_limit(limit, chunk_bytes, per_token_bytes)
+    parts = []
+    for idx in chunks:
+        kc = max(1, int(limit[idx].max()))
+        part = _nn_omp_chunk(y[idx].detach().to(cdt), dic, gram, kc, tol, int(budget[idx].max()),
+                             kc if max_inner is None else max_inner, limit[idx], budget[idx])
+        parts.append(_pad_slots(part, k))
     if not parts:
         empty = torch.zeros(0, k, dtype=torch.long, device=y.device)
         return SparseCodes(empty, empty.to(cdt), empty[:, 0], empty[:, 0].bool(), empty[:, 0].to(cdt),
                            empty[:, 0].to(cdt))
-    return SparseCodes(*(torch.cat(f) for f in zip(*(
-        (p.atoms, p.values, p.n_active, p.converged, p.residual_norm, p.target_norm) for p in parts))))
+    fields = [torch.cat(f) for f in zip(*(
+        (p.atoms, p.values, p.n_active, p.converged, p.residual_norm, p.target_norm) for p in parts))]
+    order = torch.cat(chunks)
+    if limits is not None:  # back to input order
+        fields = [torch.empty_like(f).index_copy_(0, order, f) for f in fields]
+    return SparseCodes(*fields)
+
+
+def _chunks_by_limit(limit: torch.Tensor, chunk_bytes: int, per_token_bytes) -> list[torch.Tensor]:
+    """Token indices in order of their limits, cut so that a chunk's tokens x slots for its largest limit stay
+    within chunk_bytes (at least one token a chunk)."""
+    order = torch.argsort(limit, stable=True)
+    lim = limit[order].tolist()
+    chunks, i = [], 0
+    while i < len(lim):
+        j = i + 1
+        while j < len(lim) and (j + 1 - i) * per_token_bytes(max(1, lim[j])) <= chunk_bytes:
+            j += 1
+        chunks.append(order[i:j])
+        i = j
+    return chunks
+
+
+def _pad_slots(codes: SparseCodes, k: int) -> SparseCodes:
+    """Codes with k slots (unused: atom 0, value 0), so chunks solved at smaller k concatenate."""
+    extra = k - codes.atoms.shape[1]
+    if extra <= 0:
+        return codes
+    pad = torch.nn.functional.pad
+    return SparseCodes(pad(codes.atoms, (0, extra)), pad(codes.values, (0, extra)), codes.n_active, codes.converged,
+                       codes.residual_norm, codes.target_norm)
 
 
 def _support_gram(gram: torch.Tensor, atoms: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
@@ -177,10 +231,11 @@ class _WorkingSet:
 
 
 def _nn_omp_chunk(y: torch.Tensor, dic: torch.Tensor, gram: torch.Tensor, k: int, tol: float, max_outer: int,
-                  max_inner: int) -> SparseCodes:
+                  max_inner: int, limit: torch.Tensor, budget: torch.Tensor) -> SparseCodes:
     """All live tokens advance together; per-token state lives in fixed-size slots (unused slots
     point to a zero dummy atom F, carry zero coefficients and an identity block in the Cholesky
-    factor). `gram` is the float64 Gram of the dictionary padded with the dummy atom's zero row."""
+    factor). `gram` is the float64 Gram of the dictionary padded with the dummy atom's zero row.
+    limit [n]: each token's atom count (<= k); budget [n]: its atom additions tried (<= max_outer)."""
     n, d = y.shape
     f = dic.shape[0]
     dev, f64 = y.device, torch.float64
@@ -201,12 +256,14 @@ def _nn_omp_chunk(y: torch.Tensor, dic: torch.Tensor, gram: torch.Tensor, k: int
         "y": y,
         "live": finite.clone(),
         "ok": finite.clone(),
+        "limit": limit,
+        "budget": budget,
     })
     exact = 100 * torch.finfo(y.dtype).eps  # a residual this small relative to y is y reconstructed
-    for _ in range(max_outer):
+    for tried in range(max_outer):
         s = ws.s
         rn = s["r"].norm(dim=-1)
-        s["live"] &= (s["count"] < k) & (rn > exact * s["y"].norm(dim=-1))
+        s["live"] &= (s["count"] < s["limit"]) & (tried < s["budget"]) & (rn > exact * s["y"].norm(dim=-1))
         if not s["live"].any():
             break
         ws.compact()
@@ -296,3 +353,81 @@ def reencode(sae, x: torch.Tensor, k: int, chunk_tokens: int = 4096, **solver) -
                          torch.ones(shape, dtype=torch.bool, device=x.device))
     return Reencoded(torch.cat(outs).reshape(x.shape), torch.cat(l0s).to(x.dtype).reshape(shape),
                      torch.cat(oks).reshape(shape))
+
+
+def support_mask(codes: SparseCodes, n_atoms: int) -> torch.Tensor:
+    """The atoms each token's code uses, as a [N, n_atoms] boolean mask (slots past n_active are unused)."""
+    used = torch.arange(codes.atoms.shape[1], device=codes.atoms.device) < codes.n_active[:, None]
+    mask = torch.zeros(len(codes.atoms), n_atoms + 1, dtype=torch.bool, device=codes.atoms.device)
+    return mask.scatter_(1, torch.where(used, codes.atoms, n_atoms), True)[:, :n_atoms]  # unused: a dummy column
+
+
+def false_positive_mass(codes: torch.Tensor, support: torch.Tensor, decoder_norms: torch.Tensor) -> torch.Tensor:
+    """The share of a code's decoded mass carried by latents outside `support`: per token,
+
+        sum_{i active, i not in support} |a_i| ||d_i||  /  sum_{i active} |a_i| ||d_i||
+
+    with a_i the codes [..., F], d_i the decoder rows (their norms [F]) and support a boolean [..., F] mask.
+    |a_i| ||d_i|| is the norm of what latent i writes into the reconstruction: the share is invariant to how
+    an SAE splits scale between code and decoder row (sae_lens SAEs need not have unit decoder rows), lies in
+    [0, 1] and adds up over latents. A squared-norm share of the decoded parts would mix in cross terms: latents
+    outside the support that cancel each other would count as no mass. 0 where no latent is active (none fires
+    falsely; a NaN there would drop from the means exactly the tokens of an encoder that falls silent)."""
+    dtype = torch.promote_types(codes.dtype, torch.float32)
+    written = codes.abs().to(dtype) * decoder_norms.to(device=codes.device, dtype=dtype)
+    total = written.sum(-1)
+    outside = written.masked_fill(support, 0.0).sum(-1)
+    return torch.where(total > 0, outside / torch.where(total > 0, total, 1.0), 0.0).to(codes.dtype)
+
+
+@dataclass
+class OracleSplit:
+    """The SAE's own code split by an oracle support, per token [...]: `out` decodes the code with the latents
+    outside the support zeroed, `l0` counts the latents kept, `fp_mass` is false_positive_mass of the code
+    (share outside the support), `converged` the pursuit's flag."""
+
+    out: torch.Tensor
+    l0: torch.Tensor
+    fp_mass: torch.Tensor
+    converged: torch.Tensor
+
+
+@torch.no_grad()
+def oracle_split(sae, x: torch.Tensor, max_k: int | None = None, chunk_tokens: int = 4096, **solver) -> OracleSplit:
+    """The SAE's code of x [..., d] against an oracle support: the atoms non-negative OMP (nn_omp) picks from the
+    SAE's own decoder for sae_target(sae, x) at the token's own L0 (its number of active latents; d at most, the
+    most linearly independent atoms a support can hold: an L0 above d cannot all be the true code).
+
+    The compressed-sensing reading of "the encoder doesn't distinguish noise": a token's true sparse code at the
+    sparsity the SAE chose is what a pursuit over the same dictionary finds; latents the encoder turns on outside
+    it are false positives. Tokens are solved `chunk_tokens` at a time, each at its own L0 in one pursuit
+    (nn_omp's `limits`: one Gram, tokens of like L0 solved together).
+
+    max_k caps the pursuit (the variants pass reencode_2x's k, twice the SAE's in-context L0): a pursuit's cost
+    grows as k^3 per token, and an encoder that turns on hundreds of latents off distribution (the organism's
+    layer 0 beyond its context: L0 ~ 650-1300 of d = 128) would make it hours. A token above the cap is compared
+    with the densest code re-encoding considers; its latents past that count as false positives."""
+    d = x.shape[-1]
+    flat = x.reshape(-1, d)
+    n_atoms = sae.W_dec.shape[0]
+    norms = sae.W_dec.detach().norm(dim=-1)
+    outs, l0s, fps, oks = [], [], [], []
+    for i in range(0, len(flat), chunk_tokens):
+        part = flat[i : i + chunk_tokens]
+        codes = sae.encode(part)
+        # at most d atoms: a support of linearly independent atoms (nn_omp keeps no other) has no more
+        active = codes.abs().ceil().clamp(max=1).sum(-1).nan_to_num(0).long().clamp(max=min(d, max_k or d))
+        target = sae_target(sae, part)  # after encode, so run-time normalisation state is these rows' for decode
+        pursuit = nn_omp(target, sae.W_dec, max(1, int(active.max())), limits=active, **solver)
+        support = support_mask(pursuit, n_atoms)
+        kept = codes.masked_fill(~support, 0.0)
+        outs.append(sae.decode(kept).to(x.dtype))
+        l0s.append(kept.abs().ceil().clamp(max=1).sum(-1))
+        fps.append(false_positive_mass(codes, support, norms))
+        oks.append(pursuit.converged)
+    shape = x.shape[:-1]
+    if not outs:
+        empty = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        return OracleSplit(x.clone(), empty, empty.clone(), torch.ones(shape, dtype=torch.bool, device=x.device))
+    return OracleSplit(torch.cat(outs).reshape(x.shape), torch.cat(l0s).to(x.dtype).reshape(shape),
+                       torch.cat(fps).to(x.dtype).reshape(shape), torch.cat(oks).reshape(shape))

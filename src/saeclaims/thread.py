@@ -166,6 +166,31 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "predicts: a ratio above 1. L0 changes with position for any SAE (a full-context control's falls at "
           "later layers), so the trend is the control's, which saw every position in training.",
           "all", figures=("l0_by_position",)),
+    Claim("false-positives-beyond-context", "context", "thread (3rd comment)", POST,
+          "Out of context the encoder doesn't distinguish noise properly (compressed sensing): it turns on latents "
+          "that are not part of the true sparse code.",
+          "(mean FP_sae(O) / mean FP_sae(I)) / (mean FP_ctl(O) / mean FP_ctl(I)): FP a token's false-positive mass, "
+          "the share of its code's decoded mass (|a_i| ||d_i|| summed over active latents) on latents outside the "
+          "oracle support (the atoms non-negative OMP picks from the same decoder at the token's own L0, at most "
+          "twice the SAE's in-context L0 as reencode_2x); ctl the "
+          "full-context control of like in-context quality, by the same construction; first --reencode-seqs "
+          "sequences",
+          ">", 1.0,
+          "'doesn't distinguish noise' beyond the context means more of the code is false positives there than "
+          "the position trend predicts: a ratio above 1. The trend is the control's, which saw every position in "
+          "training; the oracle support is the true sparse code's stand-in at the sparsity the encoder chose.",
+          "all"),
+    Claim("false-positives-cause-failure", "context", "thread (3rd comment)", POST,
+          "Out of context the encoder doesn't distinguish noise properly: the latents it turns on that are not "
+          "part of the true sparse code are what makes the SAE fail there.",
+          "share of the excess dCE_sae(O) - dCE_sae(I) that oracle_support (the SAE's own code with its active "
+          "latents outside the oracle support zeroed) removes: 1 - excess_oracle_support / excess_sae, where the "
+          "SAE's excess is substantial; first --reencode-seqs sequences",
+          ">", 0.5,
+          "if false positives cause the failure, removing them (the SAE's own values kept on the true support) "
+          "removes most of the excess: more than half. A failure of magnitudes on the right support, or of the "
+          "dictionary, stays.",
+          "all"),
     Claim("errors-worse-than-random", "context", "Gurnee (2024), SAE reconstruction errors are (empirically) "
           "pathological", GURNEE,
           "SAE reconstruction errors are pathological: splicing in the reconstruction adds much more loss than "

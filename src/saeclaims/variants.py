@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .positional import position_of
+from .reencode import oracle_split
 from .reencode import reencode as reencode_with_omp
 
 RESID_HOOK = re.compile(r"(^|\.)hook_resid_(pre|mid|post)$")
@@ -328,6 +329,35 @@ def reencode_2x(x, c):
     return res.out, res.l0, {"unconverged": (~res.converged).to(x.dtype)}
 
 
+def oracle_support(x, c):
+    """decode(a restricted to S): the SAE's own code a, with every active latent outside the oracle support S
+    zeroed, S the atoms non-negative OMP picks from the SAE's decoder at the token's own L0
+    (reencode.oracle_split). l0 counts the latents kept; extras: `fp_mass`, the share of the code's decoded
+    mass outside S (reencode.false_positive_mass), and the pursuit's `unconverged`.
+
+    The causal test of the compressed-sensing reading of the thread's 3rd comment: if beyond the context the
+    encoder fails by turning on latents that are not part of the true sparse code, removing them (keeping the
+    SAE's own values on the rest) removes most of the excess loss."""
+    res = oracle_split(c.sae, x, _oracle_cap(c, "oracle_support"))
+    return res.out, res.l0, {"fp_mass": res.fp_mass, "unconverged": (~res.converged).to(x.dtype)}
+
+
+def full_context_oracle_support(x, c):
+    """oracle_support for the control family's full-context SAE at the hook: its `fp_mass` is the control's
+    false-positive mass, the position trend the `false-positives-beyond-context` claim is judged against. The
+    pursuit's cap is the SAE's (the same construction on both sides of the ratio)."""
+    res = oracle_split(c.full_sae, x, _oracle_cap(c, "full_context_oracle_support"))
+    return res.out, res.l0, {"fp_mass": res.fp_mass, "unconverged": (~res.converged).to(x.dtype)}
+
+
+def _oracle_cap(c: VariantContext, name: str) -> int:
+    """The oracle pursuit's largest k: reencode_2x's, twice the SAE's rounded in-context L0 (a bounded cost)."""
+    if c.sae_l0 is None or not math.isfinite(c.sae_l0):
+        raise VariantError(f"variant {name} needs the SAE's mean in-context L0 at this hook "
+                           "(VariantContext.sae_l0, from splice.in_context_stats)")
+    return 2 * reencode_k(c.sae_l0)
+
+
 def reencode_k(sae_l0: float) -> int:
     """reencode's k: the SAE's mean in-context L0, rounded, at least 1."""
     return max(1, round(sae_l0))
@@ -367,6 +397,13 @@ register_variant(Variant("pos_mean_part_repair", pos_mean_part_repair, needs_sae
 register_variant(Variant("reencode_2x", reencode_2x, needs_sae=True, whole_batch=True, repair=True,
                          extras=("unconverged",),
                          style=("C6", "--", "reencode_2x: same dictionary, codes re-inferred at twice the SAE's L0")))
+# The compressed-sensing instrument (issue 23): the SAE's code cut to the oracle support, and the control's, each
+# reporting its false-positive mass; measured on the first --reencode-seqs sequences (Workbench.oracle_measurements)
+register_variant(Variant("oracle_support", oracle_support, needs_sae=True, whole_batch=True, repair=True,
+                         extras=("fp_mass", "unconverged"),
+                         style=("C8", "-.", "oracle_support: the SAE's code cut to the pursuit's support")))
+register_variant(Variant("full_context_oracle_support", full_context_oracle_support, needs_sae=True,
+                         needs_control=True, whole_batch=True, extras=("fp_mass", "unconverged")))
 
 # The built-in variants' names, as registered above (tests and benchmarks enumerate them); the library's own
 # decisions read REGISTRY, so a variant registered later is seen everywhere.

@@ -131,15 +131,27 @@ class Workbench:
     def reencode_measurements(self, hooks: list[str]) -> Measurements:
         """`sae`, `reencode` and `reencode_2x` on the first `reencode_seqs` sequences, in a call of their own, so the
         costly sparse coding stays bounded and its statistics stay paired with the SAE's on sequences."""
-        have = set() if self._re is None else set(self._re.sae_ids)
-        missing = [h for h in hooks if h not in have]
+        return self._first_seqs(hooks, ("sae", "reencode", "reencode_2x"), "re-encoded")
+
+    def oracle_measurements(self, hooks: list[str]) -> Measurements:
+        """`sae`, `oracle_support` and, where the SAE has a control, `full_context_oracle_support` on the same first
+        `reencode_seqs` sequences as reencode_measurements (a pursuit per token, bounded the same way)."""
+        return self._first_seqs(hooks, ("sae", "oracle_support", "full_context_oracle_support"),
+                                "split by oracle supports")
+
+    def _first_seqs(self, hooks: list[str], variants: tuple[str, ...], what: str) -> Measurements:
+        """The costly variants on the first `reencode_seqs` sequences, each (variant, SAE id) measured once and
+        kept in one Measurements (the same sequences, so their statistics pair with the SAE's)."""
+        have = set() if self._re is None else set(self._re.metrics)
+        missing = [h for h in hooks
+                   if any((v, h) not in have for v in variants_at(self.subject, h, variants))]
         if missing:
             n = min(self.reencode_seqs, int(self.subject.tokens.shape[0]))
             with self.progress() if self.progress else contextlib.nullcontext():
-                new = measure(self.subject, missing, ("sae", "reencode", "reencode_2x"), self.batch_size, self.seed,
+                new = measure(self.subject, missing, variants, self.batch_size, self.seed,
                               precision=self.precision, **self._shown(), n_seqs=n,
                               budget_bytes=self.budget_bytes)
-                self._done(f"{self.subject.name}: re-encoded {len(missing)} SAEs on {n} sequences")
+                self._done(f"{self.subject.name}: {what} {len(missing)} SAEs on {n} sequences")
             self._re = new if self._re is None else _merge(self._re, new, self.subject.sae_ids)
         return self._re
 
@@ -192,7 +204,7 @@ def _by_position(arr: np.ndarray) -> list[float]:
 
 def _merge(a: Measurements, b: Measurements, order: list[str]) -> Measurements:
     hooks = [h for h in order if h in set(a.sae_ids) | set(b.sae_ids)]
-    return Measurements(subject=a.subject, sae_ids=hooks, variants=a.variants,
+    return Measurements(subject=a.subject, sae_ids=hooks, variants=list(dict.fromkeys([*a.variants, *b.variants])),
                         context_sizes={**a.context_sizes, **b.context_sizes}, clean_ce=a.clean_ce,
                         metrics={**a.metrics, **b.metrics}, activation={**a.activation, **b.activation},
                         clusters=a.clusters, position_subspaces={**a.position_subspaces, **b.position_subspaces})
