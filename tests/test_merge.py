@@ -66,7 +66,7 @@ def _run(root: Path, out: str, *args: str, shift: float = 0.0) -> subprocess.Com
 DRIFT = ("--baseline", "full/report/report.json", "--fail-on-drift", "-k", "not toy_2")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def runs(tmp_path_factory) -> Path:
     """As separate processes: one unsharded run and three shards of it, a shard 2/3 with another seed, shard 2/3
     on two xdist workers, and (every row moved by 0.3, toy-2 left out) the run and its shards against the first

@@ -53,7 +53,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def unsharded(tmp_path_factory) -> dict:
     """report.json of one unsharded run of both subjects (the main command, the same small size)."""
     work = _workspace(tmp_path_factory.mktemp("one-run"))

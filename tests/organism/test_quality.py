@@ -21,7 +21,8 @@ from saeclaims.organism.saes import ce_loss_score, sae_quality
 from saeclaims.subjects import load_organism, organism_dir
 
 ROOT = organism_dir()
-pytestmark = pytest.mark.skipif(not (ROOT / "card.json").exists(), reason="organism not built")
+pytestmark = [pytest.mark.skipif(not (ROOT / "card.json").exists(), reason="organism not built"),
+              pytest.mark.xdist_group("organism-quality")]  # one worker measures the organism once
 
 N_CTX, SHORT = 1024, 128
 HOOKS = [f"blocks.{i}.hook_resid_pre" for i in range(4)] + ["blocks.3.hook_resid_post"]
@@ -39,17 +40,17 @@ def _gate(name: str, hook: str = "") -> list:
     return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def card():
     return json.loads((ROOT / "card.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def organism():
     return load_organism()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def losses(organism):
     return per_token_loss(organism.model, organism.tokens.numpy())
 
@@ -97,13 +98,13 @@ def _per_hook(gate: str) -> list:
     return [pytest.param(h, marks=_gate(gate, h), id=h) for h in HOOKS]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def quality(organism):
     toks = organism.tokens[:QUALITY_SEQS].numpy()
     return {h: sae_quality(organism.model, organism.saes[h], h, toks, 1, SHORT) for h in HOOKS}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
 def ce_scores(organism):
     """CE-loss scores on [1, 128) of both families; the sequences are cut at 128 (the loss there is causal)."""
     toks = organism.tokens[:QUALITY_SEQS, :SHORT].numpy()
