@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,22 @@ def mixed_subject_dir() -> Path:
     if not (MIXED_DIR / "card.json").exists():
         pytest.skip("fixtures/mixed is not built: python -m saeclaims.organism mixed")
     return MIXED_DIR
+
+
+def shared_dir(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder built once for the whole test session, across xdist workers: the first worker to ask builds it
+    under a file lock, the others wait and read it. Why: in this environment (pytest 9, pytest-xdist 3.8)
+    `--dist loadgroup` does not keep an xdist_group on one worker, so a module's fixture was built by each worker
+    (the merge tests' ten toy runs twice, ~2 minutes each)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / f"shared-{name}"
+    with FileLock(str(path) + ".lock"):
+        if not (path / ".built").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+            build(path)
+            (path / ".built").touch()
+    return path

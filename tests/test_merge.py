@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from saeclaims.merge import MergeError, check_one_run, load_shard, main, merge
+from tests.conftest import shared_dir
 
 pytestmark = pytest.mark.xdist_group("merge-shards")  # one worker makes the shards once
 
@@ -66,12 +67,16 @@ def _run(root: Path, out: str, *args: str, shift: float = 0.0) -> subprocess.Com
 DRIFT = ("--baseline", "full/report/report.json", "--fail-on-drift", "-k", "not toy_2")
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def runs(tmp_path_factory) -> Path:
     """As separate processes: one unsharded run and three shards of it, a shard 2/3 with another seed, shard 2/3
     on two xdist workers, and (every row moved by 0.3, toy-2 left out) the run and its shards against the first
-    run as baseline with --fail-on-drift."""
-    root = _project(tmp_path_factory.mktemp("sweep"))
+    run as baseline with --fail-on-drift. Built once per session, whichever worker asks first."""
+    return shared_dir(tmp_path_factory, "merge-runs", _make_runs)
+
+
+def _make_runs(root: Path) -> None:
+    _project(root)
     for out, args, shift, code in (
             ("full", (), 0, 0), ("s1", ("--sae-shard", "1/3"), 0, 0), ("s2", ("--sae-shard", "2/3"), 0, 0),
             ("s3", ("--sae-shard", "3/3"), 0, 0), ("s2-seed", ("--sae-shard", "2/3", "--sae-seed", "7"), 0, 0),
@@ -79,7 +84,6 @@ def runs(tmp_path_factory) -> Path:
             ("drift", DRIFT, 0.3, 1), *((f"d{k}", (*DRIFT, "--sae-shard", f"{k}/3"), 0.3, 1) for k in (1, 2, 3))):
         done = _run(root, out, *args, shift=shift)
         assert done.returncode == code, done.stdout[-2000:] + done.stderr[-2000:]
-    return root
 
 
 def _rows(path: Path) -> dict:

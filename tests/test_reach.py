@@ -9,11 +9,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from saeclaims.subjects import describe_subject, load_subject
-from tests.conftest import MIXED_DIR, ROTARY_DIR
+from tests.conftest import MIXED_DIR, ROTARY_DIR, shared_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXED, ROTARY = "local:fixtures/mixed", "local:fixtures/rotary"
@@ -26,15 +27,21 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def run(tmp_path_factory) -> dict:
-    """The claims on both subjects in one run, judged against their committed ledgers."""
-    out = tmp_path_factory.mktemp("reach")
-    cmd = [sys.executable, "-m", "pytest", "claims", "-m", "gpu", "-q", "-p", "no:cacheprovider", "--sae-progress",
-           "off", "--sae-subject", MIXED, "--sae-subject", ROTARY, *SAMPLE,
-           "--sae-report", str(out / "REPORT.md")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    """The claims on both subjects in one run, judged against their committed ledgers (made once a session)."""
+
+    def build(out: Path) -> None:
+        cmd = [sys.executable, "-m", "pytest", "claims", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+               "--sae-progress", "off", "--sae-subject", MIXED, "--sae-subject", ROTARY, *SAMPLE,
+               "--sae-report", str(out / "REPORT.md")]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        (out / "proc.json").write_text(json.dumps({"returncode": proc.returncode, "stdout": proc.stdout,
+                                                   "stderr": proc.stderr}))
+
+    out = shared_dir(tmp_path_factory, "reach-run", build)
+    proc = SimpleNamespace(**json.loads((out / "proc.json").read_text()))
     data = json.loads((out / "report" / "report.json").read_text()) if (out / "report").exists() else {}
     return {"proc": proc, "data": data}
 

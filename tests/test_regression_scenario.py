@@ -53,7 +53,7 @@ def perturbed_organism(tmp: Path, seed: int = 0, scale: float = 0.25, noise_shar
     return root
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def original(tmp_path_factory):
     out = tmp_path_factory.mktemp("original")
     run(out)
@@ -65,7 +65,7 @@ def _comparison(out: Path) -> dict:
     return json.loads((out / "report" / "report.json").read_text())["baseline"]
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def unchanged(original, tmp_path_factory):
     """The unchanged organism against its own report, with --junitxml (one run serves both tests)."""
     out = tmp_path_factory.mktemp("unchanged")

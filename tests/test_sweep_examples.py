@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.ci_replica import install_sbatch, run_workflow
+from tests.conftest import shared_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -53,13 +54,17 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def unsharded(tmp_path_factory) -> dict:
-    """report.json of one unsharded run of both subjects (the main command, the same small size)."""
-    work = _workspace(tmp_path_factory.mktemp("one-run"))
-    done = subprocess.run(["pytest", "claims", "-m", "gpu", "--sae-subject", "organism", "--sae-report",
-                           "one/REPORT.md"], cwd=work, env=_env(), capture_output=True, text=True, timeout=900)
-    assert (work / "one" / "report" / "report.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    """report.json of one unsharded run of both subjects (the main command, the same small size), made once."""
+
+    def build(work: Path) -> None:
+        _workspace(work)
+        done = subprocess.run(["pytest", "claims", "-m", "gpu", "--sae-subject", "organism", "--sae-report",
+                               "one/REPORT.md"], cwd=work, env=_env(), capture_output=True, text=True, timeout=900)
+        assert (work / "one" / "report" / "report.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+
+    work = shared_dir(tmp_path_factory, "sweep-one-run", build)
     one = json.loads((work / "one" / "report" / "report.json").read_text())
     assert set(one["header"]["subjects"]) == {"organism", "local:fixtures/mixed"}
     return one

@@ -40,17 +40,17 @@ def _gate(name: str, hook: str = "") -> list:
     return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def card():
     return json.loads((ROOT / "card.json").read_text())
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def organism():
     return load_organism()
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def losses(organism):
     return per_token_loss(organism.model, organism.tokens.numpy())
 
@@ -98,13 +98,13 @@ def _per_hook(gate: str) -> list:
     return [pytest.param(h, marks=_gate(gate, h), id=h) for h in HOOKS]
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def quality(organism):
     toks = organism.tokens[:QUALITY_SEQS].numpy()
     return {h: sae_quality(organism.model, organism.saes[h], h, toks, 1, SHORT) for h in HOOKS}
 
 
-@pytest.fixture(scope="session")  # not "module": xdist may interleave modules on a worker
+@pytest.fixture(scope="session")  # not "module": here xdist spreads a module (even a group) over workers
 def ce_scores(organism):
     """CE-loss scores on [1, 128) of both families; the sequences are cut at 128 (the loss there is causal)."""
     toks = organism.tokens[:QUALITY_SEQS, :SHORT].numpy()
