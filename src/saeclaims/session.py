@@ -231,7 +231,10 @@ class ClaimSession:
             info = self.describe(marker.subject)
             if info is None:
                 continue
-            per_hook = self.catalog.get(marker.id).scope_info.per_hook
+            claim = self.catalog.get(marker.id)
+            if claim.failed_validation:  # never run (require_valid_instrument): nothing of it is worth splicing
+                continue
+            per_hook = claim.scope_info.per_hook
             ids = [marker.sae_id] if per_hook and marker.sae_id in info.sae_ids else list(info.sae_ids)
             reads.setdefault(marker.subject, VariantReads()).add(ids, marker.reads)
         return reads
