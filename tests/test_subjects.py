@@ -384,3 +384,23 @@ def test_two_saes_with_one_id_are_refused(tmp_path):
         (d / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(SubjectError, match="two SAEs below .* have the id 'blocks.0.hook_resid_pre'"):
         describe_subject(f"local:{tmp_path}")
+
+
+def test_document_labels_must_cover_every_sequence_and_name_two_documents():
+    """The bootstrap resamples documents: one label per sequence, and at least two documents (else refused once,
+    at load, naming the fix); None means each sequence is its own."""
+    import numpy as np
+
+    from saeclaims.subjects.validation import validate_subject
+    from tests.conftest import tiny_subject
+
+    subj = tiny_subject(n_seqs=3, seq_len=12)
+    for ok in (None, np.array([0, 0, 1]), np.array([5, 6, 7])):
+        subj.documents = ok
+        validate_subject(subj)
+    subj.documents = np.array([2, 2, 2])
+    with pytest.raises(SubjectError, match="all come from one document.*raise --n-seqs"):
+        validate_subject(subj)
+    subj.documents = np.array([0, 1])
+    with pytest.raises(SubjectError, match=r"\(2,\) document labels for 3 sequences"):
+        validate_subject(subj)

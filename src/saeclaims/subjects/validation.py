@@ -99,7 +99,8 @@ def _check_documents(subject: Subject) -> None:
                            "give one per sequence (or None)")
     if n >= 2 and len(np.unique(docs)) < 2:
         raise SubjectError(f"subject {subject.name}: the first {n} sequences all come from one document, and "
-                           "intervals resample documents; raise --n-seqs until a second document is included")
+                           "intervals resample documents; raise --n-seqs until a second document is included "
+                           "(with --text-file: documents are separated by blank lines)")
 
 
 def _check_tokens(subject: Subject) -> None:
