@@ -44,13 +44,18 @@ N_SEQS, SEQ_LEN = 16, N_CTX
 N_HELD_OUT = 64  # held-out windows (another sample of the model) for the position-conditional mean
 HOOKS = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre")
 KINDS = ("positional", "smeared", "token", "exact")
+HELIX_DIMS = 4  # the helix model's position subspace: coordinates [D_TOK, D_TOK + HELIX_DIMS)
+HELIX_D_MODEL = D_TOK + HELIX_DIMS
+N_POSITION_MEANS = 512  # windows of the large independent sample the `computed` failure's position means come from
 
 
-def planted_model(seed: int = 0):
-    """A 2-layer HookedTransformer with token and position embeddings in orthogonal coordinate blocks."""
+def planted_model(seed: int = 0, positions: str = "one_hot"):
+    """A 2-layer HookedTransformer with token and position embeddings in orthogonal coordinate blocks: one
+    coordinate per position (`one_hot`) or a helix in HELIX_DIMS coordinates (`helix`, helix_positions)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(n_layers=2, d_model=D_MODEL, n_heads=4, d_head=D_MODEL // 4, d_mlp=2 * D_MODEL,
+    d_model = D_TOK + (HELIX_DIMS if positions == "helix" else N_CTX)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=d_model, n_heads=4, d_head=d_model // 4, d_mlp=2 * d_model,
                                   n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu_new", normalization_type="LN",
                                   positional_embedding_type="standard", seed=seed)
     model = HookedTransformer(cfg)
@@ -67,8 +72,12 @@ def planted_model(seed: int = 0):
             block.mlp.b_out[D_TOK:] = 0.0
         model.W_E.zero_()
         model.W_E[:, :D_TOK] = torch.randn(D_VOCAB, D_TOK, generator=g) / D_TOK**0.5
-        model.W_pos.copy_(POS_SCALE * torch.eye(N_CTX, D_MODEL).roll(D_TOK, dims=1))
-        model.W_U.copy_(torch.randn(D_MODEL, D_VOCAB, generator=g) * 0.5)
+        if positions == "helix":
+            model.W_pos.zero_()
+            model.W_pos[:, D_TOK:] = helix_positions()
+        else:
+            model.W_pos.copy_(POS_SCALE * torch.eye(N_CTX, d_model).roll(D_TOK, dims=1))
+        model.W_U.copy_(torch.randn(d_model, D_VOCAB, generator=g) * 0.5)
         model.W_U[D_TOK:] *= UNEMBED_POS_WEIGHT
         model.b_U.zero_()
         model.b_U[BOS] = -30.0  # BOS is never predicted, so sampled sequences hold it only at position 0
@@ -109,9 +118,9 @@ def pos_coord(p: int) -> int:
     return D_TOK + p
 
 
-def base_map() -> torch.Tensor:
+def base_map(d: int = D_MODEL) -> torch.Tensor:
     """The in-context error every planted SAE shares: the token part shrunk by IN_CONTEXT_SHRINK."""
-    m = torch.eye(D_MODEL)
+    m = torch.eye(d)
     m[:D_TOK, :D_TOK] *= 1 - IN_CONTEXT_SHRINK
     return m
 
@@ -135,10 +144,10 @@ def smeared_map(ctx: int = CTX) -> torch.Tensor:
     return m
 
 
-def token_directions(seed: int = 1, ctx: int = CTX) -> torch.Tensor:
-    """Unit vectors v_p [N_CTX, D_MODEL] in the token part for p >= ctx (zero rows in context)."""
+def token_directions(seed: int = 1, ctx: int = CTX, d: int = D_MODEL) -> torch.Tensor:
+    """Unit vectors v_p [N_CTX, d] in the token part for p >= ctx (zero rows in context)."""
     g = torch.Generator().manual_seed(seed)
-    v = torch.zeros(N_CTX, D_MODEL)
+    v = torch.zeros(N_CTX, d)
     v[ctx:, :D_TOK] = torch.randn(N_CTX - ctx, D_TOK, generator=g)
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -154,11 +163,13 @@ def token_map(scale: float, ctx: int = CTX) -> torch.Tensor:
 
 @torch.no_grad()
 def excess_loss(model, tokens: torch.Tensor, hook: str, m: torch.Tensor, ctx: int = CTX,
-                clean: torch.Tensor | None = None) -> float:
-    """Mean added CE beyond ctx minus within it, with x -> M x spliced at `hook` (position 0 kept): the
-    calibration target, computed directly (not by the instruments under test)."""
+                clean: torch.Tensor | None = None, corrections: torch.Tensor | None = None) -> float:
+    """Mean added CE beyond ctx minus within it, with x -> M x (+ corrections[p] at position p) spliced at `hook`
+    (position 0 kept): the calibration target, computed directly (not by the instruments under test)."""
     def splice(act, hook):
         out = act @ m.T
+        if corrections is not None:
+            out = out + corrections[: act.shape[1]]
         out[:, 0] = act[:, 0]
         return out
 
@@ -170,12 +181,16 @@ def excess_loss(model, tokens: torch.Tensor, hook: str, m: torch.Tensor, ctx: in
 
 
 @torch.no_grad()
-def calibrate_token_scale(model, tokens: torch.Tensor, hook: str, target: float, iters: int = 10) -> float:
+def calibrate_token_scale(model, tokens: torch.Tensor, hook: str, target: float, iters: int = 10,
+                          helix: bool = False) -> float:
     """The norm of v_p whose token failure adds `target` excess loss, to about 0.1% of the norm (bisection;
-    the excess grows with it)."""
+    the excess grows with it); `helix`: the helix model's failure (helix_token_corrections)."""
     clean = model(tokens, return_type="loss", loss_per_token=True)
 
     def short(scale: float) -> bool:
+        if helix:
+            return excess_loss(model, tokens, hook, base_map(HELIX_D_MODEL), clean=clean,
+                               corrections=helix_token_corrections(scale)) < target
         return excess_loss(model, tokens, hook, token_map(scale), clean=clean) < target
 
     lo, hi = 0.0, 1.0
@@ -224,6 +239,130 @@ def planted_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
             saes[key] = linear_sae(m, hook, CTX)
             controls[key] = linear_sae(base_map(), hook, N_CTX)
     subject = Subject(name="planted", model=model, saes=saes, tokens=tokens,
+                      context_sizes={k: CTX for k in saes}, full_context_saes=controls,
+                      held_out_tokens=sample_tokens(model, N_HELD_OUT, seed=seed + 1000))
+    return Planted(subject, maps, scale, excess)
+
+
+# The helix model: positions outnumber their directions, as in real models (GPT-2's 1024 positions lie mostly in a
+# few directions of W_pos; a rotary model's computed positional features too). W_pos[p] lies on two circles,
+# frequencies 1 and 3, in HELIX_DIMS coordinates, |W_pos[p]| = POS_SCALE. An SAE cannot move such a position with a
+# linear map, so each failure is planted by detector latents: latent q reads the frequency-1 circle,
+# cos(theta_p - theta_q), and fires only at p = q (a bias of cos^2(step / 2) leaves it sin^2(step / 2) there and
+# below zero at every other position, the same margin on both sides); its decoder row writes position q's
+# correction. The SAE is base_map plus corrections[p] at position p, exactly, for any correction vectors.
+
+def helix_angles() -> torch.Tensor:
+    return 2 * torch.pi * torch.arange(N_CTX, dtype=torch.float64) / N_CTX
+
+
+def helix_positions() -> torch.Tensor:
+    """W_pos's HELIX_DIMS coordinates [N_CTX, HELIX_DIMS]: (cos t, sin t, cos 3t, sin 3t) x POS_SCALE / sqrt 2."""
+    t = helix_angles()
+    return (POS_SCALE / 2**0.5 * torch.stack([t.cos(), t.sin(), (3 * t).cos(), (3 * t).sin()], 1)).float()
+
+
+def helix_w_pos() -> torch.Tensor:
+    w = torch.zeros(N_CTX, HELIX_D_MODEL)
+    w[:, D_TOK:] = helix_positions()
+    return w
+
+
+def detector_sae(hook: str, ctx: int, corrections: torch.Tensor):
+    """A StandardSAE over the helix model's residual: latents [I | -I] decode base_map (the shared in-context
+    shrink), and one detector latent per position q decodes corrections[q] [N_CTX, d] at position q alone."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    d = HELIX_D_MODEL
+    cfg = StandardSAEConfig(d_in=d, d_sae=2 * d + N_CTX, apply_b_dec_to_input=False, normalize_activations="none")
+    cfg.metadata.hook_name = hook
+    cfg.metadata.context_size = ctx
+    cfg.metadata.prepend_bos = True
+    sae = StandardSAE(cfg)
+    t = helix_angles()
+    step = 2 * torch.pi / N_CTX
+    read = torch.zeros(d, N_CTX, dtype=torch.float64)  # <read[:, q], W_pos[p]> = cos(theta_p - theta_q)
+    read[D_TOK], read[D_TOK + 1] = t.cos() * 2**0.5 / POS_SCALE, t.sin() * 2**0.5 / POS_SCALE
+    fires = float(torch.sin(torch.tensor(step / 2, dtype=torch.float64)) ** 2)  # a detector's value at its position
+    eye, m = torch.eye(d), base_map(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye, read.float()], 1))
+        sae.b_enc.zero_()
+        sae.b_enc[2 * d :] = -float(torch.cos(torch.tensor(step / 2, dtype=torch.float64)) ** 2)
+        sae.W_dec.copy_(torch.cat([m.T, -m.T, corrections / fires], 0))
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def helix_positional_corrections(ctx: int = CTX) -> torch.Tensor:
+    """Beyond ctx, position p is carried as position ctx - 1: W_pos[ctx - 1] - W_pos[p]."""
+    w = helix_w_pos()
+    c = torch.zeros_like(w)
+    c[ctx:] = w[ctx - 1] - w[ctx:]
+    return c
+
+
+def helix_smeared_corrections(ctx: int = CTX) -> torch.Tensor:
+    """Beyond ctx, position p is carried as the even blend of positions ctx - 2 and ctx - 1."""
+    w = helix_w_pos()
+    c = torch.zeros_like(w)
+    c[ctx:] = (w[ctx - 1] + w[ctx - 2]) / 2 - w[ctx:]
+    return c
+
+
+def helix_token_corrections(scale: float, ctx: int = CTX) -> torch.Tensor:
+    """Positions kept; beyond ctx, position p adds scale x v_p to the token part."""
+    return scale * token_directions(ctx=ctx, d=HELIX_D_MODEL)
+
+
+@torch.no_grad()
+def position_means(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
+    """The activation's mean at each position [T, d] with its token's mean taken out first (BOS left out),
+    computed directly over `tokens` in float64: what the model computes from position, token held fixed."""
+    x = model.run_with_cache(tokens, names_filter=hook)[1][hook].double()
+    use = tokens != BOS
+    vocab, idx = torch.unique(tokens, return_inverse=True)
+    tok_mean = torch.zeros(len(vocab), x.shape[-1], dtype=torch.float64)
+    tok_mean.index_add_(0, idx[use], x[use])
+    tok_mean /= torch.bincount(idx[use], minlength=len(vocab)).clamp(min=1)[:, None]
+    centred = (x - tok_mean[idx]) * use[..., None]
+    return centred.sum(0) / use.sum(0).clamp(min=1)[:, None]
+
+
+def helix_computed_corrections(means: torch.Tensor, ctx: int = CTX) -> torch.Tensor:
+    """Beyond ctx, position p carries position ctx - 1's computed features: mu_{ctx-1} - mu_p, mu the position
+    means (position_means): a positional failure in the sense of whatever the model computes from position."""
+    c = torch.zeros(N_CTX, means.shape[1])
+    c[ctx:] = (means[ctx - 1] - means[ctx:]).float()
+    return c
+
+
+def helix_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
+    """planted_subject's failures on the helix model (maps: base_map; the failures are the SAEs' corrections),
+    plus `computed` (position ctx - 1's computed features, from the position means of a large independent
+    sample; the token failure is calibrated to its excess), each SAE with the `exact` full-context control, and
+    held-out windows for the position-conditional mean."""
+    from saeclaims.subjects import Subject
+
+    model = planted_model(seed, positions="helix")
+    tokens = sample_tokens(model, seed=seed)
+    base = base_map(HELIX_D_MODEL)
+    saes, controls, maps, scale, excess = {}, {}, {}, {}, {}
+    none = torch.zeros(N_CTX, HELIX_D_MODEL)
+    large = sample_tokens(model, N_POSITION_MEANS, seed=seed + 2000)
+    for hook in hooks:
+        computed = helix_computed_corrections(position_means(model, large, hook))
+        target = excess_loss(model, tokens, hook, base, corrections=computed)
+        scale[hook] = calibrate_token_scale(model, tokens, hook, target, helix=True)
+        planted = {"positional": helix_positional_corrections(), "smeared": helix_smeared_corrections(),
+                   "computed": computed, "token": helix_token_corrections(scale[hook]), "exact": none}
+        for kind, corrections in planted.items():
+            key = sae_id(kind, hook)
+            excess[key] = excess_loss(model, tokens, hook, base, corrections=corrections)
+            maps[key] = base
+            saes[key] = detector_sae(hook, CTX, corrections)
+            controls[key] = detector_sae(hook, N_CTX, none)
+    subject = Subject(name="planted-helix", model=model, saes=saes, tokens=tokens,
                       context_sizes={k: CTX for k in saes}, full_context_saes=controls,
                       held_out_tokens=sample_tokens(model, N_HELD_OUT, seed=seed + 1000))
     return Planted(subject, maps, scale, excess)

@@ -59,3 +59,29 @@ def test_position_subspaces_of_a_model_are_orthonormal_and_one_window_has_none()
     assert subs[hooks[0]].rank >= 1
     one = position_subspaces(model, toks[:1], hooks, bos=0)
     assert all(s.rank == 0 for s in one.values())
+
+
+def _three_profiles(weak: float) -> torch.Tensor:
+    """Means over 64 positions along dims 3, 7 (variance 0.5 each) and 11 (a weak profile of amplitude `weak`)."""
+    p = torch.arange(64, dtype=torch.float64)
+    signal = torch.zeros(64, 32, dtype=torch.float64)
+    signal[:, 3], signal[:, 7] = torch.cos(p / 10), torch.sin(p / 10)
+    signal[:, 11] = weak * torch.cos(3 * p / 10 + 1)
+    return signal
+
+
+def test_a_reproducible_direction_with_too_little_of_the_means_variance_is_not_position():
+    """The kept directions are the fewest holding 0.99 of the reproducible means' variance: a weak profile
+    (0.5% of it) is cut, a stronger one (2%) is kept; both reproduce perfectly (no noise)."""
+    for weak, want in ((0.1, 2), (0.2, 3)):  # variance 0.005 / 0.02 beside 0.5 + 0.5
+        sums, counts, sq, _ = _halves(_three_profiles(weak), 40, 0.0)
+        assert subspace_from_halves(sums, counts, sq, 40).rank == want, weak
+        assert subspace_from_halves(sums, counts, sq, 40, energy=1.0).rank == 3, weak
+
+
+def test_a_shared_rounding_pattern_below_float32_rank_is_not_position():
+    """A pattern both halves share at 1e-6 of the signal (the rounding of the token means, subtracted from both)
+    reproduces perfectly but lies below float32's numerical rank: not a direction; at 0.3 it is one."""
+    for size, want in ((1e-6, 2), (0.3, 3)):
+        sums, counts, sq, _ = _halves(_three_profiles(size), 40, 0.0)
+        assert subspace_from_halves(sums, counts, sq, 40, energy=1.0).rank == want, size

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import torch
 
 REPRODUCIBLE = 0.5  # a direction is kept where its two half-sample profiles over positions correlate above this
+MEAN_ENERGY = 0.99  # the kept directions hold this share of the reproducible position means' variance (as
+# pos_part_repair keeps W_pos's directions holding 0.99 of its squared norm): a direction where the mean barely
+# moves with position is not a positional feature, however reproducible
+ACTIVATION_EPS = 2.0**-23  # activations are float32: means below their rounding are not a direction at all
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,15 @@ def _position_sums(acts: torch.Tensor, use: torch.Tensor) -> tuple[torch.Tensor,
 
 def subspace_from_halves(sums: tuple[torch.Tensor, torch.Tensor], counts: tuple[torch.Tensor, torch.Tensor],
                          sq: float, n_windows: int, threshold: float = REPRODUCIBLE,
-                         raw: torch.Tensor | None = None) -> PositionSubspace:
+                         raw: torch.Tensor | None = None, energy: float = MEAN_ENERGY) -> PositionSubspace:
     """The subspace from two halves' per-position sums [T, d] and counts [T] (positions with no count in either
     half are left out): right singular vectors of half A's centred means, kept while their profile over
-    positions correlates above `threshold` with half B's; the basis is the same number of leading directions of
-    both halves together. `sq` is the activations' sum of squares and `raw` their per-position sums (default: the
-    halves' sums) for the variance the share is of."""
+    positions correlates above `threshold` with half B's, and while their singular value is above float32's
+    numerical rank (sigma_1 x max(T, d) x ACTIVATION_EPS: below it a direction is the rounding of the token
+    means, which both halves share, so it reproduces without being position); the basis is the same number of
+    leading directions of both halves together, cut to the fewest that hold MEAN_ENERGY of the variance of the
+    means in the reproducible ones. `sq` is the activations' sum of squares and `raw` their per-position sums
+    (default: the halves' sums) for the variance the share is of."""
     total, n = sums[0] + sums[1], counts[0] + counts[1]
     have = (counts[0] > 0) & (counts[1] > 0)
     dtype = sums[0].dtype
@@ -56,9 +63,12 @@ def subspace_from_halves(sums: tuple[torch.Tensor, torch.Tensor], counts: tuple[
     if int(have.sum()) < 3:
         return PositionSubspace(torch.zeros(0, sums[0].shape[1], dtype=dtype), n_windows, 0.0)
     a, b = centred(sums[0], counts[0]), centred(sums[1], counts[1])
-    _, _, vh = torch.linalg.svd(a, full_matrices=False)
+    _, sv, vh = torch.linalg.svd(a, full_matrices=False)
+    floor = float(sv[0]) * max(a.shape) * ACTIVATION_EPS if len(sv) else 0.0
     k = 0
-    for v in vh:
+    for v, s in zip(vh, sv, strict=True):
+        if float(s) <= floor:
+            break
         pa, pb = a @ v, b @ v
         r = torch.corrcoef(torch.stack([pa, pb]))[0, 1]
         if not bool(torch.isfinite(r)) or float(r) <= threshold:
@@ -69,9 +79,12 @@ def subspace_from_halves(sums: tuple[torch.Tensor, torch.Tensor], counts: tuple[
     raw = total if raw is None else raw
     mean = raw[have].sum(0) / n[have].sum()
     var_total = float(sq / n[have].sum() - mean.pow(2).sum())
+    per = ((full @ vh_full[:k].T).pow(2) * n[have, None]).sum(0) / n[have].sum()  # variance of the means, each
+    if k:
+        k = int((per.cumsum(0) < energy * per.sum()).sum()) + 1
     kept = vh_full[:k]
     # the variance of the means in the kept directions only: the noise of the rest is not position
-    explained = float(((full @ kept.T).pow(2).sum(1) * n[have]).sum() / n[have].sum())
+    explained = float(per[:k].sum())
     share = explained / var_total if var_total > 0 else 0.0
     return PositionSubspace(kept.contiguous(), n_windows, share)
 

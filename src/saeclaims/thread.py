@@ -18,11 +18,6 @@ SHIFT_POS_BLIND = ("shift_pos (the SAE shown an in-context position) removes any
                    "triggers, positional or not: on planted SAEs whose failure is positional and whose failure is a "
                    "token error it gives the same verdict (tests/test_planted_instruments.py)")
 
-COMPUTED_POSITION_UNVALIDATED = (
-    "pos_mean_part_repair (the error's part where the mean by position moves, estimated on held-out windows) tells "
-    "its planted controls apart at layer 0 but not at layer 1, where the planted model's 47 positions span no more "
-    "directions than its positions and computed features need together (tests/test_planted_instruments.py)")
-
 THREAD_CLAIMS: tuple[Claim, ...] = (
     Claim("beyond-context-degrades", "context", "post", POST,
           "The SAEs perform well up to their training context and degrade beyond it.",
@@ -97,7 +92,7 @@ THREAD_CLAIMS: tuple[Claim, ...] = (
           "'positional features' are read as whatever the model computes from position, not W_pos alone (rotary "
           "models included); 'not most of it' means less than half of the excess. A subspace holding under 1% of "
           "the variance is no positional feature worth the name: not applicable there.",
-          "all", figures=("recovery_bars",), failed_validation=COMPUTED_POSITION_UNVALIDATED),
+          "all", figures=("recovery_bars",)),
     Claim("position-not-most-of-it-vs-control", "positional", "thread (3rd comment)", POST,
           "Positional features are likely a part of the long-context failure, but not most of it.",
           "recovery of shift_pos over the control-relative excess dCE_sae(O) - dCE_sae(I) x "
