@@ -171,17 +171,18 @@ def test_the_claim_tells_its_planted_controls_apart(test, row, holds, fails, wha
 
 def test_every_claim_has_planted_controls():
     """Every registered thread claim is in this file or in test_planted_instruments.py (the positional repairs,
-    the decoded position) or test_planted_false_positives.py (the oracle support); wpos-helix below;
-    features-disjoint-layer0's per-feature split is planted in tests/test_positional.py (pure token, pure position
-    and mixed features, told apart)."""
+    the decoded position, the computed position), test_planted_false_positives.py (the oracle support) or
+    test_planted_token_only.py (token-only input, the feature split); wpos-helix below."""
     from saeclaims.thread import THREAD_CLAIMS
     from tests import test_planted_false_positives as compressed_sensing
     from tests import test_planted_instruments as positional
+    from tests import test_planted_token_only as token_only
 
-    here = {claim_id_of(c[0]) for c in CASES} | {"wpos-helix", "features-disjoint-layer0"}
+    here = {claim_id_of(c[0]) for c in CASES} | {"wpos-helix"}
     there = ({claim_id_of(t) for t, *_ in positional.SEPARATING} | {claim_id_of(t) for t, *_ in positional.BLIND}
              | {claim_id_of(positional.COMPUTED)})
     there |= {claim_id_of(t) for t, *_ in compressed_sensing.SEPARATING}
+    there |= {claim_id_of(t) for t, *_ in token_only.CONTROLS}
     missing = {c.id for c in THREAD_CLAIMS} - here - there
     assert not missing, f"claims without planted controls: {sorted(missing)}"
 
