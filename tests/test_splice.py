@@ -330,3 +330,37 @@ def test_results_reach_the_host_in_one_copy(monkeypatch):
         assert counts.get("cpu", 0) == (1 if one_copy else 0)
         for d, t in zip(dst, tensors):
             np.testing.assert_array_equal(d, t.float().numpy())
+
+
+def test_held_out_subspaces_are_estimated_once_per_hook_point(monkeypatch):
+    """A run measures in several calls; the held-out pass (as costly as a clean pass) runs once per hook point."""
+    from saeclaims import splice
+
+    s = tiny_subject()
+    s.held_out_tokens = s.tokens.clone()
+    calls = []
+    real = splice.position_subspaces
+    monkeypatch.setattr(splice, "position_subspaces", lambda m, t, hooks, bos, **kw: calls.append(list(hooks))
+                        or real(m, t, hooks, bos, **kw))
+    first = splice.held_out_subspaces(s, s.sae_ids[:1])
+    again = splice.held_out_subspaces(s, s.sae_ids)
+    assert calls == [[s.hook_of(s.sae_ids[0])], sorted({s.hook_of(k) for k in s.sae_ids[1:]})]
+    assert again[s.sae_ids[0]] is first[s.sae_ids[0]]
+    splice.held_out_subspaces(s, s.sae_ids)
+    assert len(calls) == 2
+
+
+def test_held_out_subspaces_by_the_fused_forward_equal_the_whole_models_cache():
+    """The run's own forward (fused kernels, stopped after the deepest hook) gives the subspaces TransformerLens's
+    run_with_cache of the whole model gives."""
+    from saeclaims.position_means import position_subspaces
+    from saeclaims.splice import held_out_subspaces
+
+    s = tiny_subject(seq_len=32, n_seqs=12)
+    s.held_out_tokens = s.tokens.clone()
+    fused = held_out_subspaces(s, s.sae_ids)
+    plain = position_subspaces(s.model, s.held_out_tokens, sorted({s.hook_of(k) for k in s.sae_ids}), bos=0)
+    for k in s.sae_ids:
+        a, b = fused[k], plain[s.hook_of(k)]
+        assert a.rank == b.rank and abs(a.variance_share - b.variance_share) < 1e-5
+        assert torch.allclose((a.basis.T @ a.basis), (b.basis.T @ b.basis), atol=1e-4)  # the same subspace

@@ -10,7 +10,7 @@ direction) is not taken for position.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,9 +89,18 @@ def subspace_from_halves(sums: tuple[torch.Tensor, torch.Tensor], counts: tuple[
     return PositionSubspace(kept.contiguous(), n_windows, share)
 
 
+Activations = Callable[[torch.Tensor, list[str]], Mapping[str, torch.Tensor]]
+
+
+def _cached(model) -> Activations:
+    def run(toks: torch.Tensor, points: list[str]) -> Mapping[str, torch.Tensor]:
+        return model.run_with_cache(toks, names_filter=lambda n: n in points)[1]
+    return run
+
+
 @torch.no_grad()
 def position_subspaces(model, tokens: torch.Tensor, hooks: Sequence[str], bos: int,
-                       batch_size: int = 8) -> dict[str, PositionSubspace]:
+                       batch_size: int = 8, activations: Activations | None = None) -> dict[str, PositionSubspace]:
     """PositionSubspace of each hook point, from a clean pass over held-out windows `tokens` [N, T] (BOS tokens
     left out; windows alternate between the halves).
 
@@ -99,7 +108,10 @@ def position_subspaces(model, tokens: torch.Tensor, hooks: Sequence[str], bos: i
     held-out windows), so a token distribution that drifts with position (a document's opening words) is not
     taken for a positional feature. The sum over windows of x - m_t at position p is S_p - sum_t n_pt m_t, so the
     model runs once and the token means are subtracted after, from the position x token counts.
+    `activations(tokens, hook points)` gives the clean activations (default: run_with_cache of the whole model;
+    a run passes its own fused forward that stops after the last hook).
     """
+    activations = activations or _cached(model)
     points = sorted(set(hooks))
     vocab, index = torch.unique(tokens, return_inverse=True)
     n_tok, t_len = len(vocab), tokens.shape[1]
@@ -111,7 +123,7 @@ def position_subspaces(model, tokens: torch.Tensor, hooks: Sequence[str], bos: i
     tok_count = torch.zeros(n_tok, dtype=torch.float64, device=tokens.device)
     for i in range(0, len(tokens), batch_size):
         toks, idx, half = tokens[i : i + batch_size], index[i : i + batch_size], half_of[i : i + batch_size]
-        _, cache = model.run_with_cache(toks, names_filter=lambda n: n in points)
+        cache = activations(toks, points)
         use = toks != bos
         for j in (0, 1):
             counts[j] += (use & (half == j)[:, None]).double().sum(0)

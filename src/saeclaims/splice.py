@@ -31,6 +31,7 @@ the tokens is left) runs its suffix once, on one row, and its vocabulary pass on
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -118,7 +119,7 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
             if sae is not None:
                 active = count_active(sae.encode(act[:, 1:ctx])).double()
                 l0[h] = l0[h] + (active * use[..., 0]).sum()
-    subspaces = held_out_subspaces(subject, hooks) if position_means else {}
+    subspaces = held_out_subspaces(subject, hooks, fused_attention) if position_means else {}
     out = {}
     for h in hooks:
         mu = sums[h] / counts[h]
@@ -129,15 +130,39 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
     return out
 
 
-def held_out_subspaces(subject: Subject, hooks: Sequence[str]) -> dict[str, PositionSubspace]:
+# held-out windows -> {(model id, hook point): subspace}: a run measures its SAEs in several calls (per hook group,
+# per claim), and the held-out pass is as costly as a clean pass over the evaluation set
+# (keyed by the tensor's identity, dropped with it: tensors compare element-wise)
+_SUBSPACES: dict[int, dict[tuple[int, str], PositionSubspace]] = {}
+
+
+def _subspaces_of(tokens: torch.Tensor) -> dict[tuple[int, str], PositionSubspace]:
+    if id(tokens) not in _SUBSPACES:
+        _SUBSPACES[id(tokens)] = {}
+        weakref.finalize(tokens, _SUBSPACES.pop, id(tokens), None)
+    return _SUBSPACES[id(tokens)]
+
+
+def held_out_subspaces(subject: Subject, hooks: Sequence[str], fused: bool = True) -> dict[str, PositionSubspace]:
     """Each SAE id's position-conditional mean subspace (position_means.py) from the subject's held-out windows;
-    empty without them."""
+    empty without them. Each hook point is estimated once per model and held-out windows, by the splice's own
+    clean forward (fused kernels unless `fused` is False, stopping after the deepest hook)."""
     if subject.held_out_tokens is None:
         return {}
     points = {k: subject.hook_of(k) for k in hooks}
-    by_point = position_subspaces(subject.model, subject.held_out_tokens, sorted(set(points.values())),
-                                  _bos(subject))
-    return {k: by_point[p] for k, p in points.items()}
+    known = _subspaces_of(subject.held_out_tokens)
+    todo = sorted({p for p in points.values() if (id(subject.model), p) not in known})
+    if todo:
+        model = subject.model
+        stop = max(hook_order(p)[0] for p in todo) + 1
+
+        def activations(toks: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+            with _fused(model, fused):
+                return _clean_cache(model, toks, names, stop)
+
+        found = position_subspaces(model, subject.held_out_tokens, todo, _bos(subject), activations=activations)
+        known.update({(id(subject.model), p): sub for p, sub in found.items()})
+    return {k: known[(id(subject.model), p)] for k, p in points.items()}
 
 
 def to_host(pairs: list[tuple[np.ndarray, torch.Tensor]], one_copy: bool | None = None) -> None:

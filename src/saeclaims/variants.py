@@ -392,7 +392,7 @@ register_variant(Variant("token_mean_pos", token_mean_pos, needs_sae=True, needs
                          measured_by_default=True, position_curve=True,
                          style=("C7", "--", "token_mean_pos: SAE(x - W_pos[p] + mean W_pos) + W_pos[p] - mean")))
 register_variant(Variant("pos_mean_part_repair", pos_mean_part_repair, needs_sae=True, needs_position_means=True,
-                         shares_sae_input=True, repair=True,
+                         shares_sae_input=True, repair=True, measured_by_default=True,
                          style=("C8", "-", "pos_mean_part_repair: SAE(x) + P_mean-by-position(x - SAE(x))")))
 register_variant(Variant("reencode_2x", reencode_2x, needs_sae=True, whole_batch=True, repair=True,
                          extras=("unconverged",),

@@ -79,6 +79,9 @@ def test_smoke_build_writes_saes_a_card_and_resumes(tmp_path):
     assert cfg["metadata"]["model_name"] == build.MODEL_NAME
     tokens = np.load(out / "eval_tokens.npy")
     assert tokens.shape == (4, 64) and (tokens[:, 0] == 0).all()  # every window starts at a separator
+    held = np.load(out / "held_out_tokens.npy")  # training text for run-time estimates, not the evaluation set
+    assert held.shape == (4, 64) and (held[:, 0] == 0).all()
+    assert not {tuple(r) for r in held} & {tuple(r) for r in tokens}
     stamp = (out / "saes/ctx64/blocks.0.hook_resid_pre/sae_weights.safetensors").stat().st_mtime_ns
     build.build_smollm2(out, CORPUS, work, spec, model=model)  # resumes: nothing retrained
     assert (out / "saes/ctx64/blocks.0.hook_resid_pre/sae_weights.safetensors").stat().st_mtime_ns == stamp

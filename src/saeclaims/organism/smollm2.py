@@ -41,7 +41,7 @@ from ..attention import fused_attention
 from ..subjects.loading import load_sae_dir
 from ..subjects.smollm2 import load_smollm2_model
 from .corpus import Document, split_corpus
-from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, stream_window_documents, windows
+from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, HELD_OUT_TOKENS, stream_window_documents, windows
 from .saes import canonical_cfg, reconstruction_quality
 
 log = logging.getLogger("saeclaims.organism.smollm2")
@@ -65,6 +65,7 @@ class SmolSpec:
     batch_tokens: int = 2048
     n_eval_seqs: int = 64  # committed evaluation windows of full_context tokens
     quality_seqs: int = 32  # of which the card's L0 / EV are measured on
+    n_held_out_seqs: int = 64  # training-text windows for run-time estimates (the residual's mean by position)
     forward_batch_tokens: int = 4096
     doc_bytes: int = 16_000
     eval_fraction: float = 0.05
@@ -83,7 +84,7 @@ def smoke_smol_spec(seed: int = 0) -> SmolSpec:
     """Seconds-scale sizes for the builder's own test (two shallow hooks, tiny caches)."""
     return SmolSpec(seed=seed, layers=(0, 1), short_context=16, full_context=64, cache_tokens=2048,
                     training_samples=4096, d_sae=64, batch_tokens=512, n_eval_seqs=4, quality_seqs=2,
-                    forward_batch_tokens=512, max_bytes_per_book=20_000)
+                    n_held_out_seqs=4, forward_batch_tokens=512, max_bytes_per_book=20_000)
 
 
 @dataclass
@@ -214,6 +215,18 @@ def sae_quality_cached(sae, acts: torch.Tensor, lo: int, hi: int) -> dict:
     return reconstruction_quality(sae, acts[:, lo:hi].reshape(-1, acts.shape[-1]), lo, hi)
 
 
+def save_held_out_windows(out: Path, train_stream: np.ndarray, spec: SmolSpec, separator: int) -> Path:
+    """held_out_tokens.npy: spec.n_held_out_seqs windows of training text, evenly spaced over the stream (so over
+    many documents), never the evaluation set: run-time estimates (the residual's mean by position) must not be
+    fitted on the tokens the claims are judged on. Kept if present (a resumed build)."""
+    path = out / HELD_OUT_TOKENS
+    if not path.exists():
+        every = windows(train_stream, spec.full_context, separator)
+        pick = np.linspace(0, len(every) - 1, spec.n_held_out_seqs).round().astype(int)
+        _atomic_save_npy(path, every[pick])
+    return path
+
+
 def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None = None,
                   model=None, tokenizer=None) -> dict:
     """Tokens, activation caches, SAEs, card; resumable stage by stage. Returns the card."""
@@ -248,6 +261,7 @@ def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None
     if not docs_path.exists():  # windows cut from one stream: each window's majority document
         _atomic_save_npy(docs_path, stream_window_documents(eval_tokens, separator))
     train_stream = token_stream(tokenizer, split.train, separator)
+    save_held_out_windows(out, train_stream, spec, separator)
     stage_done("tokens_s", t_start)
     log.info("train stream %d tokens, eval %s", len(train_stream), eval_tokens.shape)
 
