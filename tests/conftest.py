@@ -102,9 +102,9 @@ def mixed_subject_dir() -> Path:
 
 def shared_dir(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """A folder built once for the whole test session, across xdist workers: the first worker to ask builds it
-    under a file lock, the others wait and read it. Why: in this environment (pytest 9, pytest-xdist 3.8)
-    `--dist loadgroup` does not keep an xdist_group on one worker, so a module's fixture was built by each worker
-    (the merge tests' ten toy runs twice, ~2 minutes each)."""
+    under a file lock, the others wait and read it. Why: a session fixture is built once per worker, and an
+    xdist_group keeps a module's tests on one worker only under `--dist loadgroup` (and under pytest >= 9.2 only
+    with saeclaims.xdist_groups): under `-n 2` alone the merge tests' ten toy runs were made twice."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()

@@ -80,6 +80,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         # claim tests carry xdist_group markers (for --dist loadgroup); without xdist nobody registers them
         config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (set on claim tests by saeclaims)")
+    elif getattr(config, "workerinput", None) is not None:
+        from .xdist_groups import GroupIds
+
+        config.pluginmanager.register(GroupIds(), "saeclaims-xdist-groups")
     settings = RunSettings.from_config(config)
     settings.validate()  # bad options: one usage error before anything is collected
     config.stash[SETTINGS_KEY] = settings

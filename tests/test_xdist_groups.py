@@ -1,0 +1,34 @@
+"""xdist_group keeps its tests on one worker under --dist loadgroup (pytest >= 9.2 needs xdist_groups.GroupIds)."""
+
+import json
+
+import pytest
+
+pytest_plugins = ["pytester"]
+pytest.importorskip("xdist")
+
+GROUPED = """
+import json, os, pathlib
+import pytest
+
+OUT = pathlib.Path({out!r})
+
+@pytest.mark.xdist_group("one")
+@pytest.mark.parametrize("i", range(6))
+def test_grouped(i):
+    (OUT / f"g{{i}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+
+@pytest.mark.parametrize("i", range(6))
+def test_free(i):
+    (OUT / f"f{{i}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+"""
+
+
+def test_an_xdist_group_runs_on_one_worker(pytester):
+    out = pytester.mkdir("out")
+    pytester.makepyfile(test_grouped=GROUPED.format(out=str(out)))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--no-sae-report", "-n", "2",
+                                           "--dist", "loadgroup")
+    result.assert_outcomes(passed=12)
+    workers = {p.name: p.read_text() for p in out.iterdir()}
+    assert len({workers[f"g{i}"] for i in range(6)}) == 1, json.dumps(workers)
