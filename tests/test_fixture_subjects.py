@@ -127,3 +127,6 @@ def test_the_rotary_builder_gives_a_rotary_model_with_short_context_saes(tmp_pat
     assert [s.cfg.metadata.context_size for s in saes] == [32]
     assert saes[0].cfg.metadata.hook_name == spec.sae_hooks[0] and card["saes"]
     assert np.load(tmp_path / "eval_tokens.npy").shape == (spec.n_eval_seqs, spec.n_ctx)
+    held = np.load(tmp_path / "held_out_tokens.npy")  # documents of their own, not the evaluation set
+    assert held.shape == (spec.n_held_out_seqs, spec.n_ctx) and "held_out_tokens.npy" in card["sha256"]
+    assert not {tuple(r) for r in held} & {tuple(r) for r in np.load(tmp_path / "eval_tokens.npy")}

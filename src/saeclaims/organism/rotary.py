@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..artifacts import hash_tree
 from ..subjects.loading import load_tl_native
-from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
+from .layout import CARD_FILE, EVAL_DOCUMENTS, EVAL_TOKENS, HELD_OUT_TOKENS, MODEL_CONFIG, MODEL_FILE, TOKENIZER_FILE
 from .saes import SAESpec, sae_quality, train_sae
 
 log = logging.getLogger("saeclaims.organism")
@@ -65,6 +65,7 @@ class RotarySpec:
     n_sae_docs: int = 1024  # documents of n_ctx tokens the SAEs are trained on (repeated when short)
     n_eval_seqs: int = 64
     quality_seqs: int = 32
+    n_held_out_seqs: int = 64  # documents of their own for run-time estimates (the residual's mean by position)
 
     def model_config(self) -> dict:
         d_head = self.d_model // self.n_heads
@@ -79,7 +80,7 @@ def smoke_rotary_spec(seed: int = 0) -> RotarySpec:
     return RotarySpec(seed=seed, d_model=16, n_heads=2, d_mlp=32, train_steps=5, batch_seqs=4,
                       sae_hooks=("blocks.1.hook_resid_pre",), full_context_family=False, d_sae=32,
                       sae_training_tokens=4096, sae_batch_tokens=512, n_sae_docs=32, n_eval_seqs=8,
-                      quality_seqs=8)
+                      quality_seqs=8, n_held_out_seqs=4)
 
 
 def synthetic_documents(spec: RotarySpec, n: int, seed: int) -> np.ndarray:
@@ -153,6 +154,14 @@ def loss_by_position(model, tokens: np.ndarray) -> dict[str, float]:
     return {f"[{a},{b})": float(per[:, a:b].mean()) for a, b in zip(edges, edges[1:]) if a < b}
 
 
+def save_held_out(out: Path, spec: RotarySpec) -> Path:
+    """held_out_tokens.npy: documents drawn apart from the training, SAE and evaluation ones (seed 4), for
+    run-time estimates that must not be fitted on the tokens the claims are judged on."""
+    path = out / HELD_OUT_TOKENS
+    np.save(path, synthetic_documents(spec, spec.n_held_out_seqs, seed=4))
+    return path
+
+
 def build_rotary(out: Path, spec: RotarySpec | None = None) -> dict:
     """Synthetic data, model, SAEs at spec.sae_context (and the full-context controls), card.
 
@@ -175,6 +184,7 @@ def build_rotary(out: Path, spec: RotarySpec | None = None) -> dict:
     eval_tokens = synthetic_documents(spec, spec.n_eval_seqs, seed=2)
     np.save(out / EVAL_TOKENS, eval_tokens)
     np.save(out / EVAL_DOCUMENTS, np.arange(len(eval_tokens), dtype=np.int32))  # each row a document of its own
+    save_held_out(out, spec)
     stream = synthetic_documents(spec, spec.n_sae_docs, seed=3).reshape(-1)  # documents, each BOS first
     sae_spec = SAESpec(d_sae=spec.d_sae, training_tokens=spec.sae_training_tokens, l1_coefficient=spec.sae_l1,
                        lr=spec.sae_lr, train_batch_size_tokens=spec.sae_batch_tokens)
