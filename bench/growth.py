@@ -73,10 +73,10 @@ def sliced(subject, n_seqs: int, seq_len: int, **changes):
 
 
 def timed(subject, variants, repeats: int, hooks=None, fused_attention: bool = True, batch_size: int = 16) -> float:
-    from saeclaims.splice import SpliceOptions, in_context_stats, splice_batch
+    from saeclaims.splice import SpliceOptions, in_context_stats, needs_position_means, splice_batch
 
     hooks = list(hooks or subject.sae_ids)
-    stats = in_context_stats(subject, hooks)
+    stats = in_context_stats(subject, hooks, position_means=needs_position_means(subject, hooks, variants))
     # warm-up, untimed: first-call costs (allocator pools, kernel selection) stay out of every point
     options = SpliceOptions(fused_attention=fused_attention)
     splice_batch(subject, subject.tokens[:1], hooks, variants, stats, options=options)

@@ -14,7 +14,7 @@ import torch
 
 from saeclaims.flops import Shape, workload_flops
 from saeclaims.naive import naive_losses
-from saeclaims.splice import SpliceOptions, in_context_stats, splice_batch
+from saeclaims.splice import SpliceOptions, in_context_stats, needs_position_means, splice_batch
 from saeclaims.subjects import Subject, load_organism
 from saeclaims.variants import CLAIM_VARIANTS
 
@@ -60,7 +60,7 @@ def _record(benchmark, subject, hooks, variants, way, matmul_flops):
     f = workload_flops(shape, points, variants, n_tok, attention=ATTENTION[way], shared_sae=True,
                        batch_seqs=1 if way == "naive" else batch)
     executed = f["naive"] if way == "naive" else f["batched"]
-    stats = in_context_stats(subject, hooks)
+    stats = in_context_stats(subject, hooks, position_means=needs_position_means(subject, hooks, variants))
     WAYS[way](subject, hooks, variants, stats)  # warm-up outside the timed region
     bound = workload_flops(shape, points, variants, n_tok, attention="causal", shared_sae=True,
                            batch_seqs=batch)["bound"]

@@ -117,8 +117,9 @@ def test_missing_fixture_names_the_build_command(tmp_path, monkeypatch):
 @needs_extra
 @pytest.mark.skipif(not (smol._REPO_FIXTURE / "subject.json").is_file(), reason="fixtures/smollm2 not built")
 def test_shipped_fixture_loads_as_the_smollm2_subject():
-    subject = smol.load_smollm2_subject(n_seqs=2, seq_len=256)
-    assert subject.name == "smollm2" and tuple(subject.tokens.shape) == (2, 256)
+    subject = smol.load_smollm2_subject(n_seqs=5, seq_len=256)  # the first 5 windows span 2 documents
+    assert subject.name == "smollm2" and tuple(subject.tokens.shape) == (5, 256)
+    assert len(set(subject.documents)) == 2 and tuple(subject.held_out_tokens.shape) == (64, 256)
     assert set(subject.full_context_saes) == set(subject.saes)
     assert {subject.context_sizes[i] for i in subject.saes} == {128}
     assert {s.cfg.metadata.context_size for s in subject.full_context_saes.values()} == {1024}

@@ -80,7 +80,7 @@ def test_a_name_registered_twice_with_another_meaning_is_refused(registered):
 def test_the_built_in_declarations():
     """The flags the kernels and claims rely on, pinned (they were separate tables before the registry)."""
     assert CLAIM_VARIANTS == ("zero", "sae", "token_then_pos", "shift_pos", "random_error", "pos_repair_out",
-                              "pos_part_repair", "token_mean_pos")
+                              "pos_part_repair", "token_mean_pos", "pos_mean_part_repair")
     assert variant_names(shares_sae_input=True) == ("sae", "random_error", "pos_repair_out", "pos_part_repair",
                                                     "pos_mean_part_repair")
     assert variant_names(needs_position_means=True) == ("pos_mean_part_repair",)

@@ -32,3 +32,16 @@ def test_an_xdist_group_runs_on_one_worker(pytester):
     result.assert_outcomes(passed=12)
     workers = {p.name: p.read_text() for p in out.iterdir()}
     assert len({workers[f"g{i}"] for i in range(6)}) == 1, json.dumps(workers)
+
+
+def test_the_group_suffix_is_taken_off_report_node_ids():
+    from saeclaims.xdist_groups import plain_nodeid
+
+    assert plain_nodeid("claims/t.py::test_a[organism-blocks.2.hook_resid_pre]@organism::blocks.2.hook_resid_pre") \
+        == "claims/t.py::test_a[organism-blocks.2.hook_resid_pre]"
+    assert plain_nodeid("t.py::test_a[x]@local:fixtures/mixed::blocks.0.hook_resid_pre") == "t.py::test_a[x]"
+    assert plain_nodeid("t.py::test_a@one") == "t.py::test_a"
+    assert plain_nodeid("t.py::test_a[a@b]") == "t.py::test_a[a@b]"  # an @ inside a parameter id stays
+    assert plain_nodeid("t.py::test_a[a@b]@g") == "t.py::test_a[a@b]"
+    assert plain_nodeid("dir@1/t.py::test_a") == "dir@1/t.py::test_a"  # an @ in the path: no :: before it
+    assert plain_nodeid("t.py::test_a") == "t.py::test_a"

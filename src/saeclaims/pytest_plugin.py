@@ -18,6 +18,7 @@ import pytest
 from .catalog import CATALOG, NO_HOOK
 from .marker import claim_id, parsed
 from .settings import AUTOCAST_MEANS, PRECISION_CHOICES, RunSettings
+from .xdist_groups import plain_nodeid
 
 if TYPE_CHECKING:
     from .fixture import ClaimFixture
@@ -189,7 +190,7 @@ def claim(request, sae_subject: str, sae_hook: str) -> ClaimFixture:
         raise pytest.UsageError(f"{request.node.nodeid}: its claim marker was not checked at collection")
     run = RunAccess(session.subject, session.workbench, lambda: session.bootstrap)
     fixture = ClaimFixture(CATALOG.get(marker.id), sae_subject, sae_hook, run, session.recorder,
-                           reference=marker.reference is not None, nodeid=request.node.nodeid,
+                           reference=marker.reference is not None, nodeid=plain_nodeid(request.node.nodeid),
                            record_property=lambda k, v: request.node.user_properties.append((k, v)))
     fixture.require_hook()
     fixture.require_valid_instrument()

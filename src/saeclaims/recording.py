@@ -21,6 +21,7 @@ from .schema import DriftRow
 from .series import Series
 from .stats import Evidence
 from .store import EvidenceStore, NotApplicable, Outcome
+from .xdist_groups import plain_nodeid
 
 
 @dataclass
@@ -57,7 +58,8 @@ class Recorder:
             if outcome is None:
                 outcome = "failed" if report.when == "call" else "errored"
             message = "" if report.outcome == "passed" else report_line(report)
-            self.store.outcomes[report.nodeid] = Outcome(report.nodeid, outcome, message)
+            nodeid = plain_nodeid(report.nodeid)
+            self.store.outcomes[nodeid] = Outcome(nodeid, outcome, message)
 
     def sample(self, spec: str) -> Sample | None:
         """The sample a subject is judged at (None for reference data, which has no sample size)."""

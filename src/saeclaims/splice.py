@@ -143,6 +143,12 @@ def _subspaces_of(tokens: torch.Tensor) -> dict[tuple[int, str], PositionSubspac
     return _SUBSPACES[id(tokens)]
 
 
+def needs_position_means(subject: Subject, hooks: Sequence[str], variants: VariantsAsked) -> bool:
+    """Whether a variant that applies at one of `hooks` needs the position-conditional mean (in_context_stats'
+    `position_means`): callers of splice_batch outside measure() pass it on."""
+    return any(variant(v).needs_position_means for h in hooks for v in variants_at(subject, h, variants))
+
+
 def held_out_subspaces(subject: Subject, hooks: Sequence[str], fused: bool = True) -> dict[str, PositionSubspace]:
     """Each SAE id's position-conditional mean subspace (position_means.py) from the subject's held-out windows;
     empty without them. Each hook point is estimated once per model and held-out windows, by the splice's own
@@ -359,9 +365,8 @@ def _measure(subject: Subject, hooks: Sequence[str] | None, variants: VariantsAs
             check_variant(v, variant_context(subject, h, None))
     if on_step is not None:
         on_step(f"{subject.name}: in-context statistics of {len(hooks)} SAEs")
-    need_positions = any(variant(v).needs_position_means for h in hooks for v in variants_at(subject, h, variants))
     stats = in_context_stats(subject, hooks, fused_attention=fused_attention, budget_bytes=budget_bytes,
-                             position_means=need_positions)
+                             position_means=needs_position_means(subject, hooks, variants))
     tokens = subject.tokens if n_seqs is None else subject.tokens[:n_seqs]
     n, t = tokens.shape
     if n < 1:

@@ -26,3 +26,13 @@ class GroupIds:
             renamed = vars(item).get("_nodeid")
             if isinstance(renamed, str) and renamed != item.nodeid and hasattr(item, "_id"):
                 item._id = NodeId.parse(renamed)
+
+
+def plain_nodeid(nodeid: str) -> str:
+    """A test's node id without the `@group` suffix xdist appends under --dist loadgroup, so report rows name the
+    test itself whatever the scheduling. A suffix follows a `::` and holds no bracket: an `@` inside a parameter
+    id is always followed by the id's closing bracket, so it is never taken for one."""
+    head, at, group = nodeid.rpartition("@")
+    if at and "::" in head and not any(c in group for c in "[]"):
+        return head
+    return nodeid

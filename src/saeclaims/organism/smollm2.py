@@ -229,7 +229,13 @@ def save_held_out_windows(out: Path, train_stream: np.ndarray, spec: SmolSpec, s
 
 def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None = None,
                   model=None, tokenizer=None) -> dict:
-    """Tokens, activation caches, SAEs, card; resumable stage by stage. Returns the card."""
+    """Tokens, activation caches, SAEs, card; resumable stage by stage. Returns the card. Runs without
+    autograd (train_from_cache turns it on where it trains) and leaves the caller's grad mode as it was."""
+    with torch.no_grad():
+        return _build_smollm2(out, corpus_dir, work, spec, model, tokenizer)
+
+
+def _build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None, model, tokenizer) -> dict:
 
     spec = spec or SmolSpec()
     t_start = time.time()
@@ -248,7 +254,6 @@ def build_smollm2(out: Path, corpus_dir: Path, work: Path, spec: SmolSpec | None
         stage_done("model_load_s", t_start)
     tokenizer = tokenizer or model.tokenizer
     separator = tokenizer.convert_tokens_to_ids(SEPARATOR)
-    torch.set_grad_enabled(False)
 
     split = split_corpus(corpus_dir, spec.seed, spec.doc_bytes, spec.eval_fraction, spec.max_bytes_per_book)
     card.corpus_sha256 = split.file_sha256
