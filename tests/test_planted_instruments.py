@@ -177,7 +177,7 @@ def test_decoded_swap_misses_a_smeared_position(planted, measured):
 # models' positions lie in few: `computed` carries position ctx - 1's computed features beyond ctx (all of its excess
 # positional in the words' reading), `token` a token-part error of the same excess.
 COMPUTED = positional_claims.test_position_not_most_of_it_computed
-HELIX_VARIANTS = ("zero", "sae", "pos_part_repair", "pos_mean_part_repair", "full_context_sae")
+HELIX_VARIANTS = ("zero", "sae", "pos_part_repair", "pos_mean_part_repair", "mean_shift_pos", "full_context_sae")
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +208,17 @@ def test_computed_position_sees_what_the_wpos_reading_misses(helix, helix_measur
     wpos = recovery(helix_measured, "computed-l1", "pos_part_repair", BOOT)
     computed = recovery(helix_measured, "computed-l1", "pos_mean_part_repair", BOOT)
     assert wpos.high < computed.low, (wpos, computed)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_the_mean_shift_form_cannot_separate_the_computed_controls(layer, helix, helix_measured):
+    """The issue's mean-shift form, SAE(x - mu_p + mu_q) - mu_q + mu_p, shows the SAE position q's computed
+    features, so the token failure (triggered by the position) vanishes as the positional one does: read as
+    position-not-most-of-it's recovery (< 0.5), both are refuted. Why the claim reads pos_mean_part_repair."""
+    c = CLAIMS["position-not-most-of-it-computed"]
+    for kind in ("computed", "token"):
+        iv = recovery(helix_measured, f"{kind}-l{layer}", "mean_shift_pos", BOOT)
+        assert verdict(iv.low, iv.high, c.threshold, c.direction) == "refuted", (kind, iv)
 
 
 def test_computed_position_sees_a_wpos_only_failure_in_part(helix, helix_measured):

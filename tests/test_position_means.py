@@ -30,6 +30,9 @@ def test_a_planted_two_direction_position_signal_is_found_and_noise_is_not():
     assert in_plane > 1.9  # both rows lie (almost) in the planted plane
     # the explained share: the planted signal's variance (0.5 per direction) over the total (1 per dim + signal)
     assert abs(sub.variance_share - 1.0 / (d + 1.0)) < 0.01
+    # the means by position themselves (mean_shift_pos reads them): the centred signal, up to the noise of 40 windows
+    assert sub.means.shape == (t, d)
+    assert (sub.means - (signal - signal.mean(0))).abs().max() < 5 / 40**0.5
 
 
 def test_noise_alone_gives_no_direction():

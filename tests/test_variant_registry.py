@@ -83,7 +83,7 @@ def test_the_built_in_declarations():
                               "pos_part_repair", "token_mean_pos", "pos_mean_part_repair")
     assert variant_names(shares_sae_input=True) == ("sae", "random_error", "pos_repair_out", "pos_part_repair",
                                                     "pos_mean_part_repair")
-    assert variant_names(needs_position_means=True) == ("pos_mean_part_repair",)
+    assert variant_names(needs_position_means=True) == ("pos_mean_part_repair", "mean_shift_pos")
     assert variant_names(needs_wpos=True) == variant_names(residual_only=True) == (
         "token_then_pos", "shift_pos", "pos_repair_out", "pos_part_repair", "token_mean_pos")
     assert variant_names(alike_at_residual=True) == ("zero",)
@@ -91,7 +91,8 @@ def test_the_built_in_declarations():
                                                "full_context_oracle_support")
     assert variant_names(needs_control=True) == ("full_context_sae", "full_context_oracle_support")
     assert variant_names(repair=True) == ("token_then_pos", "shift_pos", "pos_repair_out", "pos_part_repair",
-                                          "reencode", "pos_mean_part_repair", "reencode_2x", "oracle_support")
+                                          "reencode", "pos_mean_part_repair", "mean_shift_pos", "reencode_2x",
+                                          "oracle_support")
     assert variant_names(position_curve=True) == ("sae", "token_then_pos", "shift_pos", "random_error",
                                                   "token_mean_pos")
     assert set(variant_names(needs_sae=False)) == {"clean", "zero", "mean"}

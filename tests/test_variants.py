@@ -19,9 +19,9 @@ from saeclaims.variants import (
 from tests.conftest import tiny_model, tiny_sae
 
 
-def _ctx(sae, w_pos, ctx=8, mean=None, seed=0, sae_l0=None, hook=None, position_basis=None):
+def _ctx(sae, w_pos, ctx=8, mean=None, seed=0, sae_l0=None, hook=None, position_basis=None, position_means=None):
     return VariantContext(sae=sae, w_pos=w_pos, mean=mean, ctx=ctx, seed=seed, full_sae=sae, sae_l0=sae_l0, hook=hook,
-                          position_basis=position_basis)
+                          position_basis=position_basis, position_means=position_means)
 
 
 @given(n_pos=st.integers(2, 80), ctx=st.integers(2, 40))
@@ -53,7 +53,8 @@ def test_bos_is_never_patched(name):
     x = torch.randn(3, 12, 8)
     keep = torch.zeros(3, 12, dtype=torch.bool)
     keep[1, 5] = True  # a BOS token inside the sequence
-    ctx = _ctx(sae, torch.randn(16, 8), mean=torch.randn(8), sae_l0=3.0, position_basis=torch.eye(8)[:2])
+    ctx = _ctx(sae, torch.randn(16, 8), mean=torch.randn(8), sae_l0=3.0, position_basis=torch.eye(8)[:2],
+               position_means=torch.randn(16, 8))
     out, l0 = apply_variant(name, x, ctx, keep)
     assert out.shape == x.shape and l0.shape == x.shape[:2]
     assert torch.isnan(l0[:, 0]).all() and torch.isnan(l0[1, 5])
@@ -362,6 +363,21 @@ def test_pos_mean_part_repair_repairs_the_error_inside_the_position_subspace_onl
     torch.testing.assert_close(two[:, 1:, 2:], rec[:, 1:, 2:])
     with pytest.raises(VariantError, match="position-conditional mean subspace"):
         apply_variant("pos_mean_part_repair", x, _ctx(sae, None))
+
+
+def test_mean_shift_pos_is_shift_pos_with_the_mean_by_position_in_place_of_w_pos():
+    """Given W_pos as the means by position it is shift_pos exactly; in context (q = p) it is the SAE; without
+    means the variant says what it needs."""
+    sae = tiny_sae(8, 16, "blocks.0.hook_resid_pre", 4, seed=1)
+    x = torch.randn(2, 10, 8)
+    w_pos = torch.randn(10, 8)
+    shifted, _ = apply_variant("shift_pos", x, _ctx(sae, w_pos, ctx=4))
+    mean_shifted, _ = apply_variant("mean_shift_pos", x, _ctx(sae, None, ctx=4, position_means=w_pos))
+    torch.testing.assert_close(mean_shifted, shifted)
+    rec, _ = apply_variant("sae", x, _ctx(sae, None, ctx=4))
+    torch.testing.assert_close(mean_shifted[:, 1:4], rec[:, 1:4], atol=1e-5, rtol=1e-5)
+    with pytest.raises(VariantError, match="mean by position"):
+        apply_variant("mean_shift_pos", x, _ctx(sae, None))
 
 
 def test_oracle_support_keeps_the_code_inside_the_pursuit_support_and_reports_fp_mass():

@@ -29,6 +29,7 @@ class PositionSubspace:
     basis: torch.Tensor
     n_windows: int
     variance_share: float  # share of the activation's variance (non-BOS tokens) its mean by position explains in basis
+    means: torch.Tensor | None = None  # [T, d] the mean by position (token held fixed), centred; 0 where unseen
 
     @property
     def rank(self) -> int:
@@ -62,6 +63,8 @@ def subspace_from_halves(sums: tuple[torch.Tensor, torch.Tensor], counts: tuple[
 
     if int(have.sum()) < 3:
         return PositionSubspace(torch.zeros(0, sums[0].shape[1], dtype=dtype), n_windows, 0.0)
+    means = torch.zeros_like(total)
+    means[have] = centred(total, n)
     a, b = centred(sums[0], counts[0]), centred(sums[1], counts[1])
     _, sv, vh = torch.linalg.svd(a, full_matrices=False)
     floor = float(sv[0]) * max(a.shape) * ACTIVATION_EPS if len(sv) else 0.0
@@ -86,7 +89,7 @@ def subspace_from_halves(sums: tuple[torch.Tensor, torch.Tensor], counts: tuple[
     # the variance of the means in the kept directions only: the noise of the rest is not position
     explained = float(per[:k].sum())
     share = explained / var_total if var_total > 0 else 0.0
-    return PositionSubspace(kept.contiguous(), n_windows, share)
+    return PositionSubspace(kept.contiguous(), n_windows, share, means)
 
 
 Activations = Callable[[torch.Tensor, list[str]], Mapping[str, torch.Tensor]]

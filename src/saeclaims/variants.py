@@ -109,6 +109,7 @@ class VariantContext:
     batch_rows: int | None = None
     position_basis: torch.Tensor | None = None  # [k, d] (HookStats.position_basis): where the residual's mean
     # moves with position, estimated on held-out windows
+    position_means: torch.Tensor | None = None  # [T, d] that mean by position itself, centred (mean_shift_pos)
 
     @property
     def hook_name(self) -> str | None:
@@ -185,6 +186,22 @@ def shift_pos(x, c):
     wq = c.w_pos[shifted_positions(n, c.ctx, x.device)]
     rec, l0 = _sae_roundtrip(c.sae, x - wp + wq)
     return rec - wq + wp, l0
+
+
+def mean_shift_pos(x, c):
+    """SAE(x - mu_p + mu_q) - mu_q + mu_p, mu the mean by position (token held fixed, held-out windows) and q
+    shift_pos's in-context position: the issue's mean-shift form of shift_pos, for any model (rotary ones too).
+    Measured only when asked: like shift_pos it shows the SAE an in-context position, which removes whatever the
+    out-of-context position triggers, positional error or not (blind on the planted controls,
+    tests/test_planted_instruments.py)."""
+    if c.position_means is None:
+        raise VariantError("variant mean_shift_pos needs the hook's mean by position (VariantContext.position_means, "
+                           "estimated on the subject's held-out windows)")
+    n = x.shape[1]
+    means = c.position_means.to(device=x.device, dtype=x.dtype)
+    mu, mq = means[:n], means[shifted_positions(n, c.ctx, x.device)]
+    rec, l0 = _sae_roundtrip(c.sae, x - mu + mq)
+    return rec - mq + mu, l0
 
 
 def random_error(x, c):
@@ -394,6 +411,8 @@ register_variant(Variant("token_mean_pos", token_mean_pos, needs_sae=True, needs
 register_variant(Variant("pos_mean_part_repair", pos_mean_part_repair, needs_sae=True, needs_position_means=True,
                          shares_sae_input=True, repair=True, measured_by_default=True,
                          style=("C8", "-", "pos_mean_part_repair: SAE(x) + P_mean-by-position(x - SAE(x))")))
+register_variant(Variant("mean_shift_pos", mean_shift_pos, needs_sae=True, needs_position_means=True, repair=True,
+                         style=("C8", ":", "mean_shift_pos: SAE(x - mu_p + mu_q) - mu_q + mu_p")))
 register_variant(Variant("reencode_2x", reencode_2x, needs_sae=True, whole_batch=True, repair=True,
                          extras=("unconverged",),
                          style=("C6", "--", "reencode_2x: same dictionary, codes re-inferred at twice the SAE's L0")))
