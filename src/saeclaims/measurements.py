@@ -34,6 +34,7 @@ class HookStats:
     # variant asked reads it and the subject ships held-out windows; else None
     position_basis: torch.Tensor | None = None
     position_subspace: PositionSubspace | None = None  # the same, with its rank and variance share (the premise)
+    position_means: torch.Tensor | None = None  # [T, d] float32: the mean by position itself (mean_shift_pos)
 
 
 @dataclass

@@ -126,7 +126,8 @@ def in_context_stats(subject: Subject, hooks: Sequence[str], batch_size: int | N
         sub = subspaces.get(h)
         out[h] = HookStats(mean=mu.float(), variance=float(sq[h] / counts[h] - mu.pow(2).sum()),
                            sae_l0=float(l0[h] / counts[h]) if h in subject.saes else None,
-                           position_basis=None if sub is None else sub.basis.float(), position_subspace=sub)
+                           position_basis=None if sub is None else sub.basis.float(), position_subspace=sub,
+                           position_means=None if sub is None or sub.means is None else sub.means.float())
     return out
 
 

@@ -47,15 +47,8 @@ def variant_context(subject: Subject, key: str, stats: HookStats | None, device:
                           sae_l0=None if stats is None else stats.sae_l0,
                           position_basis=None if stats is None or stats.position_basis is None
                           else stats.position_basis if device is None else stats.position_basis.to(device),
-                          position_means=_position_means(stats, device))
-
-
-def _position_means(stats: HookStats | None, device) -> torch.Tensor | None:
-    """The hook's mean by position [T, d] as float32 (mean_shift_pos), where held-out windows gave one."""
-    sub = None if stats is None else stats.position_subspace
-    if sub is None or sub.means is None:
-        return None
-    return sub.means.float() if device is None else sub.means.to(device=device, dtype=torch.float32)
+                          position_means=None if stats is None or stats.position_means is None
+                          else stats.position_means if device is None else stats.position_means.to(device))
 
 
 def alike_in_every_sequence(names: Sequence[str], hook: str, b: int) -> set[int]:
