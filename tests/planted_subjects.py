@@ -27,6 +27,7 @@ losses and the control's position trend are defined); beyond the training contex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -182,16 +183,15 @@ def excess_loss(model, tokens: torch.Tensor, hook: str, m: torch.Tensor, ctx: in
 
 @torch.no_grad()
 def calibrate_token_scale(model, tokens: torch.Tensor, hook: str, target: float, iters: int = 10,
-                          helix: bool = False) -> float:
+                          failure: Callable[[float], tuple[torch.Tensor, torch.Tensor | None]] | None = None) -> float:
     """The norm of v_p whose token failure adds `target` excess loss, to about 0.1% of the norm (bisection;
-    the excess grows with it); `helix`: the helix model's failure (helix_token_corrections)."""
+    the excess grows with it). `failure(scale)` gives the failure's (map, corrections) (default: token_map's)."""
     clean = model(tokens, return_type="loss", loss_per_token=True)
+    failure = failure or (lambda scale: (token_map(scale), None))
 
     def short(scale: float) -> bool:
-        if helix:
-            return excess_loss(model, tokens, hook, base_map(HELIX_D_MODEL), clean=clean,
-                               corrections=helix_token_corrections(scale)) < target
-        return excess_loss(model, tokens, hook, token_map(scale), clean=clean) < target
+        m, corrections = failure(scale)
+        return excess_loss(model, tokens, hook, m, clean=clean, corrections=corrections) < target
 
     lo, hi = 0.0, 1.0
     while short(hi):
@@ -353,7 +353,8 @@ def helix_subject(seed: int = 0, hooks: tuple[str, ...] = HOOKS) -> Planted:
     for hook in hooks:
         computed = helix_computed_corrections(position_means(model, large, hook))
         target = excess_loss(model, tokens, hook, base, corrections=computed)
-        scale[hook] = calibrate_token_scale(model, tokens, hook, target, helix=True)
+        scale[hook] = calibrate_token_scale(model, tokens, hook, target,
+                                            failure=lambda s: (base, helix_token_corrections(s)))
         planted = {"positional": helix_positional_corrections(), "smeared": helix_smeared_corrections(),
                    "computed": computed, "token": helix_token_corrections(scale[hook]), "exact": none}
         for kind, corrections in planted.items():

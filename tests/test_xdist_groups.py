@@ -14,11 +14,11 @@ import pytest
 OUT = pathlib.Path({out!r})
 
 @pytest.mark.xdist_group("one")
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(12))
 def test_grouped(i):
     (OUT / f"g{{i}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(12))
 def test_free(i):
     (OUT / f"f{{i}}").write_text(os.environ["PYTEST_XDIST_WORKER"])
 """
@@ -29,9 +29,9 @@ def test_an_xdist_group_runs_on_one_worker(pytester):
     pytester.makepyfile(test_grouped=GROUPED.format(out=str(out)))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--no-sae-report", "-n", "2",
                                            "--dist", "loadgroup")
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=24)
     workers = {p.name: p.read_text() for p in out.iterdir()}
-    assert len({workers[f"g{i}"] for i in range(6)}) == 1, json.dumps(workers)
+    assert len({workers[f"g{i}"] for i in range(12)}) == 1, json.dumps(workers)
 
 
 def test_the_group_suffix_is_taken_off_report_node_ids():
